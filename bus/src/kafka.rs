@@ -1,0 +1,520 @@
+//! The Kafka edge: producer, topic administration and the at-least-once
+//! consume loop shared by every stage.
+//!
+//! Everything here speaks plain Kafka through librdkafka; nothing depends on
+//! the broker being Apache Kafka, Redpanda or Tansu.
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::stream::{FuturesOrdered, StreamExt};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use tokio::sync::watch;
+
+use crate::contract::headers;
+use crate::metrics::StageMetrics;
+
+/// Errors at the Kafka edge.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("could not create the Kafka {what} for brokers {brokers}: {source}")]
+    Client {
+        what: &'static str,
+        brokers: String,
+        source: KafkaError,
+    },
+    #[error("creating topic {topic} failed: {code}")]
+    CreateTopic {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error("Kafka request failed: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("message for {topic} is {size} bytes, over the {limit}-byte limit")]
+    TooLarge {
+        topic: String,
+        size: usize,
+        limit: usize,
+    },
+    #[error("stage stopped: {0}")]
+    Fatal(String),
+}
+
+/// Connection settings shared by producers, consumers and the admin client.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    pub brokers: String,
+    /// Client id reported to the broker (shows in its logs and quotas).
+    pub client_id: String,
+    /// Extra librdkafka settings (`security.protocol`, `sasl.mechanism`, ...),
+    /// applied last so they override the defaults here.
+    pub options: Vec<(String, String)>,
+}
+
+impl KafkaSettings {
+    pub fn new(brokers: impl Into<String>, client_id: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            client_id: client_id.into(),
+            options: Vec::new(),
+        }
+    }
+
+    fn base(&self) -> ClientConfig {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &self.brokers)
+            .set("client.id", &self.client_id);
+        cfg
+    }
+
+    fn finish(&self, mut cfg: ClientConfig) -> ClientConfig {
+        for (k, v) in &self.options {
+            cfg.set(k, v);
+        }
+        cfg
+    }
+}
+
+/// A message to produce.
+#[derive(Debug, Clone)]
+pub struct OutMessage {
+    pub topic: String,
+    pub key: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub payload: Vec<u8>,
+}
+
+impl OutMessage {
+    pub fn new(topic: impl Into<String>, key: impl Into<String>, payload: Vec<u8>) -> Self {
+        Self {
+            topic: topic.into(),
+            key: key.into(),
+            headers: Vec::new(),
+            payload,
+        }
+    }
+
+    pub fn header(mut self, key: &str, value: impl AsRef<[u8]>) -> Self {
+        self.headers.push((key.to_string(), value.as_ref().to_vec()));
+        self
+    }
+
+    /// Adds every `(name, value)` pair, for example a trace context.
+    pub fn headers<I, K, V>(mut self, pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: AsRef<[u8]>,
+    {
+        for (k, v) in pairs {
+            self.headers.push((k.into(), v.as_ref().to_vec()));
+        }
+        self
+    }
+}
+
+/// Where a produced message landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Idempotent, zstd-compressed producer.
+#[derive(Clone)]
+pub struct Producer {
+    inner: FutureProducer,
+    max_message_bytes: usize,
+}
+
+impl Producer {
+    pub fn new(settings: &KafkaSettings) -> Result<Self, BusError> {
+        let mut cfg = settings.base();
+        cfg.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "zstd")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "120000")
+            .set("message.max.bytes", crate::contract::MAX_MESSAGE_BYTES.to_string());
+        let inner = settings
+            .finish(cfg)
+            .create::<FutureProducer>()
+            .map_err(|source| BusError::Client {
+                what: "producer",
+                brokers: settings.brokers.clone(),
+                source,
+            })?;
+        Ok(Self {
+            inner,
+            max_message_bytes: crate::contract::MAX_MESSAGE_BYTES,
+        })
+    }
+
+    /// Enqueues a message and returns a future that resolves once the broker
+    /// acknowledged it. Messages enqueued in order stay in order per partition.
+    pub fn send(
+        &self,
+        msg: OutMessage,
+    ) -> Result<impl Future<Output = Result<Delivered, BusError>> + Send + use<>, BusError> {
+        let size = msg.payload.len() + msg.key.len();
+        if size > self.max_message_bytes {
+            return Err(BusError::TooLarge {
+                topic: msg.topic,
+                size,
+                limit: self.max_message_bytes,
+            });
+        }
+        let mut hdrs = OwnedHeaders::new_with_capacity(msg.headers.len());
+        for (k, v) in &msg.headers {
+            hdrs = hdrs.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        let record = FutureRecord::to(&msg.topic)
+            .key(&msg.key)
+            .payload(&msg.payload)
+            .headers(hdrs);
+        let fut = self
+            .inner
+            .send_result(record)
+            .map_err(|(e, _)| BusError::Kafka(e))?;
+        Ok(async move {
+            match fut.await {
+                Ok(Ok(d)) => Ok(Delivered {
+                    partition: d.partition,
+                    offset: d.offset,
+                }),
+                Ok(Err((e, _))) => Err(BusError::Kafka(e)),
+                Err(_) => Err(BusError::Fatal("producer was dropped".into())),
+            }
+        })
+    }
+
+    /// Sends and waits for the acknowledgement.
+    pub async fn send_and_wait(&self, msg: OutMessage) -> Result<Delivered, BusError> {
+        self.send(msg)?.await
+    }
+
+    /// Waits until every enqueued message is delivered or `timeout` passes.
+    pub fn flush(&self, timeout: Duration) -> Result<(), BusError> {
+        use rdkafka::producer::Producer as _;
+        self.inner.flush(Timeout::After(timeout))?;
+        Ok(())
+    }
+}
+
+/// Creates the topics that do not exist yet. Existing topics are left as
+/// they are (their partition count is not changed).
+pub async fn ensure_topics(
+    settings: &KafkaSettings,
+    topics: &[&str],
+    partitions: i32,
+    replication: i32,
+) -> Result<(), BusError> {
+    let admin: AdminClient<DefaultClientContext> = settings
+        .finish(settings.base())
+        .create()
+        .map_err(|source| BusError::Client {
+            what: "admin client",
+            brokers: settings.brokers.clone(),
+            source,
+        })?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics(&new, &opts).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(BusError::CreateTopic { topic, code }),
+        }
+    }
+    Ok(())
+}
+
+/// Where a consumer group starts when it has no committed offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    Earliest,
+    Latest,
+}
+
+/// A consumer in `group` that commits only offsets stored explicitly with
+/// [`StreamConsumer::store_offset_from_message`] (at-least-once).
+pub fn consumer(
+    settings: &KafkaSettings,
+    group: &str,
+    topics: &[&str],
+    start: StartAt,
+) -> Result<StreamConsumer, BusError> {
+    let mut cfg = settings.base();
+    cfg.set("group.id", group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "auto.offset.reset",
+            match start {
+                StartAt::Earliest => "earliest",
+                StartAt::Latest => "latest",
+            },
+        )
+        .set("session.timeout.ms", "10000")
+        .set("fetch.message.max.bytes", "2097152");
+    let consumer: StreamConsumer =
+        settings
+            .finish(cfg)
+            .create()
+            .map_err(|source| BusError::Client {
+                what: "consumer",
+                brokers: settings.brokers.clone(),
+                source,
+            })?;
+    consumer.subscribe(topics)?;
+    Ok(consumer)
+}
+
+/// A consumed message, detached from librdkafka's buffers.
+#[derive(Debug, Clone)]
+pub struct InMessage {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl InMessage {
+    pub fn from_borrowed(m: &BorrowedMessage<'_>) -> Self {
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|x| (x.key.to_string(), x.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().unwrap_or_default().to_vec(),
+            headers,
+        }
+    }
+
+    /// The first header named `name`, as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    pub fn key_str(&self) -> Option<&str> {
+        self.key.as_deref().and_then(|k| std::str::from_utf8(k).ok())
+    }
+}
+
+/// What went wrong handling one message; decides what the loop does next.
+/// The retry policy travels in the error type.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// The message breaks the contract: it goes to the dead-letter topic with
+    /// this reason and the loop moves on.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// A passing failure (a dependency down): the same message is handled
+    /// again after a backoff; its offset is not stored.
+    #[error("retryable failure: {0}")]
+    Retryable(String),
+    /// The stage cannot go on at all.
+    #[error("fatal: {0}")]
+    Fatal(String),
+}
+
+/// The logic of a consuming stage, free of transport: one input message in,
+/// zero or more output messages out.
+pub trait Handler: Send {
+    fn handle(
+        &mut self,
+        msg: &InMessage,
+    ) -> impl Future<Output = Result<Vec<OutMessage>, HandleError>> + Send;
+
+    /// Called on every flush tick, for stages that hold state (batches,
+    /// idle streams). Whatever it returns is produced like handle's output.
+    fn on_tick(&mut self) -> impl Future<Output = Vec<OutMessage>> + Send {
+        async { Vec::new() }
+    }
+}
+
+/// Settings of [`run_stage`].
+#[derive(Debug, Clone)]
+pub struct StageSettings {
+    /// Stage name in logs, metrics and dead-letter headers.
+    pub stage: String,
+    pub dead_letter_topic: String,
+    pub tick: Duration,
+    /// Backoff after a retryable failure: starts here, doubles up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+/// The at-least-once consume loop, one `tokio::select!` over input, a flush
+/// tick and the shutdown signal. For each message: handle it, produce every
+/// output, wait for all acknowledgements, then store its offset. A malformed
+/// message is produced to the dead-letter topic (with the reason in
+/// [`headers::DLQ_REASON`]) before its offset is stored.
+pub async fn run_stage<H: Handler>(
+    consumer: &StreamConsumer,
+    producer: &Producer,
+    handler: &mut H,
+    settings: &StageSettings,
+    metrics: &StageMetrics,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), BusError> {
+    let mut tick = tokio::time::interval(settings.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => {
+                tracing::info!(stage = %settings.stage, "shutdown requested; stopping consume loop");
+                break;
+            }
+            _ = tick.tick() => {
+                let out = handler.on_tick().await;
+                produce_all(producer, out).await?;
+            }
+            received = consumer.recv() => {
+                let borrowed = match received {
+                    Ok(m) => m,
+                    Err(e) => {
+                        metrics.error("consume");
+                        tracing::warn!(stage = %settings.stage, error = %e, "consume failed");
+                        continue;
+                    }
+                };
+                let msg = InMessage::from_borrowed(&borrowed);
+                metrics.received(&msg.topic);
+                let started = std::time::Instant::now();
+                let mut backoff = settings.min_backoff;
+                loop {
+                    match handler.handle(&msg).await {
+                        Ok(out) => {
+                            let n = out.len();
+                            produce_all(producer, out).await?;
+                            metrics.sent_n(n as u64);
+                            break;
+                        }
+                        Err(HandleError::Malformed(reason)) => {
+                            metrics.error("malformed");
+                            tracing::warn!(stage = %settings.stage, topic = %msg.topic,
+                                partition = msg.partition, offset = msg.offset, %reason,
+                                "malformed message sent to the dead-letter topic");
+                            producer.send_and_wait(dead_letter(&msg, &settings.stage,
+                                &settings.dead_letter_topic, &reason)).await?;
+                            break;
+                        }
+                        Err(HandleError::Retryable(reason)) => {
+                            metrics.error("retryable");
+                            tracing::warn!(stage = %settings.stage, %reason, ?backoff, "retrying message");
+                            tokio::select! {
+                                _ = tokio::time::sleep(backoff) => {}
+                                _ = shutdown.changed() => return Ok(()),
+                            }
+                            backoff = (backoff * 2).min(settings.max_backoff);
+                        }
+                        Err(HandleError::Fatal(reason)) => {
+                            metrics.error("fatal");
+                            return Err(BusError::Fatal(reason));
+                        }
+                    }
+                }
+                metrics.observe(started.elapsed());
+                consumer.store_offset_from_message(&borrowed)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Produces all messages (in order) and waits for every acknowledgement.
+pub async fn produce_all(producer: &Producer, out: Vec<OutMessage>) -> Result<(), BusError> {
+    let mut pending = FuturesOrdered::new();
+    for m in out {
+        pending.push_back(producer.send(m)?);
+    }
+    while let Some(done) = pending.next().await {
+        done?;
+    }
+    Ok(())
+}
+
+/// The dead-letter copy of `msg`: same key and payload, its original headers,
+/// and the reason, stage and origin added.
+pub fn dead_letter(msg: &InMessage, stage: &str, topic: &str, reason: &str) -> OutMessage {
+    let mut out = OutMessage::new(
+        topic,
+        msg.key_str().unwrap_or_default(),
+        msg.payload.clone(),
+    );
+    out.headers = msg.headers.clone();
+    out.header(headers::DLQ_REASON, reason)
+        .header(headers::DLQ_STAGE, stage)
+        .header(headers::DLQ_TOPIC, &msg.topic)
+        .header(headers::DLQ_PARTITION, msg.partition.to_string())
+        .header(headers::DLQ_OFFSET, msg.offset.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_keeps_the_message_and_says_why() {
+        let msg = InMessage {
+            topic: "frames".into(),
+            partition: 2,
+            offset: 41,
+            key: Some(b"cam-1".to_vec()),
+            payload: b"garbage".to_vec(),
+            headers: vec![("traceparent".into(), b"00-abc".to_vec())],
+        };
+        let dl = dead_letter(&msg, "preprocess", "dead-letters", "bad magic");
+        assert_eq!(dl.topic, "dead-letters");
+        assert_eq!(dl.key, "cam-1");
+        assert_eq!(dl.payload, b"garbage");
+        let get = |k: &str| {
+            dl.headers
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+        };
+        assert_eq!(get(headers::DLQ_REASON).as_deref(), Some("bad magic"));
+        assert_eq!(get(headers::DLQ_STAGE).as_deref(), Some("preprocess"));
+        assert_eq!(get(headers::DLQ_OFFSET).as_deref(), Some("41"));
+        assert_eq!(get("traceparent").as_deref(), Some("00-abc"));
+    }
+
+    #[test]
+    fn producer_refuses_oversized_messages_before_sending() {
+        let p = Producer::new(&KafkaSettings::new("127.0.0.1:1", "t")).unwrap();
+        let err = p
+            .send(OutMessage::new("t", "k", vec![0; 1_000_001]))
+            .err()
+            .unwrap();
+        assert!(matches!(err, BusError::TooLarge { .. }), "{err}");
+    }
+}

@@ -1,0 +1,180 @@
+//! Prometheus metrics with the same names in every stage, labelled by stage.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `mouthmap_events_received_total` | counter | `stage`, `topic` |
+//! | `mouthmap_events_sent_total` | counter | `stage` |
+//! | `mouthmap_errors_total` | counter | `stage`, `kind` |
+//! | `mouthmap_processing_seconds` | histogram | `stage` |
+//! | `mouthmap_active_streams` | gauge | `stage` |
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::{Router, routing::get};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+struct Families {
+    registry: Registry,
+    received: IntCounterVec,
+    sent: IntCounterVec,
+    errors: IntCounterVec,
+    latency: HistogramVec,
+    active: IntGaugeVec,
+}
+
+fn families() -> &'static Families {
+    static F: OnceLock<Families> = OnceLock::new();
+    F.get_or_init(|| {
+        let registry = Registry::new();
+        let received = IntCounterVec::new(
+            Opts::new("mouthmap_events_received_total", "Events received, by stage and topic"),
+            &["stage", "topic"],
+        )
+        .expect("valid metric");
+        let sent = IntCounterVec::new(
+            Opts::new("mouthmap_events_sent_total", "Events sent downstream, by stage"),
+            &["stage"],
+        )
+        .expect("valid metric");
+        let errors = IntCounterVec::new(
+            Opts::new("mouthmap_errors_total", "Errors, by stage and kind"),
+            &["stage", "kind"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "mouthmap_processing_seconds",
+                "Time to process one event, by stage",
+            )
+            .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")),
+            &["stage"],
+        )
+        .expect("valid metric");
+        let active = IntGaugeVec::new(
+            Opts::new("mouthmap_active_streams", "Streams in progress, by stage"),
+            &["stage"],
+        )
+        .expect("valid metric");
+        for c in [&received, &sent, &errors] {
+            registry.register(Box::new(c.clone())).expect("unique metric");
+        }
+        registry.register(Box::new(latency.clone())).expect("unique metric");
+        registry.register(Box::new(active.clone())).expect("unique metric");
+        Families {
+            registry,
+            received,
+            sent,
+            errors,
+            latency,
+            active,
+        }
+    })
+}
+
+/// The metrics handle of one stage.
+#[derive(Clone, Debug)]
+pub struct StageMetrics {
+    stage: String,
+}
+
+impl StageMetrics {
+    pub fn new(stage: impl Into<String>) -> Self {
+        let stage = stage.into();
+        // Touch the families so the stage shows up with zeros from the start.
+        let f = families();
+        f.sent.with_label_values(&[&stage]);
+        f.active.with_label_values(&[&stage]);
+        Self { stage }
+    }
+
+    pub fn received(&self, topic: &str) {
+        families()
+            .received
+            .with_label_values(&[&self.stage, topic])
+            .inc();
+    }
+
+    pub fn sent(&self) {
+        self.sent_n(1);
+    }
+
+    pub fn sent_n(&self, n: u64) {
+        families().sent.with_label_values(&[&self.stage]).inc_by(n);
+    }
+
+    pub fn error(&self, kind: &str) {
+        families()
+            .errors
+            .with_label_values(&[&self.stage, kind])
+            .inc();
+    }
+
+    pub fn observe(&self, elapsed: Duration) {
+        families()
+            .latency
+            .with_label_values(&[&self.stage])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn set_active(&self, n: i64) {
+        families().active.with_label_values(&[&self.stage]).set(n);
+    }
+}
+
+/// All metrics in the Prometheus text format.
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&families().registry.gather(), &mut buf)
+        .expect("text encoding cannot fail");
+    String::from_utf8(buf).expect("prometheus text is UTF-8")
+}
+
+/// A router serving `GET /metrics`, to merge into a service's own API.
+pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new().route(
+        "/metrics",
+        get(|| async {
+            (
+                [("content-type", "text/plain; version=0.0.4")],
+                render(),
+            )
+        }),
+    )
+}
+
+/// Serves `/metrics` on `addr` until `shutdown` fires (for stages without an API).
+pub async fn serve(
+    addr: SocketAddr,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, router::<()>())
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_show_up_in_the_text_format() {
+        let m = StageMetrics::new("unit-test");
+        m.received("frames");
+        m.sent_n(3);
+        m.error("malformed");
+        m.observe(Duration::from_millis(3));
+        let text = render();
+        assert!(text.contains(
+            "mouthmap_events_received_total{stage=\"unit-test\",topic=\"frames\"} 1"
+        ));
+        assert!(text.contains("mouthmap_events_sent_total{stage=\"unit-test\"} 3"));
+        assert!(text.contains("mouthmap_errors_total{kind=\"malformed\",stage=\"unit-test\"} 1"));
+        assert!(text.contains("mouthmap_processing_seconds_count{stage=\"unit-test\"} 1"));
+    }
+}

@@ -1,0 +1,359 @@
+//! Decoding any source to 25 fps I420 frames with GStreamer and an appsink.
+//!
+//! ```text
+//! uridecodebin | rtmp2src ! decodebin | v4l2src ! decodebin
+//!   ! queue ! videoconvert ! videoscale ! videorate
+//!   ! video/x-raw,format=I420,framerate=25/1,pixel-aspect-ratio=1/1[,width=W]
+//!   ! appsink
+//! ```
+//!
+//! Non-video streams (audio) are sent to a fakesink. Frames wider than
+//! `max_width` are scaled down, keeping the display aspect ratio.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+use gstreamer_video::prelude::*;
+use mouthmap_bus::contract::{FPS, PixelFormat, SourceKind};
+
+use crate::source::Source;
+
+/// Why decoding failed.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum CaptureError {
+    #[error("GStreamer could not be initialised: {0}")]
+    Init(String),
+    #[error("could not build the decoding pipeline: {0} (is the GStreamer plugin installed? scripts/stack up installs them)")]
+    Build(String),
+    #[error("{source_name}: {message}")]
+    Pipeline {
+        source_name: String,
+        message: String,
+    },
+    #[error("{0}: the source has no video stream")]
+    NoVideo(String),
+}
+
+/// A decoded frame with its timestamp, tightly packed I420.
+#[derive(Debug)]
+pub struct Decoded {
+    pub pts_ns: u64,
+    pub width: u32,
+    pub height: u32,
+    pub data: Vec<u8>,
+}
+
+/// What one poll of the pipeline gave.
+#[derive(Debug)]
+pub enum Polled {
+    Frame(Decoded),
+    /// Nothing within the poll's timeout.
+    Idle,
+    /// The source ended.
+    Eos,
+}
+
+/// Capture settings.
+#[derive(Debug, Clone, Copy)]
+pub struct CaptureSettings {
+    /// Pace file sources at real time (live sources are always real time).
+    pub realtime: bool,
+    /// Frames wider than this are scaled down (0 = never scale).
+    pub max_width: u32,
+}
+
+impl Default for CaptureSettings {
+    fn default() -> Self {
+        Self {
+            realtime: false,
+            max_width: 640,
+        }
+    }
+}
+
+/// Initialises GStreamer once per process.
+pub fn init() -> Result<(), CaptureError> {
+    static INIT: OnceLock<Result<(), String>> = OnceLock::new();
+    INIT.get_or_init(|| gst::init().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(CaptureError::Init)
+}
+
+#[derive(Default)]
+struct PadState {
+    video_linked: bool,
+    no_more_pads: bool,
+}
+
+/// A running decoding pipeline. Dropping it stops it.
+pub struct Capture {
+    pipeline: gst::Pipeline,
+    sink: gst_app::AppSink,
+    bus: gst::Bus,
+    pads: Arc<Mutex<PadState>>,
+    name: String,
+    first_pts: Option<gst::ClockTime>,
+}
+
+fn make(factory: &str) -> Result<gst::Element, CaptureError> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|e| CaptureError::Build(format!("element {factory}: {e}")))
+}
+
+impl Capture {
+    /// Builds the pipeline for `source` and sets it playing.
+    pub fn open(source: &Source, settings: CaptureSettings) -> Result<Self, CaptureError> {
+        init()?;
+        let name = source.redacted();
+        let build = |e: gst::glib::BoolError| CaptureError::Build(e.to_string());
+        let pipeline = gst::Pipeline::default();
+        let decoder = match source.kind {
+            SourceKind::Rtmp => {
+                let src = gst::ElementFactory::make("rtmp2src")
+                    .property_from_str("location", &source.location)
+                    .build()
+                    .map_err(|e| CaptureError::Build(format!("rtmp2src: {e}")))?;
+                let dec = make("decodebin")?;
+                pipeline.add_many([&src, &dec]).map_err(build)?;
+                src.link(&dec).map_err(build)?;
+                dec
+            }
+            SourceKind::Camera => {
+                let src = gst::ElementFactory::make("v4l2src")
+                    .property("device", &source.location)
+                    .build()
+                    .map_err(|e| CaptureError::Build(format!("v4l2src: {e}")))?;
+                let dec = make("decodebin")?;
+                pipeline.add_many([&src, &dec]).map_err(build)?;
+                src.link(&dec).map_err(build)?;
+                dec
+            }
+            _ => {
+                let dec = gst::ElementFactory::make("uridecodebin")
+                    .property("uri", &source.location)
+                    .build()
+                    .map_err(|e| CaptureError::Build(format!("uridecodebin: {e}")))?;
+                pipeline.add(&dec).map_err(build)?;
+                dec
+            }
+        };
+        let queue = make("queue")?;
+        let convert = make("videoconvert")?;
+        let scale = make("videoscale")?;
+        let rate = make("videorate")?;
+        let filter = make("capsfilter")?;
+        filter.set_property("caps", output_caps(None));
+        let sink = gst_app::AppSink::builder()
+            .caps(
+                &gst::Caps::builder("video/x-raw")
+                    .field("format", "I420")
+                    .build(),
+            )
+            .sync(settings.realtime && !source.is_live())
+            .max_buffers(16)
+            .drop(false)
+            .build();
+        pipeline
+            .add_many([&queue, &convert, &scale, &rate, &filter, sink.upcast_ref()])
+            .map_err(build)?;
+        gst::Element::link_many([&queue, &convert, &scale, &rate, &filter, sink.upcast_ref()])
+            .map_err(build)?;
+
+        let pads = Arc::new(Mutex::new(PadState::default()));
+        let max_width = settings.max_width;
+        {
+            let pads = pads.clone();
+            let pipeline_weak = pipeline.downgrade();
+            let queue = queue.clone();
+            decoder.connect_pad_added(move |_, pad| {
+                let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+                let structure = caps.structure(0);
+                let is_video = structure.is_some_and(|s| s.name().starts_with("video/"));
+                let mut state = pads.lock().expect("pad state lock");
+                if is_video && !state.video_linked {
+                    let width = structure.and_then(|s| s.get::<i32>("width").ok());
+                    let target = width.and_then(|w| scaled_width(w as u32, max_width));
+                    filter.set_property("caps", output_caps(target));
+                    let sinkpad = queue.static_pad("sink").expect("queue has a sink pad");
+                    if pad.link(&sinkpad).is_ok() {
+                        state.video_linked = true;
+                    }
+                } else if let Some(pipeline) = pipeline_weak.upgrade() {
+                    // Audio and extra video streams are decoded into a fakesink.
+                    if let Ok(fake) = gst::ElementFactory::make("fakesink")
+                        .property("sync", false)
+                        .property("async", false)
+                        .build()
+                    {
+                        let _ = pipeline.add(&fake);
+                        let _ = fake.sync_state_with_parent();
+                        if let Some(sinkpad) = fake.static_pad("sink") {
+                            let _ = pad.link(&sinkpad);
+                        }
+                    }
+                }
+            });
+        }
+        {
+            let pads = pads.clone();
+            decoder.connect_no_more_pads(move |_| {
+                pads.lock().expect("pad state lock").no_more_pads = true;
+            });
+        }
+        let bus = pipeline.bus().expect("a pipeline has a bus");
+        let capture = Self {
+            pipeline,
+            sink,
+            bus,
+            pads,
+            name,
+            first_pts: None,
+        };
+        if capture.pipeline.set_state(gst::State::Playing).is_err() {
+            // The bus says why.
+            return Err(capture.pending_error().unwrap_or_else(|| CaptureError::Pipeline {
+                source_name: capture.name.clone(),
+                message: "the pipeline refused to start".into(),
+            }));
+        }
+        Ok(capture)
+    }
+
+    fn pending_error(&self) -> Option<CaptureError> {
+        while let Some(msg) = self.bus.pop() {
+            if let gst::MessageView::Error(err) = msg.view() {
+                return Some(CaptureError::Pipeline {
+                    source_name: self.name.clone(),
+                    message: describe_error(err),
+                });
+            }
+        }
+        None
+    }
+
+    /// Waits up to `timeout` for the next frame.
+    pub fn poll(&mut self, timeout: Duration) -> Result<Polled, CaptureError> {
+        let t = gst::ClockTime::from_nseconds(timeout.as_nanos() as u64);
+        if let Some(sample) = self.sink.try_pull_sample(t) {
+            return self.convert(&sample).map(Polled::Frame);
+        }
+        if self.sink.is_eos() {
+            return Ok(Polled::Eos);
+        }
+        while let Some(msg) = self.bus.pop() {
+            match msg.view() {
+                gst::MessageView::Error(err) => {
+                    return Err(CaptureError::Pipeline {
+                        source_name: self.name.clone(),
+                        message: describe_error(err),
+                    });
+                }
+                gst::MessageView::Eos(_) => return Ok(Polled::Eos),
+                _ => {}
+            }
+        }
+        let pads = self.pads.lock().expect("pad state lock");
+        if pads.no_more_pads && !pads.video_linked {
+            return Err(CaptureError::NoVideo(self.name.clone()));
+        }
+        Ok(Polled::Idle)
+    }
+
+    /// Asks the source to end: what is already decoded still comes out, then EOS.
+    pub fn send_eos(&self) {
+        self.pipeline.send_event(gst::event::Eos::new());
+    }
+
+    fn convert(&mut self, sample: &gst::Sample) -> Result<Decoded, CaptureError> {
+        let fail = |message: String| CaptureError::Pipeline {
+            source_name: self.name.clone(),
+            message,
+        };
+        let buffer = sample.buffer().ok_or_else(|| fail("sample without buffer".into()))?;
+        let caps = sample.caps().ok_or_else(|| fail("sample without caps".into()))?;
+        let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| fail(e.to_string()))?;
+        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
+            .map_err(|e| fail(format!("unreadable frame: {e}")))?;
+        let (w, h) = (frame.width(), frame.height());
+        let mut data = Vec::with_capacity(PixelFormat::I420.frame_bytes(w, h));
+        for plane in 0..3u32 {
+            let (pw, ph) = if plane == 0 {
+                (w as usize, h as usize)
+            } else {
+                (w.div_ceil(2) as usize, h.div_ceil(2) as usize)
+            };
+            let stride = frame.plane_stride()[plane as usize] as usize;
+            let bytes = frame
+                .plane_data(plane)
+                .map_err(|e| fail(format!("plane {plane}: {e}")))?;
+            for row in 0..ph {
+                data.extend_from_slice(&bytes[row * stride..row * stride + pw]);
+            }
+        }
+        let pts = buffer.pts().unwrap_or(gst::ClockTime::ZERO);
+        let first = *self.first_pts.get_or_insert(pts);
+        Ok(Decoded {
+            pts_ns: pts.saturating_sub(first).nseconds(),
+            width: w,
+            height: h,
+            data,
+        })
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+fn output_caps(width: Option<u32>) -> gst::Caps {
+    let mut b = gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .field("framerate", gst::Fraction::new(FPS as i32, 1))
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1));
+    if let Some(w) = width {
+        b = b.field("width", w as i32);
+    }
+    b.build()
+}
+
+/// The width to scale to, when `width` is over `max_width` (even, for I420).
+fn scaled_width(width: u32, max_width: u32) -> Option<u32> {
+    (max_width > 0 && width > max_width).then_some(max_width & !1)
+}
+
+fn describe_error(err: &gst::message::Error) -> String {
+    let e = err.error();
+    let mut text = e.to_string();
+    if e.matches(gst::StreamError::TypeNotFound) || e.matches(gst::StreamError::WrongType) {
+        text = format!("not a video GStreamer can read ({text})");
+    } else if e.matches(gst::ResourceError::NotFound) || e.matches(gst::ResourceError::OpenRead) {
+        text = format!("cannot open the source ({text})");
+    }
+    if let Some(debug) = err.debug() {
+        let first_line = debug.lines().last().unwrap_or_default().trim().to_string();
+        if !first_line.is_empty() {
+            text = format!("{text} [{first_line}]");
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scales_only_wide_frames() {
+        assert_eq!(scaled_width(360, 640), None);
+        assert_eq!(scaled_width(720, 640), Some(640));
+        assert_eq!(scaled_width(1921, 641), Some(640));
+        assert_eq!(scaled_width(4000, 0), None);
+    }
+}

@@ -1,0 +1,129 @@
+//! The `ingest` service: streams from the command line and from the API,
+//! published to the `frames` topic until they end or shutdown is asked.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mouthmap_bus::contract::StreamEnd;
+use mouthmap_bus::kafka::Producer;
+use mouthmap_bus::metrics::StageMetrics;
+use tokio::sync::{mpsc, watch};
+
+use crate::api::{self, ApiState, RtmpSettings};
+use crate::manager::{StartError, StreamManager};
+use crate::publish::{PublishStats, publish_loop};
+use crate::source::Source;
+use crate::stream::{StopMode, StreamSettings};
+
+/// Errors that stop the service.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the API would listen on {0}, which is not loopback, without a token: set --api-token (or MOUTHMAP_API_TOKEN)")]
+    OpenWithoutToken(SocketAddr),
+    #[error("cannot start stream: {0}")]
+    Start(#[from] StartError),
+}
+
+/// The API's settings.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub listen: SocketAddr,
+    pub token: Option<String>,
+    pub rtmp: RtmpSettings,
+}
+
+/// Everything the service needs.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    pub streams: StreamSettings,
+    pub topic: String,
+    /// Streams to start at once: (stream id, source).
+    pub sources: Vec<(Option<String>, Source)>,
+    /// The HTTP API, if any.
+    pub api: Option<ApiSettings>,
+    /// Exit when the command-line streams have ended (no API serving).
+    pub exit_when_done: bool,
+}
+
+/// What happened, for the exit status.
+#[derive(Debug)]
+pub struct Summary {
+    pub ended: Vec<StreamEnd>,
+    pub publish: PublishStats,
+}
+
+/// Runs until the command-line streams end (with `exit_when_done`) or
+/// `shutdown` fires; then stops every stream and waits until all that was
+/// captured is acknowledged by the broker.
+pub async fn run(
+    settings: IngestSettings,
+    producer: Producer,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<Summary, ServiceError> {
+    let metrics = StageMetrics::new("ingest");
+    let (tx, rx) = mpsc::channel(64);
+    let publisher = tokio::spawn(publish_loop(rx, producer.clone(), settings.topic.clone(), metrics.clone()));
+    let manager = StreamManager::new(settings.streams, tx, metrics);
+
+    let (api_stop_tx, api_stop_rx) = watch::channel(false);
+    let mut api_task = None;
+    if let Some(api) = &settings.api {
+        if api.token.is_none() && !api.listen.ip().is_loopback() {
+            return Err(ServiceError::OpenWithoutToken(api.listen));
+        }
+        let listener = tokio::net::TcpListener::bind(api.listen)
+            .await
+            .map_err(|source| ServiceError::Listen { addr: api.listen, source })?;
+        tracing::info!(addr = %api.listen, auth = api.token.is_some(), "ingest API listening");
+        let state = Arc::new(ApiState {
+            manager: manager.clone(),
+            token: api.token.clone(),
+            rtmp: api.rtmp.clone(),
+        });
+        let mut stop = api_stop_rx.clone();
+        api_task = Some(tokio::spawn(async move {
+            let served = axum::serve(listener, api::router(state))
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "API server failed");
+            }
+        }));
+    }
+
+    let mut ids = Vec::new();
+    for (id, source) in settings.sources {
+        let (status, _) = manager.start(id, source, None)?;
+        ids.push(status.id);
+    }
+
+    if settings.exit_when_done {
+        tokio::select! {
+            _ = manager.wait_idle() => {}
+            _ = shutdown.wait_for(|s| *s) => tracing::info!("shutdown requested; stopping streams"),
+        }
+    } else {
+        let _ = shutdown.wait_for(|s| *s).await;
+        tracing::info!("shutdown requested; stopping streams");
+    }
+    let _ = api_stop_tx.send(true);
+    manager.shutdown(StopMode::Now).await;
+    if let Some(t) = api_task {
+        let _ = t.await;
+    }
+    let publish = publisher.await.unwrap_or_default();
+    let (_, ended) = manager.list();
+    let ended = ended
+        .into_iter()
+        .filter(|s| ids.contains(&s.id))
+        .filter_map(|s| s.end)
+        .collect();
+    Ok(Summary { ended, publish })
+}

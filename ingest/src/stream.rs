@@ -1,0 +1,323 @@
+//! One stream's life: start event, frames in chunks, retries, end event.
+//!
+//! [`run_stream`] runs on its own OS thread (GStreamer's appsink pulls block)
+//! and hands every event to an [`Emitter`]; it knows nothing of Kafka.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use mouthmap_bus::contract::{
+    EndReason, FPS, FrameEvent, PixelFormat, StreamEnd, StreamStart,
+};
+
+use crate::capture::{Capture, CaptureError, CaptureSettings, Polled};
+use crate::chunker::{ChunkPolicy, Chunker, RawFrame};
+use crate::source::Source;
+
+/// Settings of every stream an ingest process runs.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSettings {
+    pub capture: CaptureSettings,
+    pub chunk: ChunkPolicy,
+    /// A live source that shows no frame this long after opening has failed.
+    pub connect_timeout: Duration,
+    /// A live source that stops sending frames this long has dropped.
+    pub stall_timeout: Duration,
+    /// Reconnection attempts for a live source before it is ended with an error.
+    pub retries: u32,
+    /// First reconnection delay; doubles with each attempt.
+    pub retry_backoff: Duration,
+    /// When asked to drain, end after this long without a new frame.
+    pub drain_quiet: Duration,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            capture: CaptureSettings::default(),
+            chunk: ChunkPolicy::default(),
+            connect_timeout: Duration::from_secs(15),
+            stall_timeout: Duration::from_secs(10),
+            retries: 3,
+            retry_backoff: Duration::from_secs(1),
+            drain_quiet: Duration::from_millis(1500),
+        }
+    }
+}
+
+/// How a stop request ends a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// Keep reading until the source ends or goes quiet, then end with `reason`.
+    /// Used when an RTMP publisher finishes: what it sent still arrives.
+    Drain(EndReason),
+    /// End now; frames already decoded are still published.
+    Now,
+}
+
+/// Shared between a stream's thread and whoever controls it.
+#[derive(Debug, Default)]
+pub struct StreamControl {
+    stop: Mutex<Option<StopMode>>,
+    frames: AtomicU64,
+}
+
+impl StreamControl {
+    pub fn request_stop(&self, mode: StopMode) {
+        let mut stop = self.stop.lock().expect("stop lock");
+        // A hard stop wins over a drain, never the other way round.
+        if *stop != Some(StopMode::Now) {
+            *stop = Some(mode);
+        }
+    }
+
+    fn stop_mode(&self) -> Option<StopMode> {
+        *self.stop.lock().expect("stop lock")
+    }
+
+    /// Frames captured so far.
+    pub fn frames(&self) -> u64 {
+        self.frames.load(Ordering::Relaxed)
+    }
+}
+
+/// Where a stream's events go. `emit` returns false when nobody listens
+/// any more, which stops the stream.
+pub trait Emitter: Send {
+    fn emit(&mut self, event: FrameEvent, payload: Vec<u8>, span: tracing::Span) -> bool;
+    /// Called once the pipeline is playing (an RTMP pull is connecting).
+    fn playing(&mut self) {}
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Runs a stream to its end and returns the end event it emitted.
+pub fn run_stream(
+    stream_id: &str,
+    source: &Source,
+    settings: &StreamSettings,
+    control: &Arc<StreamControl>,
+    emitter: &mut dyn Emitter,
+) -> StreamEnd {
+    let start = StreamStart {
+        stream_id: stream_id.to_string(),
+        source: source.redacted(),
+        source_kind: source.kind,
+        fps: FPS,
+        started_at_ms: now_ms(),
+    };
+    let span = tracing::info_span!("ingest.stream_start", stream_id);
+    tracing::info!(stream_id, source = %start.source, "stream started");
+    let mut run = Run {
+        stream_id,
+        settings,
+        control,
+        chunker: Chunker::new(stream_id, settings.chunk),
+        next_index: 0,
+        listening: emitter.emit(FrameEvent::Start(start), Vec::new(), span),
+    };
+    let (reason, error) = run.capture_loop(source, emitter);
+    if let Some((chunk, payload)) = run.chunker.flush() {
+        run.emit_chunk(emitter, chunk, payload);
+    }
+    let end = StreamEnd {
+        stream_id: stream_id.to_string(),
+        reason,
+        error,
+        frames: run.next_index,
+        chunks: run.chunker.chunks(),
+        ended_at_ms: now_ms(),
+    };
+    match &end.error {
+        Some(e) => tracing::error!(stream_id, reason = ?end.reason, frames = end.frames, error = %e, "stream ended with an error"),
+        None => tracing::info!(stream_id, reason = ?end.reason, frames = end.frames, "stream ended"),
+    }
+    let span = tracing::info_span!("ingest.stream_end", stream_id);
+    emitter.emit(FrameEvent::End(end.clone()), Vec::new(), span);
+    end
+}
+
+struct Run<'a> {
+    stream_id: &'a str,
+    settings: &'a StreamSettings,
+    control: &'a Arc<StreamControl>,
+    chunker: Chunker,
+    next_index: u64,
+    listening: bool,
+}
+
+enum Attempt {
+    Ended(EndReason),
+    Failed(String),
+}
+
+impl Run<'_> {
+    fn emit_chunk(
+        &mut self,
+        emitter: &mut dyn Emitter,
+        chunk: mouthmap_bus::contract::FrameChunk,
+        payload: Vec<u8>,
+    ) {
+        let span = tracing::info_span!(
+            "ingest.chunk",
+            stream_id = self.stream_id,
+            seq = chunk.seq,
+            first_frame = chunk.frames[0].index,
+            frames = chunk.frames.len()
+        );
+        self.listening &= emitter.emit(FrameEvent::Chunk(chunk), payload, span);
+    }
+
+    /// Opens the source (again after failures of live sources) until it ends.
+    fn capture_loop(
+        &mut self,
+        source: &Source,
+        emitter: &mut dyn Emitter,
+    ) -> (EndReason, Option<String>) {
+        let mut failures = 0u32;
+        loop {
+            let frames_before = self.next_index;
+            let outcome = match Capture::open(source, self.settings.capture) {
+                Ok(capture) => {
+                    emitter.playing();
+                    self.attempt(capture, source, emitter)
+                }
+                Err(e) => Attempt::Failed(e.to_string()),
+            };
+            let error = match outcome {
+                Attempt::Ended(reason) => return (reason, None),
+                Attempt::Failed(e) => e,
+            };
+            if self.next_index > frames_before {
+                failures = 0; // it worked for a while: a fresh drop
+            }
+            let stopping = self.control.stop_mode().is_some() || !self.listening;
+            if !source.is_live() || stopping || failures >= self.settings.retries {
+                let error = if source.is_live() && failures > 0 {
+                    format!("{error} (gave up after {failures} reconnection attempts)")
+                } else {
+                    error
+                };
+                return (EndReason::Error, Some(error));
+            }
+            let delay = self.settings.retry_backoff * 2u32.saturating_pow(failures);
+            failures += 1;
+            tracing::warn!(stream_id = self.stream_id, %error, attempt = failures,
+                ?delay, "source failed; reconnecting");
+            if let Some(flushed) = self.chunker.flush() {
+                self.emit_chunk(emitter, flushed.0, flushed.1);
+            }
+            self.chunker.mark_discontinuity();
+            let until = Instant::now() + delay;
+            while Instant::now() < until {
+                if self.control.stop_mode().is_some() {
+                    return (EndReason::Error, Some(error));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    fn attempt(
+        &mut self,
+        mut capture: Capture,
+        source: &Source,
+        emitter: &mut dyn Emitter,
+    ) -> Attempt {
+        let opened = Instant::now();
+        let mut last_frame: Option<Instant> = None;
+        let mut drain_since: Option<Instant> = None;
+        loop {
+            if !self.listening {
+                return Attempt::Ended(EndReason::Stopped);
+            }
+            match self.control.stop_mode() {
+                Some(StopMode::Now) => return Attempt::Ended(EndReason::Stopped),
+                Some(StopMode::Drain(reason)) => {
+                    let since = *drain_since.get_or_insert_with(Instant::now);
+                    let quiet_from = last_frame.map_or(since, |t| t.max(since));
+                    if quiet_from.elapsed() >= self.settings.drain_quiet {
+                        return Attempt::Ended(reason);
+                    }
+                }
+                None => {}
+            }
+            match capture.poll(Duration::from_millis(50)) {
+                Ok(Polled::Frame(f)) => {
+                    last_frame = Some(Instant::now());
+                    let frame = RawFrame {
+                        index: self.next_index,
+                        pts_ns: f.pts_ns,
+                        ingest_us: now_us(),
+                        width: f.width,
+                        height: f.height,
+                        format: PixelFormat::I420,
+                        data: f.data,
+                    };
+                    self.next_index += 1;
+                    self.control.frames.store(self.next_index, Ordering::Relaxed);
+                    match self.chunker.push(frame) {
+                        Ok(chunks) => {
+                            for (c, p) in chunks {
+                                self.emit_chunk(emitter, c, p);
+                            }
+                        }
+                        Err(e) => return Attempt::Failed(e.to_string()),
+                    }
+                }
+                Ok(Polled::Eos) => {
+                    let reason = match self.control.stop_mode() {
+                        Some(StopMode::Drain(r)) => r,
+                        Some(StopMode::Now) => EndReason::Stopped,
+                        None => EndReason::Eos,
+                    };
+                    if self.next_index == 0 && self.control.stop_mode().is_none() {
+                        return Attempt::Failed(format!(
+                            "{}: the source ended without a single video frame",
+                            source.redacted()
+                        ));
+                    }
+                    return Attempt::Ended(reason);
+                }
+                Ok(Polled::Idle) => {
+                    if !source.is_live() || drain_since.is_some() {
+                        continue;
+                    }
+                    match last_frame {
+                        None if opened.elapsed() >= self.settings.connect_timeout => {
+                            return Attempt::Failed(format!(
+                                "{}: no video within {} of opening",
+                                source.redacted(),
+                                humantime::format_duration(self.settings.connect_timeout)
+                            ));
+                        }
+                        Some(t) if t.elapsed() >= self.settings.stall_timeout => {
+                            return Attempt::Failed(format!(
+                                "{}: no frame for {}",
+                                source.redacted(),
+                                humantime::format_duration(self.settings.stall_timeout)
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+                Err(CaptureError::NoVideo(name)) => {
+                    return Attempt::Failed(format!("{name}: the source has no video stream"));
+                }
+                Err(e) => return Attempt::Failed(e.to_string()),
+            }
+        }
+    }
+}

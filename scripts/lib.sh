@@ -1,0 +1,41 @@
+# Shared settings of MouthMap's scripts. Source it; every value can be overridden
+# from the environment.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export MOUTHMAP_STACK_DIR=${MOUTHMAP_STACK_DIR:-$ROOT/.stack}
+export MOUTHMAP_SHARED=${MOUTHMAP_SHARED:-$ROOT/../shared}
+export MOUTHMAP_KAFKA_PORT=${MOUTHMAP_KAFKA_PORT:-9092}
+export MOUTHMAP_REDIS_PORT=${MOUTHMAP_REDIS_PORT:-6379}
+export MOUTHMAP_RTMP_PORT=${MOUTHMAP_RTMP_PORT:-1935}
+export MOUTHMAP_INGEST_PORT=${MOUTHMAP_INGEST_PORT:-8088}
+export MOUTHMAP_BROKERS=${MOUTHMAP_BROKERS:-127.0.0.1:$MOUTHMAP_KAFKA_PORT}
+# Release builds for the stack's services; debug for a quicker first build.
+export MOUTHMAP_PROFILE=${MOUTHMAP_PROFILE:-release}
+TANSU_VERSION=0.6.0
+ORT_VERSION=1.31.1
+export MOUTHMAP_ORT_DIR=${MOUTHMAP_ORT_DIR:-$MOUTHMAP_STACK_DIR/onnxruntime}
+export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$MOUTHMAP_ORT_DIR/libonnxruntime.so}
+export PATH="$HOME/.cargo/bin:$PATH"
+
+RUN_DIR=$MOUTHMAP_STACK_DIR/run
+LOG_DIR=$MOUTHMAP_STACK_DIR/logs
+DATA_DIR=$MOUTHMAP_STACK_DIR/data
+
+log() { printf '\033[1m[%s]\033[0m %s\n' "$(basename "$0")" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# port_open PORT: true when something listens on 127.0.0.1:PORT.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_port PORT SECONDS NAME
+wait_port() {
+  local port=$1 secs=$2 name=$3 i
+  for ((i = 0; i < secs * 10; i++)); do
+    port_open "$port" && return 0
+    sleep 0.1
+  done
+  die "$name did not open port $port within ${secs}s (see $LOG_DIR/$name.log)"
+}
+
+mouthmap_bin() { echo "$ROOT/target/$MOUTHMAP_PROFILE/mouthmap"; }

@@ -1,0 +1,204 @@
+//! `mouthmap ingest`: video in, frame chunks on the `frames` topic.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use mouthmap_bus::kafka::Producer;
+use mouthmap_ingest::api::RtmpSettings;
+use mouthmap_ingest::capture::CaptureSettings;
+use mouthmap_ingest::chunker::ChunkPolicy;
+use mouthmap_ingest::service::{self, ApiSettings, IngestSettings};
+use mouthmap_ingest::source::Source;
+use mouthmap_ingest::stream::StreamSettings;
+
+use super::{KafkaArgs, duration, shutdown_signal};
+
+pub const LONG_ABOUT: &str = "\
+Read video and publish it as 25 fps frame chunks to the `frames` topic.
+
+With SOURCEs, ingests them and exits when all have ended (exit status 1 if any
+failed). Without SOURCEs (or with --serve), runs the HTTP API on --listen and
+ingests whatever it is asked to, including every RTMP publish that nginx-rtmp
+announces through its on_publish callback:
+
+  rtmp { server { application live { live on;
+      on_publish      http://127.0.0.1:8088/v1/rtmp/on_publish;
+      on_publish_done http://127.0.0.1:8088/v1/rtmp/on_publish_done; } } }
+
+SOURCE is a file path, file://, rtmp(s)://, rtsp(s)://, http(s)://, or a camera
+(v4l2:///dev/video0 or /dev/video0), optionally prefixed with a stream id:
+`cam-1=rtsp://10.0.0.5/stream`. The default id is the file's stem or the URL's
+last segment. Frames are converted to I420 and 25 fps, scaled down to
+--max-width, and published a few at a time (see docs/contracts.md).
+
+Examples:
+  mouthmap ingest clip.mp4                      # as fast as it decodes
+  mouthmap ingest --realtime clip.mp4           # paced like a live stream
+  mouthmap ingest                               # API on 127.0.0.1:8088
+  curl -XPOST localhost:8088/v1/streams -d '{\"source\":\"rtsp://cam/1\"}' \\
+       -H 'content-type: application/json'";
+
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    /// Sources to ingest now: [ID=]PATH-OR-URI.
+    #[arg(value_name = "SOURCE")]
+    sources: Vec<String>,
+
+    /// Keep serving the API after the SOURCEs ended (the default without SOURCEs).
+    #[arg(long, env = "MOUTHMAP_INGEST_SERVE")]
+    serve: bool,
+
+    /// Address of the HTTP API (default 127.0.0.1:8088 when serving; with SOURCEs and no --serve, no API unless set).
+    #[arg(long, env = "MOUTHMAP_INGEST_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
+    /// Token the API requires (Bearer header or ?token=); required when --listen is not loopback.
+    #[arg(long, env = "MOUTHMAP_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+
+    /// Pace file sources in real time (live sources always are).
+    #[arg(long, env = "MOUTHMAP_REALTIME", help_heading = "Capture")]
+    realtime: bool,
+
+    /// Scale frames wider than this down, keeping the aspect ratio (0 = never).
+    #[arg(long, env = "MOUTHMAP_MAX_WIDTH", default_value_t = 640, help_heading = "Capture")]
+    max_width: u32,
+
+    /// Frames per message at most (each frame is 40 ms of latency).
+    #[arg(long, env = "MOUTHMAP_FRAMES_PER_CHUNK", default_value_t = 3, help_heading = "Capture")]
+    frames_per_chunk: usize,
+
+    /// Payload bytes per message at most (Kafka's default limit is 1 MB).
+    #[arg(long, env = "MOUTHMAP_MAX_CHUNK_BYTES", default_value_t = 600_000, help_heading = "Capture")]
+    max_chunk_bytes: usize,
+
+    /// A live source without a first frame this long after opening has failed.
+    #[arg(long, env = "MOUTHMAP_CONNECT_TIMEOUT", value_parser = duration, default_value = "15s", help_heading = "Live sources")]
+    connect_timeout: Duration,
+
+    /// A live source without a frame this long has dropped.
+    #[arg(long, env = "MOUTHMAP_STALL_TIMEOUT", value_parser = duration, default_value = "10s", help_heading = "Live sources")]
+    stall_timeout: Duration,
+
+    /// Reconnection attempts before a dropped live source is ended with an error.
+    #[arg(long, env = "MOUTHMAP_RETRIES", default_value_t = 3, help_heading = "Live sources")]
+    retries: u32,
+
+    /// First reconnection delay; doubles with each attempt.
+    #[arg(long, env = "MOUTHMAP_RETRY_BACKOFF", value_parser = duration, default_value = "1s", help_heading = "Live sources")]
+    retry_backoff: Duration,
+
+    /// After a publisher finished, end the stream once no frame came for this long.
+    #[arg(long, env = "MOUTHMAP_DRAIN_QUIET", value_parser = duration, default_value = "1500ms", help_heading = "Live sources")]
+    drain_quiet: Duration,
+
+    /// RTMP server that ingest pulls published streams from.
+    #[arg(long, env = "MOUTHMAP_RTMP_URL", default_value = "rtmp://127.0.0.1:1935", help_heading = "RTMP")]
+    rtmp_url: String,
+
+    /// The nginx-rtmp application accepted in on_publish.
+    #[arg(long, env = "MOUTHMAP_RTMP_APP", default_value = "live", help_heading = "RTMP")]
+    rtmp_app: String,
+
+    /// Publish keys (repeatable); when set, publishers must add ?key=KEY to their URL.
+    #[arg(long = "rtmp-publish-key", env = "MOUTHMAP_RTMP_PUBLISH_KEYS", value_delimiter = ',', hide_env_values = true, help_heading = "RTMP")]
+    rtmp_publish_keys: Vec<String>,
+
+    /// Wait after starting a pull before letting the publisher send.
+    #[arg(long, env = "MOUTHMAP_RTMP_SETTLE", value_parser = duration, default_value = "300ms", help_heading = "RTMP")]
+    rtmp_settle: Duration,
+
+    #[command(flatten)]
+    kafka: KafkaArgs,
+}
+
+/// Splits `ID=SOURCE`; an `=` inside a URI or path (after `:` or `/`) is not a prefix.
+fn split_source(text: &str) -> (Option<String>, &str) {
+    match text.split_once('=') {
+        Some((id, rest)) if !id.is_empty() && !id.contains([':', '/']) => (Some(id.to_string()), rest),
+        _ => (None, text),
+    }
+}
+
+pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
+    let mut sources = Vec::new();
+    for text in &args.sources {
+        let (id, location) = split_source(text);
+        let source = Source::parse(location).with_context(|| format!("source {text:?}"))?;
+        sources.push((id, source));
+    }
+    mouthmap_ingest::capture::init()?;
+    let serving = args.serve || sources.is_empty();
+    let listen = args
+        .listen
+        .or_else(|| serving.then(|| "127.0.0.1:8088".parse().expect("valid address")));
+    let settings = IngestSettings {
+        streams: StreamSettings {
+            capture: CaptureSettings {
+                realtime: args.realtime,
+                max_width: args.max_width,
+            },
+            chunk: ChunkPolicy {
+                frames_per_chunk: args.frames_per_chunk.max(1),
+                max_payload_bytes: args.max_chunk_bytes,
+            },
+            connect_timeout: args.connect_timeout,
+            stall_timeout: args.stall_timeout,
+            retries: args.retries,
+            retry_backoff: args.retry_backoff,
+            drain_quiet: args.drain_quiet,
+        },
+        topic: args.kafka.frames_topic.clone(),
+        sources,
+        api: listen.map(|listen| ApiSettings {
+            listen,
+            token: args.api_token.clone().filter(|t| !t.is_empty()),
+            rtmp: RtmpSettings {
+                base_url: args.rtmp_url.clone(),
+                app: args.rtmp_app.clone(),
+                publish_keys: args.rtmp_publish_keys.clone(),
+                settle: args.rtmp_settle,
+            },
+        }),
+        exit_when_done: !serving,
+    };
+    let kafka = args.kafka.settings("mouthmap-ingest")?;
+    args.kafka.prepare_topics(&kafka).await?;
+    let producer = Producer::new(&kafka)?;
+    let summary = service::run(settings, producer.clone(), shutdown_signal()).await?;
+    producer.flush(Duration::from_secs(30))?;
+    let failed: Vec<_> = summary.ended.iter().filter(|e| e.error.is_some()).collect();
+    tracing::info!(
+        delivered = summary.publish.delivered,
+        lost = summary.publish.failed,
+        streams = summary.ended.len(),
+        failed = failed.len(),
+        "ingest finished"
+    );
+    if summary.publish.failed > 0 {
+        anyhow::bail!("{} messages could not be delivered to Kafka", summary.publish.failed);
+    }
+    if !failed.is_empty() {
+        for e in &failed {
+            eprintln!("stream {}: {}", e.stream_id, e.error.as_deref().unwrap_or("failed"));
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_source;
+
+    #[test]
+    fn id_prefix_only_before_any_uri_or_path() {
+        assert_eq!(split_source("cam-1=rtsp://h/s"), (Some("cam-1".into()), "rtsp://h/s"));
+        assert_eq!(split_source("rtmp://h/live/x?key=1"), (None, "rtmp://h/live/x?key=1"));
+        assert_eq!(split_source("/tmp/a=b.mp4"), (None, "/tmp/a=b.mp4"));
+        assert_eq!(split_source("clip.mp4"), (None, "clip.mp4"));
+    }
+}

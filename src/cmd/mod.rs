@@ -1,0 +1,116 @@
+//! One file per command, plus the settings they share.
+
+pub mod ingest;
+pub mod tail;
+pub mod topics;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use mouthmap_bus::kafka::KafkaSettings;
+use tokio::sync::watch;
+
+/// Kafka settings shared by every command.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Kafka")]
+pub struct KafkaArgs {
+    /// Bootstrap brokers, host:port[,host:port...].
+    #[arg(long, env = "MOUTHMAP_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+
+    /// Extra librdkafka setting KEY=VALUE (repeatable), e.g. security.protocol=SASL_SSL.
+    #[arg(long = "kafka-option", env = "MOUTHMAP_KAFKA_OPTIONS", value_delimiter = ',', value_name = "KEY=VALUE")]
+    pub kafka_options: Vec<String>,
+
+    /// Topic of frame chunks (ingest -> preprocess).
+    #[arg(long, env = "MOUTHMAP_FRAMES_TOPIC", default_value = "frames")]
+    pub frames_topic: String,
+
+    /// Topic of mouth crops (preprocess -> infer).
+    #[arg(long, env = "MOUTHMAP_MOUTHS_TOPIC", default_value = "mouths")]
+    pub mouths_topic: String,
+
+    /// Topic of per-window CTC probabilities (infer -> decode).
+    #[arg(long, env = "MOUTHMAP_LOGITS_TOPIC", default_value = "logits")]
+    pub logits_topic: String,
+
+    /// Topic of transcripts (decode -> users), JSON.
+    #[arg(long, env = "MOUTHMAP_TRANSCRIPTS_TOPIC", default_value = "transcripts")]
+    pub transcripts_topic: String,
+
+    /// Topic for messages no stage could parse, with the reason in a header.
+    #[arg(long, env = "MOUTHMAP_DEAD_LETTER_TOPIC", default_value = "dead-letters")]
+    pub dead_letter_topic: String,
+
+    /// Partitions of topics this process creates (existing topics are kept as they are).
+    #[arg(long, env = "MOUTHMAP_PARTITIONS", default_value_t = 6)]
+    pub partitions: i32,
+
+    /// Replication factor of topics this process creates.
+    #[arg(long, env = "MOUTHMAP_REPLICATION_FACTOR", default_value_t = 1)]
+    pub replication_factor: i32,
+
+    /// Create missing topics at startup (turn off where topics are managed elsewhere).
+    #[arg(long, env = "MOUTHMAP_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub create_topics: bool,
+}
+
+impl KafkaArgs {
+    pub fn settings(&self, client_id: &str) -> anyhow::Result<KafkaSettings> {
+        let mut s = KafkaSettings::new(&self.brokers, client_id);
+        for opt in &self.kafka_options {
+            let (k, v) = opt
+                .split_once('=')
+                .with_context(|| format!("--kafka-option {opt:?} is not KEY=VALUE"))?;
+            s.options.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        Ok(s)
+    }
+
+    pub fn all_topics(&self) -> [&str; 5] {
+        [
+            &self.frames_topic,
+            &self.mouths_topic,
+            &self.logits_topic,
+            &self.transcripts_topic,
+            &self.dead_letter_topic,
+        ]
+    }
+
+    /// Creates the pipeline's topics if asked to.
+    pub async fn prepare_topics(&self, settings: &KafkaSettings) -> anyhow::Result<()> {
+        if self.create_topics {
+            mouthmap_bus::kafka::ensure_topics(settings, &self.all_topics(), self.partitions, self.replication_factor)
+                .await
+                .with_context(|| format!("creating topics on {} (is the broker up? `scripts/stack up` starts one)", self.brokers))?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses durations like `300ms`, `15s`, `2m`.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 300ms, 15s or 2m)"))
+}
+
+/// A watch that turns true on Ctrl-C or SIGTERM.
+pub fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        let _ = tx.send(true);
+    });
+    rx
+}

@@ -1,0 +1,121 @@
+//! `mouthmap`: one binary, one subcommand per pipeline role. Each role runs
+//! as its own process and scales on its own (Kafka consumer groups).
+
+mod cmd;
+mod config;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use mouthmap_bus::telemetry::{self, LogFormat};
+
+const ABOUT: &str = "MouthMap: real-time lip reading, from video to transcripts, on Kafka.";
+
+const LONG_ABOUT: &str = "\
+MouthMap: real-time lip reading, from video to transcripts, on Kafka.
+
+The pipeline is a chain of services joined by Kafka topics:
+  ingest -> frames -> preprocess -> mouths -> infer -> logits -> decode -> transcripts
+
+Every setting can be given as a flag, as an environment variable (shown in
+each command's --help), or in a TOML file named with --config; flags win over
+the environment, which wins over the file.
+
+Traces are exported over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set
+(for example http://localhost:4318, Jaeger's OTLP port).";
+
+#[derive(Parser, Debug)]
+#[command(name = "mouthmap", version, about = ABOUT, long_about = LONG_ABOUT)]
+struct Cli {
+    /// TOML file of settings (keys are flag names; see README "Configuration").
+    #[arg(long, global = true, env = "MOUTHMAP_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+
+    /// Log filter in RUST_LOG syntax, e.g. `info` or `mouthmap_ingest=debug,info`.
+    #[arg(long, global = true, env = "MOUTHMAP_LOG", default_value = "info")]
+    log: String,
+
+    /// Log line format on stderr.
+    #[arg(long, global = true, env = "MOUTHMAP_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
+    log_format: LogFormatArg,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Read video (file, RTMP, RTSP, HTTP, camera) and publish 25 fps frame chunks to the `frames` topic.
+    #[command(long_about = cmd::ingest::LONG_ABOUT)]
+    Ingest(cmd::ingest::IngestArgs),
+    /// Manage the pipeline's Kafka topics.
+    Topics(cmd::topics::TopicsArgs),
+    /// Print a topic's messages as JSON lines (metadata decoded, payload sizes only).
+    Tail(cmd::tail::TailArgs),
+}
+
+fn parse() -> anyhow::Result<Cli> {
+    let args: Vec<String> = std::env::args().collect();
+    let mut command = Cli::command();
+    if let Some(path) = config::config_path(&args) {
+        let table = config::load(&path)?;
+        command = config::apply(command, &table, &path)?;
+    }
+    let matches = command.get_matches_from(args);
+    Ok(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
+}
+
+fn main() -> ExitCode {
+    let cli = match parse() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let service = match &cli.command {
+        Command::Ingest(_) => "mouthmap-ingest",
+        Command::Topics(_) => "mouthmap-topics",
+        Command::Tail(_) => "mouthmap-tail",
+    };
+    let format = match cli.log_format {
+        LogFormatArg::Text => LogFormat::Text,
+        LogFormatArg::Json => LogFormat::Json,
+    };
+    let guard = match telemetry::init(service, &cli.log, format) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Ingest(args) => cmd::ingest::run(args).await,
+            Command::Topics(args) => cmd::topics::run(args).await,
+            Command::Tail(args) => cmd::tail::run(args).await,
+        }
+    });
+    drop(runtime);
+    drop(guard); // flushes spans after the runtime is gone
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Helpers for the integration tests: the real broker, nginx-rtmp, ffmpeg and
+//! the `mouthmap` binary, each started and cleaned up by the test.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mouthmap_bus::contract::FrameEvent;
+use mouthmap_bus::kafka::{InMessage, KafkaSettings, StartAt, consumer};
+use rdkafka::consumer::Consumer;
+
+/// The broker the tests use (`scripts/stack up --infra` starts one).
+pub fn brokers() -> String {
+    let b = std::env::var("MOUTHMAP_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let first = b.split(',').next().unwrap().to_string();
+    assert!(
+        std::net::TcpStream::connect_timeout(&first.parse().expect("host:port"), Duration::from_secs(2)).is_ok(),
+        "no Kafka broker at {b}: run `scripts/stack up --infra` (or scripts/test), or set MOUTHMAP_TEST_BROKERS"
+    );
+    b
+}
+
+/// A name no other test run uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000_000)
+}
+
+/// `../shared` (or MOUTHMAP_SHARED).
+pub fn shared() -> PathBuf {
+    std::env::var_os("MOUTHMAP_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+}
+
+/// A GRID clip of speaker 1 (H.264, 360x288, 75 frames).
+pub fn grid_clip(name: &str) -> PathBuf {
+    let p = shared().join("data/grid/s1").join(name);
+    assert!(p.exists(), "missing GRID clip {}: set MOUTHMAP_SHARED", p.display());
+    p
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn wait_port(port: u16, timeout: Duration) {
+    let until = Instant::now() + timeout;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "nothing listens on port {port} after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Self {
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self { child, name: name.into() }
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.wait(Duration::from_secs(30))
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < until, "{} did not exit within {timeout:?}", self.name);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `mouthmap` binary with the test's broker and topic names.
+pub fn mouthmap(brokers: &str, frames_topic: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mouthmap"));
+    c.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env("MOUTHMAP_BROKERS", brokers)
+        .env("MOUTHMAP_FRAMES_TOPIC", frames_topic)
+        .env("MOUTHMAP_PARTITIONS", "3")
+        .env("MOUTHMAP_LOG", "info")
+        .stdin(Stdio::null());
+    c
+}
+
+/// nginx-rtmp from the project's template, on its own port, calling back
+/// ingest's API at `ingest_port`.
+pub struct Nginx {
+    proc: Proc,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    pub fn start(ingest_port: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let template = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx/nginx-rtmp.conf.template"),
+        )
+        .unwrap();
+        let d = dir.path().display().to_string();
+        let conf = template
+            .replace("@MODULE@", "/usr/lib/nginx/modules/ngx_rtmp_module.so")
+            .replace("@PREFIX@", &d)
+            .replace("@LOG_DIR@", &d)
+            .replace("@RTMP_LISTEN@", &format!("127.0.0.1:{port}"))
+            .replace("@INGEST_HOSTPORT@", &format!("127.0.0.1:{ingest_port}"))
+            .replace("@TOKEN_QUERY@", "")
+            .replace("@ALLOW_PUBLISH@", "allow publish 127.0.0.1;");
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let proc = Proc::spawn(
+            "nginx",
+            Command::new("nginx")
+                .arg("-e")
+                .arg(dir.path().join("error.log"))
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-c")
+                .arg(&path)
+                .stdout(Stdio::null()),
+        );
+        wait_port(port, Duration::from_secs(10));
+        Self { proc, port, _dir: dir }
+    }
+
+    pub fn url(&self, key: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{key}", self.port)
+    }
+}
+
+/// Publishes `clip` to `url` in real time with ffmpeg, as OBS would.
+pub fn ffmpeg_publish(clip: &Path, url: &str) -> Proc {
+    Proc::spawn(
+        "ffmpeg",
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
+            .arg(clip)
+            .args(["-an", "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency"])
+            .args(["-g", "25", "-pix_fmt", "yuv420p", "-f", "flv", url])
+            .stdin(Stdio::null()),
+    )
+}
+
+/// One message as a test sees it.
+pub struct Seen {
+    pub event: FrameEvent,
+    pub payload_len: usize,
+    pub msg: InMessage,
+}
+
+/// Reads `topic` from the start until every stream in `keys` sent its end
+/// event, or panics after `timeout`.
+pub async fn collect_streams(brokers: &str, topic: &str, keys: &[&str], timeout: Duration) -> HashMap<String, Vec<Seen>> {
+    let settings = KafkaSettings::new(brokers, "mouthmap-test");
+    let c = consumer(&settings, &unique("test-reader"), &[topic], StartAt::Earliest).unwrap();
+    let mut out: HashMap<String, Vec<Seen>> = HashMap::new();
+    let mut ended: Vec<String> = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while ended.len() < keys.len() {
+        let m = tokio::time::timeout_at(deadline, c.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "timed out: ended {ended:?} of {keys:?}; seen {:?}",
+                    out.iter().map(|(k, v)| (k.clone(), v.len())).collect::<Vec<_>>()
+                )
+            })
+            .unwrap();
+        let msg = InMessage::from_borrowed(&m);
+        let key = msg.key_str().unwrap_or_default().to_string();
+        if !keys.contains(&key.as_str()) {
+            continue;
+        }
+        let (event, payload) = FrameEvent::decode(&msg.payload).expect("frames message follows the contract");
+        let payload_len = payload.len();
+        if matches!(event, FrameEvent::End(_)) {
+            ended.push(key.clone());
+        }
+        out.entry(key).or_default().push(Seen { event, payload_len, msg });
+    }
+    c.unsubscribe();
+    out
+}
+
+/// Asserts a stream arrived whole: start, chunks whose frames are exactly
+/// `0..frames` in order with contiguous chunk numbers, then an end of EOS.
+pub fn assert_complete(seen: &[Seen], frames: u64) {
+    assert!(matches!(seen.first().map(|s| &s.event), Some(FrameEvent::Start(_))), "first event must be start");
+    let mut next_frame = 0u64;
+    let mut next_seq = 0u64;
+    for s in &seen[1..seen.len() - 1] {
+        let FrameEvent::Chunk(c) = &s.event else { panic!("only chunks between start and end, got {:?}", s.event) };
+        assert_eq!(c.seq, next_seq, "chunk numbers are contiguous");
+        next_seq += 1;
+        for f in &c.frames {
+            assert_eq!(f.index, next_frame, "frames arrive in order without gaps");
+            next_frame += 1;
+        }
+        assert_eq!(s.payload_len, c.frame_bytes() * c.frames.len());
+        assert!(s.msg.payload.len() < 1_000_000, "every message stays under 1 MB");
+        assert_eq!(s.msg.header("mm-schema"), Some("frames/v1"));
+        assert_eq!(s.msg.header("mm-event"), Some("chunk"));
+    }
+    let FrameEvent::End(end) = &seen.last().unwrap().event else { panic!("last event must be end") };
+    assert_eq!(end.error, None, "stream ended cleanly");
+    assert_eq!(next_frame, frames, "all {frames} frames arrived");
+    assert_eq!(end.frames, frames);
+    assert_eq!(end.chunks, next_seq);
+}

@@ -1,0 +1,73 @@
+//! Ingest against the real broker: a GRID clip from a file and one published
+//! over RTMP through nginx-rtmp both arrive on `frames` whole.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use mouthmap_bus::contract::{EndReason, FrameEvent, PixelFormat, SourceKind};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn file_clip_arrives_complete_and_in_order() {
+    let brokers = brokers();
+    let topic = unique("frames");
+    let id = unique("file-bbaf2n");
+    let clip = grid_clip("bbaf2n.mp4");
+    let status = mouthmap(&brokers, &topic)
+        .arg("ingest")
+        .arg(format!("{id}={}", clip.display()))
+        .status()
+        .unwrap();
+    assert!(status.success(), "ingest exited with {status}");
+
+    let streams = collect_streams(&brokers, &topic, &[&id], Duration::from_secs(60)).await;
+    let seen = &streams[&id];
+    assert_complete(seen, 75);
+    let FrameEvent::Start(start) = &seen[0].event else { unreachable!() };
+    assert_eq!(start.source_kind, SourceKind::File);
+    assert_eq!(start.fps, 25);
+    let FrameEvent::Chunk(first) = &seen[1].event else { unreachable!() };
+    assert_eq!((first.width, first.height, first.format), (360, 288, PixelFormat::I420));
+    // 25 fps: frame n is presented at n * 40 ms.
+    for s in &seen[1..seen.len() - 1] {
+        let FrameEvent::Chunk(c) = &s.event else { unreachable!() };
+        for f in &c.frames {
+            assert_eq!(f.pts_ns, f.index * 40_000_000, "frame {} pts", f.index);
+        }
+        assert!(s.msg.header("traceparent").is_some_and(|t| t.starts_with("00-")));
+    }
+    let FrameEvent::End(end) = &seen.last().unwrap().event else { unreachable!() };
+    assert_eq!(end.reason, EndReason::Eos);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rtmp_publish_through_nginx_arrives_complete() {
+    let brokers = brokers();
+    let topic = unique("frames");
+    let api = free_port();
+    let nginx = Nginx::start(api);
+    let ingest_url = format!("rtmp://127.0.0.1:{}", nginx.port);
+    let mut ingest = Proc::spawn(
+        "ingest",
+        mouthmap(&brokers, &topic)
+            .arg("ingest")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{api}"))
+            .arg("--rtmp-url")
+            .arg(&ingest_url),
+    );
+    wait_port(api, Duration::from_secs(30));
+
+    let key = unique("rtmp-bbaf2n");
+    let mut ffmpeg = ffmpeg_publish(&grid_clip("bbaf2n.mp4"), &nginx.url(&key));
+    let published = ffmpeg.wait(Duration::from_secs(60));
+    assert!(published.success(), "ffmpeg could not publish: {published}");
+
+    let streams = collect_streams(&brokers, &topic, &[&key], Duration::from_secs(60)).await;
+    let seen = &streams[&key];
+    assert_complete(seen, 75);
+    let FrameEvent::Start(start) = &seen[0].event else { unreachable!() };
+    assert_eq!(start.source_kind, SourceKind::Rtmp);
+    assert!(ingest.terminate().success(), "ingest exits cleanly on SIGTERM");
+}

@@ -1,0 +1,133 @@
+//! The at-least-once consume loop on the real broker: good messages are
+//! forwarded, a malformed one goes to the dead-letter topic with its reason,
+//! and offsets are committed only for what was handled.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use mouthmap_bus::contract::{self, EndReason, FrameEvent, SourceKind, StreamEnd, StreamStart, TopicKind, headers};
+use mouthmap_bus::kafka::{
+    HandleError, Handler, InMessage, KafkaSettings, OutMessage, Producer, StageSettings, StartAt, consumer,
+    ensure_topics, run_stage,
+};
+use mouthmap_bus::metrics::StageMetrics;
+use rdkafka::consumer::Consumer;
+
+/// Validates `frames` messages and forwards them unchanged.
+struct Relay {
+    out_topic: String,
+}
+
+impl Handler for Relay {
+    async fn handle(&mut self, msg: &InMessage) -> Result<Vec<OutMessage>, HandleError> {
+        let (event, _) = FrameEvent::decode(&msg.payload).map_err(|e| HandleError::Malformed(e.to_string()))?;
+        Ok(vec![OutMessage::new(&self.out_topic, event.stream_id(), msg.payload.clone())])
+    }
+}
+
+fn start_event(id: &str) -> Vec<u8> {
+    contract::encode_envelope(
+        &FrameEvent::Start(StreamStart {
+            stream_id: id.into(),
+            source: "test".into(),
+            source_kind: SourceKind::File,
+            fps: 25,
+            started_at_ms: 0,
+        }),
+        &[],
+    )
+}
+
+fn end_event(id: &str) -> Vec<u8> {
+    contract::encode_envelope(
+        &FrameEvent::End(StreamEnd {
+            stream_id: id.into(),
+            reason: EndReason::Eos,
+            error: None,
+            frames: 0,
+            chunks: 0,
+            ended_at_ms: 0,
+        }),
+        &[],
+    )
+}
+
+async fn read(settings: &KafkaSettings, topic: &str, n: usize) -> Vec<InMessage> {
+    let c = consumer(settings, &unique("reader"), &[topic], StartAt::Earliest).unwrap();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let m = tokio::time::timeout(Duration::from_secs(30), c.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} messages on {topic}", out.len()))
+            .unwrap();
+        out.push(InMessage::from_borrowed(&m));
+    }
+    out
+}
+
+async fn run_for(settings: &KafkaSettings, group: &str, input: &str, output: &str, dlq: &str, run: Duration) {
+    let c = consumer(settings, group, &[input], StartAt::Earliest).unwrap();
+    let producer = Producer::new(settings).unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let stage = StageSettings {
+        stage: "relay".into(),
+        dead_letter_topic: dlq.into(),
+        tick: Duration::from_millis(100),
+        min_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(100),
+    };
+    let mut relay = Relay { out_topic: output.into() };
+    let metrics = StageMetrics::new("relay");
+    let task = async { run_stage(&c, &producer, &mut relay, &stage, &metrics, rx).await.unwrap() };
+    tokio::join!(task, async {
+        tokio::time::sleep(run).await;
+        tx.send(true).unwrap();
+    });
+    // Commit what was stored before the consumer goes away.
+    c.commit_consumer_state(rdkafka::consumer::CommitMode::Sync).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_messages_go_to_the_dead_letter_topic_and_nothing_is_reprocessed() {
+    let settings = KafkaSettings::new(brokers(), "mouthmap-test");
+    let (input, output, dlq) = (unique("in"), unique("out"), unique("dlq"));
+    ensure_topics(&settings, &[&input, &output, &dlq], 1, 1).await.unwrap();
+    let producer = Producer::new(&settings).unwrap();
+    let id = unique("s");
+    for payload in [start_event(&id), b"not an envelope".to_vec(), end_event(&id)] {
+        producer
+            .send_and_wait(
+                OutMessage::new(&input, &id, payload).header(headers::SCHEMA, TopicKind::Frames.schema_header()),
+            )
+            .await
+            .unwrap();
+    }
+    let group = unique("relay");
+    run_for(&settings, &group, &input, &output, &dlq, Duration::from_secs(8)).await;
+
+    let forwarded = read(&settings, &output, 2).await;
+    assert!(matches!(FrameEvent::decode(&forwarded[0].payload).unwrap().0, FrameEvent::Start(_)));
+    assert!(matches!(FrameEvent::decode(&forwarded[1].payload).unwrap().0, FrameEvent::End(_)));
+    let dead = read(&settings, &dlq, 1).await;
+    assert_eq!(dead[0].payload, b"not an envelope");
+    assert_eq!(dead[0].key_str(), Some(id.as_str()));
+    assert!(dead[0].header(headers::DLQ_REASON).unwrap().contains("MMAP envelope magic"));
+    assert_eq!(dead[0].header(headers::DLQ_TOPIC), Some(input.as_str()));
+    assert_eq!(dead[0].header(headers::DLQ_OFFSET), Some("1"));
+    assert_eq!(dead[0].header(headers::DLQ_STAGE), Some("relay"));
+    assert_eq!(dead[0].header(headers::SCHEMA), Some("frames/v1"), "original headers kept");
+
+    // The group committed past all three: a restart handles only the new message.
+    producer.send_and_wait(OutMessage::new(&input, &id, end_event(&id))).await.unwrap();
+    run_for(&settings, &group, &input, &output, &dlq, Duration::from_secs(8)).await;
+    let after = read(&settings, &output, 3).await;
+    assert_eq!(after.len(), 3);
+    let c = consumer(&settings, &unique("reader"), &[&output], StartAt::Earliest).unwrap();
+    let mut count = 0;
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), c.recv()).await {
+        count += 1;
+    }
+    assert_eq!(count, 3, "start, end, and the new end: nothing handled twice");
+}
