@@ -47,7 +47,10 @@ fn values(key: &str, value: &toml::Value) -> anyhow::Result<Vec<String>> {
             .iter()
             .map(|v| values(key, v).map(|mut x| x.remove(0)))
             .collect::<anyhow::Result<_>>()?,
-        other => bail!("setting {key:?} has a {} value; use a string, number, boolean or list", other.type_str()),
+        other => bail!(
+            "setting {key:?} has a {} value; use a string, number, boolean or list",
+            other.type_str()
+        ),
     })
 }
 
@@ -71,11 +74,18 @@ fn set_default(cmd: Command, key: &str, vals: &[String]) -> Option<Command> {
 
 /// Applies the file's settings to `cmd` as defaults.
 pub fn apply(mut cmd: Command, table: &toml::Table, path: &Path) -> anyhow::Result<Command> {
-    let subcommands: BTreeSet<String> = cmd.get_subcommands().map(|s| s.get_name().to_string()).collect();
+    let subcommands: BTreeSet<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
     for (key, value) in table {
         if let toml::Value::Table(section) = value {
             if !subcommands.contains(key) {
-                bail!("{}: [{key}] is not a command (commands: {})", path.display(), subcommands.iter().cloned().collect::<Vec<_>>().join(", "));
+                bail!(
+                    "{}: [{key}] is not a command (commands: {})",
+                    path.display(),
+                    subcommands.iter().cloned().collect::<Vec<_>>().join(", ")
+                );
             }
             for (k, v) in section {
                 let vals = values(k, v)?;
@@ -88,7 +98,10 @@ pub fn apply(mut cmd: Command, table: &toml::Table, path: &Path) -> anyhow::Resu
                     None => sub,
                 });
                 if !found {
-                    bail!("{}: [{key}] has no setting {k:?}; see `mouthmap {key} --help`", path.display());
+                    bail!(
+                        "{}: [{key}] has no setting {k:?}; see `mouthmap {key} --help`",
+                        path.display()
+                    );
                 }
             }
             continue;
@@ -109,7 +122,10 @@ pub fn apply(mut cmd: Command, table: &toml::Table, path: &Path) -> anyhow::Resu
             });
         }
         if !found {
-            bail!("{}: no command has a setting {key:?}; see `mouthmap --help`", path.display());
+            bail!(
+                "{}: no command has a setting {key:?}; see `mouthmap --help`",
+                path.display()
+            );
         }
     }
     Ok(cmd)
@@ -130,14 +146,30 @@ mod tests {
 
     fn cmd() -> Command {
         Command::new("mm")
-            .arg(Arg::new("log").long("log").global(true).default_value("info"))
+            .arg(
+                Arg::new("log")
+                    .long("log")
+                    .global(true)
+                    .default_value("info"),
+            )
             .subcommand(
                 Command::new("ingest")
-                    .arg(Arg::new("brokers").long("brokers").env("MM_TEST_BROKERS_UNSET").default_value("a:1"))
+                    .arg(
+                        Arg::new("brokers")
+                            .long("brokers")
+                            .env("MM_TEST_BROKERS_UNSET")
+                            .default_value("a:1"),
+                    )
                     .arg(Arg::new("key").long("key").action(ArgAction::Append))
-                    .arg(Arg::new("realtime").long("realtime").action(ArgAction::SetTrue)),
+                    .arg(
+                        Arg::new("realtime")
+                            .long("realtime")
+                            .action(ArgAction::SetTrue),
+                    ),
             )
-            .subcommand(Command::new("tail").arg(Arg::new("brokers").long("brokers").default_value("a:1")))
+            .subcommand(
+                Command::new("tail").arg(Arg::new("brokers").long("brokers").default_value("a:1")),
+            )
     }
 
     fn parse(table: &str, argv: &[&str]) -> anyhow::Result<clap::ArgMatches> {
@@ -151,27 +183,45 @@ mod tests {
         let m = parse(toml, &["mm", "ingest"]).unwrap();
         let (_, sub) = m.subcommand().unwrap();
         assert_eq!(sub.get_one::<String>("brokers").unwrap(), "k:9");
-        assert_eq!(sub.get_many::<String>("key").unwrap().collect::<Vec<_>>(), ["x", "y"]);
+        assert_eq!(
+            sub.get_many::<String>("key").unwrap().collect::<Vec<_>>(),
+            ["x", "y"]
+        );
         assert!(sub.get_flag("realtime"));
         let m = parse(toml, &["mm", "tail", "--brokers", "cli:1"]).unwrap();
-        assert_eq!(m.subcommand().unwrap().1.get_one::<String>("brokers").unwrap(), "cli:1");
+        assert_eq!(
+            m.subcommand()
+                .unwrap()
+                .1
+                .get_one::<String>("brokers")
+                .unwrap(),
+            "cli:1"
+        );
     }
 
     #[test]
     fn unknown_keys_and_sections_are_errors() {
         let e = parse("nope = 1", &["mm"]).unwrap_err().to_string();
         assert!(e.contains("no command has a setting \"nope\""), "{e}");
-        let e = parse("[ingest]\nnope = 1", &["mm"]).unwrap_err().to_string();
+        let e = parse("[ingest]\nnope = 1", &["mm"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("[ingest] has no setting \"nope\""), "{e}");
-        let e = parse("[decode_all]\nx = 1", &["mm"]).unwrap_err().to_string();
+        let e = parse("[decode_all]\nx = 1", &["mm"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("is not a command"), "{e}");
     }
 
     #[test]
     fn finds_the_config_flag_before_parsing() {
-        let args: Vec<String> = ["mm", "ingest", "--config=/a.toml"].map(String::from).to_vec();
+        let args: Vec<String> = ["mm", "ingest", "--config=/a.toml"]
+            .map(String::from)
+            .to_vec();
         assert_eq!(config_path(&args), Some(PathBuf::from("/a.toml")));
-        let args: Vec<String> = ["mm", "--config", "/b.toml", "tail"].map(String::from).to_vec();
+        let args: Vec<String> = ["mm", "--config", "/b.toml", "tail"]
+            .map(String::from)
+            .to_vec();
         assert_eq!(config_path(&args), Some(PathBuf::from("/b.toml")));
     }
 }

@@ -22,7 +22,13 @@ impl Emitter for Collect {
 fn capture(path: &std::path::Path) -> Vec<(FrameEvent, Vec<u8>)> {
     let source = Source::parse(path.to_str().unwrap()).unwrap();
     let mut out = Collect::default();
-    let end = run_stream("t", &source, &StreamSettings::default(), &Arc::new(StreamControl::default()), &mut out);
+    let end = run_stream(
+        "t",
+        &source,
+        &StreamSettings::default(),
+        &Arc::new(StreamControl::default()),
+        &mut out,
+    );
     assert_eq!(end.reason, EndReason::Eos, "{:?}", end.error);
     out.0
 }
@@ -34,7 +40,12 @@ fn frames(events: &[(FrameEvent, Vec<u8>)]) -> Vec<(u32, u32, u64)> {
             FrameEvent::Chunk(c) => {
                 c.validate(p).unwrap();
                 assert_eq!(c.format, PixelFormat::I420);
-                Some(c.frames.iter().map(|f| (c.width, c.height, f.index)).collect::<Vec<_>>())
+                Some(
+                    c.frames
+                        .iter()
+                        .map(|f| (c.width, c.height, f.index))
+                        .collect::<Vec<_>>(),
+                )
             }
             _ => None,
         })
@@ -47,9 +58,16 @@ fn grid_h264_clip_gives_75_frames_at_native_size() {
     let events = capture(&grid_clip("bbaf2n.mp4"));
     let f = frames(&events);
     assert_eq!(f.len(), 75);
-    assert!(f.iter().enumerate().all(|(i, &(w, h, idx))| (w, h, idx) == (360, 288, i as u64)));
+    assert!(
+        f.iter()
+            .enumerate()
+            .all(|(i, &(w, h, idx))| (w, h, idx) == (360, 288, i as u64))
+    );
     // The luma plane is a real picture, not a blank: its values spread.
-    let (_, payload) = events.iter().find(|(e, _)| matches!(e, FrameEvent::Chunk(_))).unwrap();
+    let (_, payload) = events
+        .iter()
+        .find(|(e, _)| matches!(e, FrameEvent::Chunk(_)))
+        .unwrap();
     let luma = &payload[..360 * 288];
     let (min, max) = (luma.iter().min().unwrap(), luma.iter().max().unwrap());
     assert!(max - min > 100, "luma range {min}..{max}");
@@ -61,7 +79,11 @@ fn mpeg1_clip_with_audio_is_decoded_and_large_frames_are_scaled() {
     // The 720x576 clip of speaker 2 is scaled to the 640-pixel default width.
     let f = frames(&capture(&dir.join("id2_6000_swwp2s.mpg")));
     assert!(f.len() >= 74, "{} frames", f.len());
-    assert!(f.iter().all(|&(w, h, _)| (w, h) == (640, 512)), "{:?}", f[0]);
+    assert!(
+        f.iter().all(|&(w, h, _)| (w, h) == (640, 512)),
+        "{:?}",
+        f[0]
+    );
     let f = frames(&capture(&dir.join("bbaf2n.mpg")));
     assert!(f.len() >= 74);
     assert_eq!((f[0].0, f[0].1), (360, 288));

@@ -24,20 +24,35 @@ async fn file_clip_arrives_complete_and_in_order() {
     let streams = collect_streams(&brokers, &topic, &[&id], Duration::from_secs(60)).await;
     let seen = &streams[&id];
     assert_complete(seen, 75);
-    let FrameEvent::Start(start) = &seen[0].event else { unreachable!() };
+    let FrameEvent::Start(start) = &seen[0].event else {
+        unreachable!()
+    };
     assert_eq!(start.source_kind, SourceKind::File);
     assert_eq!(start.fps, 25);
-    let FrameEvent::Chunk(first) = &seen[1].event else { unreachable!() };
-    assert_eq!((first.width, first.height, first.format), (360, 288, PixelFormat::I420));
+    let FrameEvent::Chunk(first) = &seen[1].event else {
+        unreachable!()
+    };
+    assert_eq!(
+        (first.width, first.height, first.format),
+        (360, 288, PixelFormat::I420)
+    );
     // 25 fps: frame n is presented at n * 40 ms.
     for s in &seen[1..seen.len() - 1] {
-        let FrameEvent::Chunk(c) = &s.event else { unreachable!() };
+        let FrameEvent::Chunk(c) = &s.event else {
+            unreachable!()
+        };
         for f in &c.frames {
             assert_eq!(f.pts_ns, f.index * 40_000_000, "frame {} pts", f.index);
         }
-        assert!(s.msg.header("traceparent").is_some_and(|t| t.starts_with("00-")));
+        assert!(
+            s.msg
+                .header("traceparent")
+                .is_some_and(|t| t.starts_with("00-"))
+        );
     }
-    let FrameEvent::End(end) = &seen.last().unwrap().event else { unreachable!() };
+    let FrameEvent::End(end) = &seen.last().unwrap().event else {
+        unreachable!()
+    };
     assert_eq!(end.reason, EndReason::Eos);
 }
 
@@ -67,7 +82,12 @@ async fn rtmp_publish_through_nginx_arrives_complete() {
     let streams = collect_streams(&brokers, &topic, &[&key], Duration::from_secs(60)).await;
     let seen = &streams[&key];
     assert_complete(seen, 75);
-    let FrameEvent::Start(start) = &seen[0].event else { unreachable!() };
+    let FrameEvent::Start(start) = &seen[0].event else {
+        unreachable!()
+    };
     assert_eq!(start.source_kind, SourceKind::Rtmp);
-    assert!(ingest.terminate().success(), "ingest exits cleanly on SIGTERM");
+    assert!(
+        ingest.terminate().success(),
+        "ingest exits cleanly on SIGTERM"
+    );
 }

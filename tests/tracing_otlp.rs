@@ -13,7 +13,9 @@ use axum::extract::State;
 use axum::routing::post;
 use common::*;
 use mouthmap_bus::telemetry::trace_id_of;
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use prost::Message;
 
 #[derive(Default)]
@@ -47,7 +49,9 @@ async fn traces(State(rx): State<Arc<Mutex<Received>>>, body: Bytes) -> Vec<u8> 
 async fn chunk_spans_reach_otlp_and_match_kafka_traceparents() {
     let brokers = brokers();
     let received = Arc::new(Mutex::new(Received::default()));
-    let app = Router::new().route("/v1/traces", post(traces)).with_state(received.clone());
+    let app = Router::new()
+        .route("/v1/traces", post(traces))
+        .with_state(received.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -55,7 +59,10 @@ async fn chunk_spans_reach_otlp_and_match_kafka_traceparents() {
     let topic = unique("frames");
     let id = unique("traced");
     let status = mouthmap(&brokers, &topic)
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        )
         .arg("ingest")
         .arg(format!("{id}={}", grid_clip("bbaf2n.mp4").display()))
         .status()
@@ -66,14 +73,23 @@ async fn chunk_spans_reach_otlp_and_match_kafka_traceparents() {
     let from_kafka: Vec<String> = streams[&id]
         .iter()
         .map(|s| {
-            let tp = s.msg.header("traceparent").expect("every message carries traceparent");
+            let tp = s
+                .msg
+                .header("traceparent")
+                .expect("every message carries traceparent");
             trace_id_of(tp).expect("valid traceparent").to_string()
         })
         .collect();
     // The exporter flushed before ingest exited, but give the receiver a moment.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let got: HashSet<String> = received.lock().unwrap().spans.iter().map(|s| s.2.clone()).collect();
+        let got: HashSet<String> = received
+            .lock()
+            .unwrap()
+            .spans
+            .iter()
+            .map(|s| s.2.clone())
+            .collect();
         if from_kafka.iter().all(|t| got.contains(t)) {
             break;
         }
@@ -87,8 +103,16 @@ async fn chunk_spans_reach_otlp_and_match_kafka_traceparents() {
     }
     let rx = received.lock().unwrap();
     let chunk_spans: Vec<_> = rx.spans.iter().filter(|s| s.1 == "ingest.chunk").collect();
-    assert_eq!(chunk_spans.len(), 25, "one span per 3-frame chunk of 75 frames");
-    assert!(chunk_spans.iter().all(|s| s.0.contains("mouthmap-ingest")), "{:?}", chunk_spans[0]);
+    assert_eq!(
+        chunk_spans.len(),
+        25,
+        "one span per 3-frame chunk of 75 frames"
+    );
+    assert!(
+        chunk_spans.iter().all(|s| s.0.contains("mouthmap-ingest")),
+        "{:?}",
+        chunk_spans[0]
+    );
     // Each chunk is its own trace, so one chunk can be followed across services.
     let distinct: HashSet<_> = chunk_spans.iter().map(|s| &s.2).collect();
     assert_eq!(distinct.len(), 25);

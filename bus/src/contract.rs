@@ -86,7 +86,9 @@ pub enum ContractError {
     Truncated(usize),
     #[error("message does not start with the MMAP envelope magic")]
     BadMagic,
-    #[error("envelope version {found} is not supported (this build reads version {SCHEMA_VERSION})")]
+    #[error(
+        "envelope version {found} is not supported (this build reads version {SCHEMA_VERSION})"
+    )]
     UnsupportedVersion { found: u16 },
     #[error("envelope says its metadata is {declared} bytes but only {available} follow")]
     MetadataOverrun { declared: usize, available: usize },

@@ -103,7 +103,8 @@ impl OutMessage {
     }
 
     pub fn header(mut self, key: &str, value: impl AsRef<[u8]>) -> Self {
-        self.headers.push((key.to_string(), value.as_ref().to_vec()));
+        self.headers
+            .push((key.to_string(), value.as_ref().to_vec()));
         self
     }
 
@@ -143,7 +144,10 @@ impl Producer {
             .set("compression.type", "zstd")
             .set("linger.ms", "5")
             .set("message.timeout.ms", "120000")
-            .set("message.max.bytes", crate::contract::MAX_MESSAGE_BYTES.to_string());
+            .set(
+                "message.max.bytes",
+                crate::contract::MAX_MESSAGE_BYTES.to_string(),
+            );
         let inner = settings
             .finish(cfg)
             .create::<FutureProducer>()
@@ -324,7 +328,9 @@ impl InMessage {
     }
 
     pub fn key_str(&self) -> Option<&str> {
-        self.key.as_deref().and_then(|k| std::str::from_utf8(k).ok())
+        self.key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok())
     }
 }
 

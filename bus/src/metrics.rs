@@ -13,7 +13,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::{Router, routing::get};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 struct Families {
     registry: Registry,
@@ -29,12 +31,18 @@ fn families() -> &'static Families {
     F.get_or_init(|| {
         let registry = Registry::new();
         let received = IntCounterVec::new(
-            Opts::new("mouthmap_events_received_total", "Events received, by stage and topic"),
+            Opts::new(
+                "mouthmap_events_received_total",
+                "Events received, by stage and topic",
+            ),
             &["stage", "topic"],
         )
         .expect("valid metric");
         let sent = IntCounterVec::new(
-            Opts::new("mouthmap_events_sent_total", "Events sent downstream, by stage"),
+            Opts::new(
+                "mouthmap_events_sent_total",
+                "Events sent downstream, by stage",
+            ),
             &["stage"],
         )
         .expect("valid metric");
@@ -58,10 +66,16 @@ fn families() -> &'static Families {
         )
         .expect("valid metric");
         for c in [&received, &sent, &errors] {
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
         }
-        registry.register(Box::new(latency.clone())).expect("unique metric");
-        registry.register(Box::new(active.clone())).expect("unique metric");
+        registry
+            .register(Box::new(latency.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(active.clone()))
+            .expect("unique metric");
         Families {
             registry,
             received,
@@ -136,12 +150,7 @@ pub fn render() -> String {
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new().route(
         "/metrics",
-        get(|| async {
-            (
-                [("content-type", "text/plain; version=0.0.4")],
-                render(),
-            )
-        }),
+        get(|| async { ([("content-type", "text/plain; version=0.0.4")], render()) }),
     )
 }
 
@@ -170,9 +179,9 @@ mod tests {
         m.error("malformed");
         m.observe(Duration::from_millis(3));
         let text = render();
-        assert!(text.contains(
-            "mouthmap_events_received_total{stage=\"unit-test\",topic=\"frames\"} 1"
-        ));
+        assert!(
+            text.contains("mouthmap_events_received_total{stage=\"unit-test\",topic=\"frames\"} 1")
+        );
         assert!(text.contains("mouthmap_events_sent_total{stage=\"unit-test\"} 3"));
         assert!(text.contains("mouthmap_errors_total{kind=\"malformed\",stage=\"unit-test\"} 1"));
         assert!(text.contains("mouthmap_processing_seconds_count{stage=\"unit-test\"} 1"));

@@ -63,9 +63,12 @@ impl Drop for TelemetryGuard {
 
 /// True when the environment names an OTLP endpoint.
 pub fn otlp_configured() -> bool {
-    ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
-        .iter()
-        .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
 }
 
 /// Installs the global logger and tracer for `service` (for example
@@ -184,7 +187,10 @@ mod tests {
         let cx = extract(&headers);
         let sc = cx.span().span_context().clone();
         assert!(sc.is_valid());
-        assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert_eq!(trace_id_of(tp), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
         assert_eq!(trace_id_of("garbage"), None);
         assert!(!extract(&[]).span().span_context().is_valid());

@@ -74,7 +74,11 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// Compares in time independent of where the strings differ.
 fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 async fn auth(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
@@ -156,7 +160,11 @@ async fn stop(
         StopMode::Now
     };
     if state.manager.stop(&id, mode) {
-        (StatusCode::ACCEPTED, Json(json!({ "id": id, "stopping": true }))).into_response()
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({ "id": id, "stopping": true })),
+        )
+            .into_response()
     } else {
         error(StatusCode::NOT_FOUND, format!("no running stream {id:?}"))
     }
@@ -170,16 +178,28 @@ async fn on_publish(
     let app = form.get("app").map(String::as_str).unwrap_or_default();
     if app != state.rtmp.app {
         tracing::warn!(app, name, "publish refused: unknown application");
-        return error(StatusCode::FORBIDDEN, format!("application {app:?} is not served"));
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("application {app:?} is not served"),
+        );
     }
     if !state.rtmp.publish_keys.is_empty() {
         let key = form.get("key").map(String::as_str).unwrap_or_default();
         if !state.rtmp.publish_keys.iter().any(|k| same_secret(k, key)) {
-            tracing::warn!(name, addr = form.get("addr").map(String::as_str), "publish refused: wrong or missing key");
+            tracing::warn!(
+                name,
+                addr = form.get("addr").map(String::as_str),
+                "publish refused: wrong or missing key"
+            );
             return error(StatusCode::FORBIDDEN, "wrong or missing publish key");
         }
     }
-    let uri = format!("{}/{}/{}", state.rtmp.base_url.trim_end_matches('/'), app, name);
+    let uri = format!(
+        "{}/{}/{}",
+        state.rtmp.base_url.trim_end_matches('/'),
+        app,
+        name
+    );
     let source = match Source::parse(&uri) {
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),

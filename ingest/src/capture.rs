@@ -27,7 +27,9 @@ use crate::source::Source;
 pub enum CaptureError {
     #[error("GStreamer could not be initialised: {0}")]
     Init(String),
-    #[error("could not build the decoding pipeline: {0} (is the GStreamer plugin installed? scripts/stack up installs them)")]
+    #[error(
+        "could not build the decoding pipeline: {0} (is the GStreamer plugin installed? scripts/stack up installs them)"
+    )]
     Build(String),
     #[error("{source_name}: {message}")]
     Pipeline {
@@ -216,10 +218,12 @@ impl Capture {
         };
         if capture.pipeline.set_state(gst::State::Playing).is_err() {
             // The bus says why.
-            return Err(capture.pending_error().unwrap_or_else(|| CaptureError::Pipeline {
-                source_name: capture.name.clone(),
-                message: "the pipeline refused to start".into(),
-            }));
+            return Err(capture
+                .pending_error()
+                .unwrap_or_else(|| CaptureError::Pipeline {
+                    source_name: capture.name.clone(),
+                    message: "the pipeline refused to start".into(),
+                }));
         }
         Ok(capture)
     }
@@ -274,8 +278,12 @@ impl Capture {
             source_name: self.name.clone(),
             message,
         };
-        let buffer = sample.buffer().ok_or_else(|| fail("sample without buffer".into()))?;
-        let caps = sample.caps().ok_or_else(|| fail("sample without caps".into()))?;
+        let buffer = sample
+            .buffer()
+            .ok_or_else(|| fail("sample without buffer".into()))?;
+        let caps = sample
+            .caps()
+            .ok_or_else(|| fail("sample without caps".into()))?;
         let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| fail(e.to_string()))?;
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
             .map_err(|e| fail(format!("unreadable frame: {e}")))?;

@@ -34,7 +34,9 @@ impl Default for ChunkPolicy {
 
 /// A frame that cannot fit any chunk.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("one {width}x{height} frame is {bytes} bytes, over the {limit}-byte chunk limit: lower --max-width or raise --max-chunk-bytes")]
+#[error(
+    "one {width}x{height} frame is {bytes} bytes, over the {limit}-byte chunk limit: lower --max-width or raise --max-chunk-bytes"
+)]
 pub struct FrameTooLarge {
     pub width: u32,
     pub height: u32,
@@ -152,7 +154,13 @@ mod tests {
 
     #[test]
     fn groups_frames_and_numbers_chunks() {
-        let mut c = Chunker::new("s", ChunkPolicy { frames_per_chunk: 3, max_payload_bytes: 1 << 20 });
+        let mut c = Chunker::new(
+            "s",
+            ChunkPolicy {
+                frames_per_chunk: 3,
+                max_payload_bytes: 1 << 20,
+            },
+        );
         let mut chunks = Vec::new();
         for i in 0..7 {
             chunks.extend(c.push(frame(i, 8, 4)).unwrap());
@@ -172,7 +180,10 @@ mod tests {
     #[test]
     fn large_frames_make_smaller_chunks_and_huge_ones_fail() {
         let one = PixelFormat::I420.frame_bytes(360, 288);
-        let policy = ChunkPolicy { frames_per_chunk: 5, max_payload_bytes: 2 * one + 10 };
+        let policy = ChunkPolicy {
+            frames_per_chunk: 5,
+            max_payload_bytes: 2 * one + 10,
+        };
         assert_eq!(policy.frames_for(one), 2);
         let mut c = Chunker::new("s", policy);
         assert!(c.push(frame(0, 360, 288)).unwrap().is_empty());

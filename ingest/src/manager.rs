@@ -90,7 +90,11 @@ fn now_ms() -> i64 {
 }
 
 impl StreamManager {
-    pub fn new(settings: StreamSettings, out: mpsc::Sender<Outgoing>, metrics: StageMetrics) -> Self {
+    pub fn new(
+        settings: StreamSettings,
+        out: mpsc::Sender<Outgoing>,
+        metrics: StageMetrics,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 active: Mutex::new(HashMap::new()),
@@ -209,7 +213,15 @@ impl StreamManager {
             })
             .collect();
         active.sort_by(|a, b| a.id.cmp(&b.id));
-        let ended = self.inner.ended.lock().expect("ended lock").iter().rev().cloned().collect();
+        let ended = self
+            .inner
+            .ended
+            .lock()
+            .expect("ended lock")
+            .iter()
+            .rev()
+            .cloned()
+            .collect();
         (active, ended)
     }
 

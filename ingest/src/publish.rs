@@ -20,7 +20,12 @@ pub struct Outgoing {
 
 /// Builds the Kafka message for an event: key = stream id, headers = schema,
 /// event name and the span's W3C trace context.
-pub fn to_message(topic: &str, event: &FrameEvent, payload: &[u8], span: &tracing::Span) -> OutMessage {
+pub fn to_message(
+    topic: &str,
+    event: &FrameEvent,
+    payload: &[u8],
+    span: &tracing::Span,
+) -> OutMessage {
     OutMessage::new(topic, event.stream_id(), encode_envelope(event, payload))
         .header(headers::SCHEMA, TopicKind::Frames.schema_header())
         .header(headers::EVENT, event.name())

@@ -23,7 +23,9 @@ pub enum ServiceError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("the API would listen on {0}, which is not loopback, without a token: set --api-token (or MOUTHMAP_API_TOKEN)")]
+    #[error(
+        "the API would listen on {0}, which is not loopback, without a token: set --api-token (or MOUTHMAP_API_TOKEN)"
+    )]
     OpenWithoutToken(SocketAddr),
     #[error("cannot start stream: {0}")]
     Start(#[from] StartError),
@@ -67,7 +69,12 @@ pub async fn run(
 ) -> Result<Summary, ServiceError> {
     let metrics = StageMetrics::new("ingest");
     let (tx, rx) = mpsc::channel(64);
-    let publisher = tokio::spawn(publish_loop(rx, producer.clone(), settings.topic.clone(), metrics.clone()));
+    let publisher = tokio::spawn(publish_loop(
+        rx,
+        producer.clone(),
+        settings.topic.clone(),
+        metrics.clone(),
+    ));
     let manager = StreamManager::new(settings.streams, tx, metrics);
 
     let (api_stop_tx, api_stop_rx) = watch::channel(false);
@@ -78,7 +85,10 @@ pub async fn run(
         }
         let listener = tokio::net::TcpListener::bind(api.listen)
             .await
-            .map_err(|source| ServiceError::Listen { addr: api.listen, source })?;
+            .map_err(|source| ServiceError::Listen {
+                addr: api.listen,
+                source,
+            })?;
         tracing::info!(addr = %api.listen, auth = api.token.is_some(), "ingest API listening");
         let state = Arc::new(ApiState {
             manager: manager.clone(),

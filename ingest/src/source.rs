@@ -7,11 +7,15 @@ use mouthmap_bus::contract::SourceKind;
 /// Why a source cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SourceError {
-    #[error("{0}: no such file (give a path to a video file, or a rtmp://, rtsp://, http(s)://, file:// or v4l2:// URI)")]
+    #[error(
+        "{0}: no such file (give a path to a video file, or a rtmp://, rtsp://, http(s)://, file:// or v4l2:// URI)"
+    )]
     NotFound(PathBuf),
     #[error("{0}: is a directory, not a video file")]
     IsDirectory(PathBuf),
-    #[error("{0:?} is not a URI MouthMap can read: use file://, rtmp(s)://, rtsp(s)://, http(s)://, v4l2:///dev/videoN or a file path")]
+    #[error(
+        "{0:?} is not a URI MouthMap can read: use file://, rtmp(s)://, rtsp(s)://, http(s)://, v4l2:///dev/videoN or a file path"
+    )]
     UnsupportedScheme(String),
     #[error("{0:?} is not a valid URI: {1}")]
     BadUri(String, String),
@@ -111,15 +115,27 @@ impl Source {
             .unwrap_or("stream")
             .to_string();
         let stem = match self.kind {
-            SourceKind::File => tail.rsplit_once('.').map_or(tail.clone(), |(s, _)| s.to_string()),
+            SourceKind::File => tail
+                .rsplit_once('.')
+                .map_or(tail.clone(), |(s, _)| s.to_string()),
             _ => tail,
         };
         let clean: String = stem
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .take(100)
             .collect();
-        if clean.is_empty() { "stream".into() } else { clean }
+        if clean.is_empty() {
+            "stream".into()
+        } else {
+            clean
+        }
     }
 }
 
@@ -134,11 +150,23 @@ mod tests {
         assert_eq!(s.redacted(), "rtmp://127.0.0.1:1935/live/abc");
         assert_eq!(s.default_stream_id(), "abc");
         assert!(s.is_live());
-        assert_eq!(Source::parse("rtsp://cam/stream1").unwrap().kind, SourceKind::Rtsp);
-        assert_eq!(Source::parse("https://x/y.mp4").unwrap().kind, SourceKind::Http);
+        assert_eq!(
+            Source::parse("rtsp://cam/stream1").unwrap().kind,
+            SourceKind::Rtsp
+        );
+        assert_eq!(
+            Source::parse("https://x/y.mp4").unwrap().kind,
+            SourceKind::Http
+        );
         let cam = Source::parse("v4l2:///dev/video2").unwrap();
-        assert_eq!((cam.kind, cam.location.as_str()), (SourceKind::Camera, "/dev/video2"));
-        assert_eq!(Source::parse("/dev/video0").unwrap().kind, SourceKind::Camera);
+        assert_eq!(
+            (cam.kind, cam.location.as_str()),
+            (SourceKind::Camera, "/dev/video2")
+        );
+        assert_eq!(
+            Source::parse("/dev/video0").unwrap().kind,
+            SourceKind::Camera
+        );
     }
 
     #[test]

@@ -8,9 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use mouthmap_bus::contract::{
-    EndReason, FPS, FrameEvent, PixelFormat, StreamEnd, StreamStart,
-};
+use mouthmap_bus::contract::{EndReason, FPS, FrameEvent, PixelFormat, StreamEnd, StreamStart};
 
 use crate::capture::{Capture, CaptureError, CaptureSettings, Polled};
 use crate::chunker::{ChunkPolicy, Chunker, RawFrame};
@@ -141,8 +139,12 @@ pub fn run_stream(
         ended_at_ms: now_ms(),
     };
     match &end.error {
-        Some(e) => tracing::error!(stream_id, reason = ?end.reason, frames = end.frames, error = %e, "stream ended with an error"),
-        None => tracing::info!(stream_id, reason = ?end.reason, frames = end.frames, "stream ended"),
+        Some(e) => {
+            tracing::error!(stream_id, reason = ?end.reason, frames = end.frames, error = %e, "stream ended with an error")
+        }
+        None => {
+            tracing::info!(stream_id, reason = ?end.reason, frames = end.frames, "stream ended")
+        }
     }
     let span = tracing::info_span!("ingest.stream_end", stream_id);
     emitter.emit(FrameEvent::End(end.clone()), Vec::new(), span);
@@ -267,7 +269,9 @@ impl Run<'_> {
                         data: f.data,
                     };
                     self.next_index += 1;
-                    self.control.frames.store(self.next_index, Ordering::Relaxed);
+                    self.control
+                        .frames
+                        .store(self.next_index, Ordering::Relaxed);
                     match self.chunker.push(frame) {
                         Ok(chunks) => {
                             for (c, p) in chunks {

@@ -64,15 +64,30 @@ pub struct IngestArgs {
     realtime: bool,
 
     /// Scale frames wider than this down, keeping the aspect ratio (0 = never).
-    #[arg(long, env = "MOUTHMAP_MAX_WIDTH", default_value_t = 640, help_heading = "Capture")]
+    #[arg(
+        long,
+        env = "MOUTHMAP_MAX_WIDTH",
+        default_value_t = 640,
+        help_heading = "Capture"
+    )]
     max_width: u32,
 
     /// Frames per message at most (each frame is 40 ms of latency).
-    #[arg(long, env = "MOUTHMAP_FRAMES_PER_CHUNK", default_value_t = 3, help_heading = "Capture")]
+    #[arg(
+        long,
+        env = "MOUTHMAP_FRAMES_PER_CHUNK",
+        default_value_t = 3,
+        help_heading = "Capture"
+    )]
     frames_per_chunk: usize,
 
     /// Payload bytes per message at most (Kafka's default limit is 1 MB).
-    #[arg(long, env = "MOUTHMAP_MAX_CHUNK_BYTES", default_value_t = 600_000, help_heading = "Capture")]
+    #[arg(
+        long,
+        env = "MOUTHMAP_MAX_CHUNK_BYTES",
+        default_value_t = 600_000,
+        help_heading = "Capture"
+    )]
     max_chunk_bytes: usize,
 
     /// A live source without a first frame this long after opening has failed.
@@ -84,7 +99,12 @@ pub struct IngestArgs {
     stall_timeout: Duration,
 
     /// Reconnection attempts before a dropped live source is ended with an error.
-    #[arg(long, env = "MOUTHMAP_RETRIES", default_value_t = 3, help_heading = "Live sources")]
+    #[arg(
+        long,
+        env = "MOUTHMAP_RETRIES",
+        default_value_t = 3,
+        help_heading = "Live sources"
+    )]
     retries: u32,
 
     /// First reconnection delay; doubles with each attempt.
@@ -96,15 +116,31 @@ pub struct IngestArgs {
     drain_quiet: Duration,
 
     /// RTMP server that ingest pulls published streams from.
-    #[arg(long, env = "MOUTHMAP_RTMP_URL", default_value = "rtmp://127.0.0.1:1935", help_heading = "RTMP")]
+    #[arg(
+        long,
+        env = "MOUTHMAP_RTMP_URL",
+        default_value = "rtmp://127.0.0.1:1935",
+        help_heading = "RTMP"
+    )]
     rtmp_url: String,
 
     /// The nginx-rtmp application accepted in on_publish.
-    #[arg(long, env = "MOUTHMAP_RTMP_APP", default_value = "live", help_heading = "RTMP")]
+    #[arg(
+        long,
+        env = "MOUTHMAP_RTMP_APP",
+        default_value = "live",
+        help_heading = "RTMP"
+    )]
     rtmp_app: String,
 
     /// Publish keys (repeatable); when set, publishers must add ?key=KEY to their URL.
-    #[arg(long = "rtmp-publish-key", env = "MOUTHMAP_RTMP_PUBLISH_KEYS", value_delimiter = ',', hide_env_values = true, help_heading = "RTMP")]
+    #[arg(
+        long = "rtmp-publish-key",
+        env = "MOUTHMAP_RTMP_PUBLISH_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        help_heading = "RTMP"
+    )]
     rtmp_publish_keys: Vec<String>,
 
     /// Wait after starting a pull before letting the publisher send.
@@ -118,7 +154,9 @@ pub struct IngestArgs {
 /// Splits `ID=SOURCE`; an `=` inside a URI or path (after `:` or `/`) is not a prefix.
 fn split_source(text: &str) -> (Option<String>, &str) {
     match text.split_once('=') {
-        Some((id, rest)) if !id.is_empty() && !id.contains([':', '/']) => (Some(id.to_string()), rest),
+        Some((id, rest)) if !id.is_empty() && !id.contains([':', '/']) => {
+            (Some(id.to_string()), rest)
+        }
         _ => (None, text),
     }
 }
@@ -179,11 +217,18 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
         "ingest finished"
     );
     if summary.publish.failed > 0 {
-        anyhow::bail!("{} messages could not be delivered to Kafka", summary.publish.failed);
+        anyhow::bail!(
+            "{} messages could not be delivered to Kafka",
+            summary.publish.failed
+        );
     }
     if !failed.is_empty() {
         for e in &failed {
-            eprintln!("stream {}: {}", e.stream_id, e.error.as_deref().unwrap_or("failed"));
+            eprintln!(
+                "stream {}: {}",
+                e.stream_id,
+                e.error.as_deref().unwrap_or("failed")
+            );
         }
         return Ok(ExitCode::FAILURE);
     }
@@ -196,8 +241,14 @@ mod tests {
 
     #[test]
     fn id_prefix_only_before_any_uri_or_path() {
-        assert_eq!(split_source("cam-1=rtsp://h/s"), (Some("cam-1".into()), "rtsp://h/s"));
-        assert_eq!(split_source("rtmp://h/live/x?key=1"), (None, "rtmp://h/live/x?key=1"));
+        assert_eq!(
+            split_source("cam-1=rtsp://h/s"),
+            (Some("cam-1".into()), "rtsp://h/s")
+        );
+        assert_eq!(
+            split_source("rtmp://h/live/x?key=1"),
+            (None, "rtmp://h/live/x?key=1")
+        );
         assert_eq!(split_source("/tmp/a=b.mp4"), (None, "/tmp/a=b.mp4"));
         assert_eq!(split_source("clip.mp4"), (None, "clip.mp4"));
     }

@@ -20,7 +20,12 @@ pub struct KafkaArgs {
     pub brokers: String,
 
     /// Extra librdkafka setting KEY=VALUE (repeatable), e.g. security.protocol=SASL_SSL.
-    #[arg(long = "kafka-option", env = "MOUTHMAP_KAFKA_OPTIONS", value_delimiter = ',', value_name = "KEY=VALUE")]
+    #[arg(
+        long = "kafka-option",
+        env = "MOUTHMAP_KAFKA_OPTIONS",
+        value_delimiter = ',',
+        value_name = "KEY=VALUE"
+    )]
     pub kafka_options: Vec<String>,
 
     /// Topic of frame chunks (ingest -> preprocess).
@@ -36,11 +41,19 @@ pub struct KafkaArgs {
     pub logits_topic: String,
 
     /// Topic of transcripts (decode -> users), JSON.
-    #[arg(long, env = "MOUTHMAP_TRANSCRIPTS_TOPIC", default_value = "transcripts")]
+    #[arg(
+        long,
+        env = "MOUTHMAP_TRANSCRIPTS_TOPIC",
+        default_value = "transcripts"
+    )]
     pub transcripts_topic: String,
 
     /// Topic for messages no stage could parse, with the reason in a header.
-    #[arg(long, env = "MOUTHMAP_DEAD_LETTER_TOPIC", default_value = "dead-letters")]
+    #[arg(
+        long,
+        env = "MOUTHMAP_DEAD_LETTER_TOPIC",
+        default_value = "dead-letters"
+    )]
     pub dead_letter_topic: String,
 
     /// Partitions of topics this process creates (existing topics are kept as they are).
@@ -81,9 +94,19 @@ impl KafkaArgs {
     /// Creates the pipeline's topics if asked to.
     pub async fn prepare_topics(&self, settings: &KafkaSettings) -> anyhow::Result<()> {
         if self.create_topics {
-            mouthmap_bus::kafka::ensure_topics(settings, &self.all_topics(), self.partitions, self.replication_factor)
-                .await
-                .with_context(|| format!("creating topics on {} (is the broker up? `scripts/stack up` starts one)", self.brokers))?;
+            mouthmap_bus::kafka::ensure_topics(
+                settings,
+                &self.all_topics(),
+                self.partitions,
+                self.replication_factor,
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "creating topics on {} (is the broker up? `scripts/stack up` starts one)",
+                    self.brokers
+                )
+            })?;
         }
         Ok(())
     }
@@ -101,8 +124,9 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing the SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing the SIGTERM handler");
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}

@@ -53,7 +53,12 @@ pub fn describe(msg: &InMessage) -> Value {
     let headers: serde_json::Map<String, Value> = msg
         .headers
         .iter()
-        .map(|(k, v)| (k.clone(), Value::String(String::from_utf8_lossy(v).into_owned())))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                Value::String(String::from_utf8_lossy(v).into_owned()),
+            )
+        })
         .collect();
     let mut out = json!({
         "topic": msg.topic,
@@ -80,20 +85,34 @@ pub fn describe(msg: &InMessage) -> Value {
 }
 
 pub async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
-    let topic = args.topic.clone().unwrap_or_else(|| args.kafka.frames_topic.clone());
+    let topic = args
+        .topic
+        .clone()
+        .unwrap_or_else(|| args.kafka.frames_topic.clone());
     let settings = args.kafka.settings("mouthmap-tail")?;
     let group = args.group.clone().unwrap_or_else(|| {
-        format!("mouthmap-tail-{}-{}", std::process::id(), std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis()))
+        format!(
+            "mouthmap-tail-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis())
+        )
     });
-    let start = if args.from_beginning { StartAt::Earliest } else { StartAt::Latest };
+    let start = if args.from_beginning {
+        StartAt::Earliest
+    } else {
+        StartAt::Latest
+    };
     let consumer = consumer(&settings, &group, &[&topic], start)?;
     let mut shutdown = shutdown_signal();
     let mut waiting: HashSet<String> = args.keys.iter().cloned().collect();
     let mut printed = 0u64;
     let stdout = std::io::stdout();
     loop {
-        let idle = args.idle_timeout.unwrap_or(Duration::from_secs(365 * 24 * 3600));
+        let idle = args
+            .idle_timeout
+            .unwrap_or(Duration::from_secs(365 * 24 * 3600));
         let received = tokio::select! {
             _ = shutdown.changed() => break,
             r = tokio::time::timeout(idle, consumer.recv()) => match r {

@@ -17,7 +17,11 @@ pub fn brokers() -> String {
     let b = std::env::var("MOUTHMAP_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let first = b.split(',').next().unwrap().to_string();
     assert!(
-        std::net::TcpStream::connect_timeout(&first.parse().expect("host:port"), Duration::from_secs(2)).is_ok(),
+        std::net::TcpStream::connect_timeout(
+            &first.parse().expect("host:port"),
+            Duration::from_secs(2)
+        )
+        .is_ok(),
         "no Kafka broker at {b}: run `scripts/stack up --infra` (or scripts/test), or set MOUTHMAP_TEST_BROKERS"
     );
     b
@@ -29,7 +33,11 @@ pub fn unique(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000_000)
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000
+    )
 }
 
 /// `../shared` (or MOUTHMAP_SHARED).
@@ -42,18 +50,29 @@ pub fn shared() -> PathBuf {
 /// A GRID clip of speaker 1 (H.264, 360x288, 75 frames).
 pub fn grid_clip(name: &str) -> PathBuf {
     let p = shared().join("data/grid/s1").join(name);
-    assert!(p.exists(), "missing GRID clip {}: set MOUTHMAP_SHARED", p.display());
+    assert!(
+        p.exists(),
+        "missing GRID clip {}: set MOUTHMAP_SHARED",
+        p.display()
+    );
     p
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn wait_port(port: u16, timeout: Duration) {
     let until = Instant::now() + timeout;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "nothing listens on port {port} after {timeout:?}");
+        assert!(
+            Instant::now() < until,
+            "nothing listens on port {port} after {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -66,13 +85,21 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command) -> Self {
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Self { child, name: name.into() }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self {
+            child,
+            name: name.into(),
+        }
     }
 
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         self.wait(Duration::from_secs(30))
     }
 
@@ -82,7 +109,11 @@ impl Proc {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return s;
             }
-            assert!(Instant::now() < until, "{} did not exit within {timeout:?}", self.name);
+            assert!(
+                Instant::now() < until,
+                "{} did not exit within {timeout:?}",
+                self.name
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -146,7 +177,11 @@ impl Nginx {
                 .stdout(Stdio::null()),
         );
         wait_port(port, Duration::from_secs(10));
-        Self { proc, port, _dir: dir }
+        Self {
+            proc,
+            port,
+            _dir: dir,
+        }
     }
 
     pub fn url(&self, key: &str) -> String {
@@ -161,7 +196,15 @@ pub fn ffmpeg_publish(clip: &Path, url: &str) -> Proc {
         Command::new("ffmpeg")
             .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
             .arg(clip)
-            .args(["-an", "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency"])
+            .args([
+                "-an",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-tune",
+                "zerolatency",
+            ])
             .args(["-g", "25", "-pix_fmt", "yuv420p", "-f", "flv", url])
             .stdin(Stdio::null()),
     )
@@ -176,9 +219,20 @@ pub struct Seen {
 
 /// Reads `topic` from the start until every stream in `keys` sent its end
 /// event, or panics after `timeout`.
-pub async fn collect_streams(brokers: &str, topic: &str, keys: &[&str], timeout: Duration) -> HashMap<String, Vec<Seen>> {
+pub async fn collect_streams(
+    brokers: &str,
+    topic: &str,
+    keys: &[&str],
+    timeout: Duration,
+) -> HashMap<String, Vec<Seen>> {
     let settings = KafkaSettings::new(brokers, "mouthmap-test");
-    let c = consumer(&settings, &unique("test-reader"), &[topic], StartAt::Earliest).unwrap();
+    let c = consumer(
+        &settings,
+        &unique("test-reader"),
+        &[topic],
+        StartAt::Earliest,
+    )
+    .unwrap();
     let mut out: HashMap<String, Vec<Seen>> = HashMap::new();
     let mut ended: Vec<String> = Vec::new();
     let deadline = tokio::time::Instant::now() + timeout;
@@ -188,7 +242,9 @@ pub async fn collect_streams(brokers: &str, topic: &str, keys: &[&str], timeout:
             .unwrap_or_else(|_| {
                 panic!(
                     "timed out: ended {ended:?} of {keys:?}; seen {:?}",
-                    out.iter().map(|(k, v)| (k.clone(), v.len())).collect::<Vec<_>>()
+                    out.iter()
+                        .map(|(k, v)| (k.clone(), v.len()))
+                        .collect::<Vec<_>>()
                 )
             })
             .unwrap();
@@ -197,12 +253,17 @@ pub async fn collect_streams(brokers: &str, topic: &str, keys: &[&str], timeout:
         if !keys.contains(&key.as_str()) {
             continue;
         }
-        let (event, payload) = FrameEvent::decode(&msg.payload).expect("frames message follows the contract");
+        let (event, payload) =
+            FrameEvent::decode(&msg.payload).expect("frames message follows the contract");
         let payload_len = payload.len();
         if matches!(event, FrameEvent::End(_)) {
             ended.push(key.clone());
         }
-        out.entry(key).or_default().push(Seen { event, payload_len, msg });
+        out.entry(key).or_default().push(Seen {
+            event,
+            payload_len,
+            msg,
+        });
     }
     c.unsubscribe();
     out
@@ -211,11 +272,16 @@ pub async fn collect_streams(brokers: &str, topic: &str, keys: &[&str], timeout:
 /// Asserts a stream arrived whole: start, chunks whose frames are exactly
 /// `0..frames` in order with contiguous chunk numbers, then an end of EOS.
 pub fn assert_complete(seen: &[Seen], frames: u64) {
-    assert!(matches!(seen.first().map(|s| &s.event), Some(FrameEvent::Start(_))), "first event must be start");
+    assert!(
+        matches!(seen.first().map(|s| &s.event), Some(FrameEvent::Start(_))),
+        "first event must be start"
+    );
     let mut next_frame = 0u64;
     let mut next_seq = 0u64;
     for s in &seen[1..seen.len() - 1] {
-        let FrameEvent::Chunk(c) = &s.event else { panic!("only chunks between start and end, got {:?}", s.event) };
+        let FrameEvent::Chunk(c) = &s.event else {
+            panic!("only chunks between start and end, got {:?}", s.event)
+        };
         assert_eq!(c.seq, next_seq, "chunk numbers are contiguous");
         next_seq += 1;
         for f in &c.frames {
@@ -223,11 +289,16 @@ pub fn assert_complete(seen: &[Seen], frames: u64) {
             next_frame += 1;
         }
         assert_eq!(s.payload_len, c.frame_bytes() * c.frames.len());
-        assert!(s.msg.payload.len() < 1_000_000, "every message stays under 1 MB");
+        assert!(
+            s.msg.payload.len() < 1_000_000,
+            "every message stays under 1 MB"
+        );
         assert_eq!(s.msg.header("mm-schema"), Some("frames/v1"));
         assert_eq!(s.msg.header("mm-event"), Some("chunk"));
     }
-    let FrameEvent::End(end) = &seen.last().unwrap().event else { panic!("last event must be end") };
+    let FrameEvent::End(end) = &seen.last().unwrap().event else {
+        panic!("last event must be end")
+    };
     assert_eq!(end.error, None, "stream ended cleanly");
     assert_eq!(next_frame, frames, "all {frames} frames arrived");
     assert_eq!(end.frames, frames);
