@@ -126,7 +126,9 @@ struct VecInjector<'a>(&'a mut Vec<(String, String)>);
 
 impl Injector for VecInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        self.0.push((key.to_string(), value));
+        if !value.is_empty() {
+            self.0.push((key.to_string(), value));
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Decoding any source to 25 fps I420 frames with GStreamer and an appsink.
 //!
 //! ```text
-//! uridecodebin | rtmp2src ! decodebin | v4l2src ! decodebin
+//! uridecodebin (files) | uridecodebin3 (rtsp, http)
+//!   | rtmp2src ! decodebin3 | v4l2src ! decodebin3
 //!   ! queue ! videoconvert ! videoscale ! videorate
 //!   ! video/x-raw,format=I420,framerate=25/1,pixel-aspect-ratio=1/1[,width=W]
 //!   ! appsink
@@ -115,12 +116,15 @@ impl Capture {
         let build = |e: gst::glib::BoolError| CaptureError::Build(e.to_string());
         let pipeline = gst::Pipeline::default();
         let decoder = match source.kind {
+            // decodebin (v2) holds a live FLV stream back until its end,
+            // waiting for flvdemux to announce all pads; decodebin3 passes
+            // frames on as they arrive.
             SourceKind::Rtmp => {
                 let src = gst::ElementFactory::make("rtmp2src")
                     .property_from_str("location", &source.location)
                     .build()
                     .map_err(|e| CaptureError::Build(format!("rtmp2src: {e}")))?;
-                let dec = make("decodebin")?;
+                let dec = make("decodebin3")?;
                 pipeline.add_many([&src, &dec]).map_err(build)?;
                 src.link(&dec).map_err(build)?;
                 dec
@@ -130,9 +134,17 @@ impl Capture {
                     .property("device", &source.location)
                     .build()
                     .map_err(|e| CaptureError::Build(format!("v4l2src: {e}")))?;
-                let dec = make("decodebin")?;
+                let dec = make("decodebin3")?;
                 pipeline.add_many([&src, &dec]).map_err(build)?;
                 src.link(&dec).map_err(build)?;
+                dec
+            }
+            SourceKind::Rtsp | SourceKind::Http => {
+                let dec = gst::ElementFactory::make("uridecodebin3")
+                    .property("uri", &source.location)
+                    .build()
+                    .map_err(|e| CaptureError::Build(format!("uridecodebin3: {e}")))?;
+                pipeline.add(&dec).map_err(build)?;
                 dec
             }
             _ => {
