@@ -31,9 +31,10 @@ struct Cli {
     #[arg(long, global = true, env = "MOUTHMAP_CONFIG", value_name = "FILE")]
     config: Option<std::path::PathBuf>,
 
-    /// Log filter in RUST_LOG syntax, e.g. `info` or `mouthmap_ingest=debug,info`.
-    #[arg(long, global = true, env = "MOUTHMAP_LOG", default_value = "info")]
-    log: String,
+    /// Log filter in RUST_LOG syntax, e.g. `info` or `mouthmap_ingest=debug,info`
+    /// (default: info,ort=warn; warn for `crops`, to keep its progress bar readable).
+    #[arg(long, global = true, env = "MOUTHMAP_LOG")]
+    log: Option<String>,
 
     /// Log line format on stderr.
     #[arg(long, global = true, env = "MOUTHMAP_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
@@ -54,6 +55,11 @@ enum Command {
     /// Read video (file, RTMP, RTSP, HTTP, camera) and publish 25 fps frame chunks to the `frames` topic.
     #[command(long_about = cmd::ingest::LONG_ABOUT)]
     Ingest(cmd::ingest::IngestArgs),
+    /// Find the face and crop the mouth: `frames` in, `mouths` out (a consumer-group service).
+    Preprocess(cmd::preprocess::PreprocessArgs),
+    /// Mouth crops of video files for training (.npy), or a contact sheet (--preview).
+    #[command(long_about = cmd::crops::LONG_ABOUT)]
+    Crops(cmd::crops::CropsArgs),
     /// Manage the pipeline's Kafka topics.
     Topics(cmd::topics::TopicsArgs),
     /// Print a topic's messages as JSON lines (metadata decoded, payload sizes only).
@@ -81,6 +87,8 @@ fn main() -> ExitCode {
     };
     let service = match &cli.command {
         Command::Ingest(_) => "mouthmap-ingest",
+        Command::Preprocess(_) => "mouthmap-preprocess",
+        Command::Crops(_) => "mouthmap-crops",
         Command::Topics(_) => "mouthmap-topics",
         Command::Tail(_) => "mouthmap-tail",
     };
@@ -88,7 +96,11 @@ fn main() -> ExitCode {
         LogFormatArg::Text => LogFormat::Text,
         LogFormatArg::Json => LogFormat::Json,
     };
-    let guard = match telemetry::init(service, &cli.log, format) {
+    let filter = cli.log.clone().unwrap_or_else(|| match cli.command {
+        Command::Crops(_) => "warn".into(),
+        _ => "info,ort=warn".into(),
+    });
+    let guard = match telemetry::init(service, &filter, format) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("error: {e}");
@@ -108,6 +120,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Ingest(args) => cmd::ingest::run(args).await,
+            Command::Preprocess(args) => cmd::preprocess::run(args).await,
+            Command::Crops(args) => cmd::crops::run(args).await,
             Command::Topics(args) => cmd::topics::run(args).await,
             Command::Tail(args) => cmd::tail::run(args).await,
         }

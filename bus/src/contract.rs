@@ -347,16 +347,33 @@ impl FrameEvent {
 /// Per-frame crop quality, published with each mouth crop.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CropQuality {
-    /// Face detector score (0 when the box was held over a missed detection).
+    /// Score of the face detection behind this crop's box (0 when none).
     pub face_score: f32,
-    /// False when no face was found and the previous box was held.
+    /// False when no face was found and an earlier box was held (or none
+    /// was ever found and a default box was used).
     pub face_found: bool,
+    /// True when the face detector ran on this frame; false on tracked frames.
+    pub detected: bool,
     /// Mouth box width in source pixels.
     pub box_width: f32,
     /// Mean luma of the crop, 0..255.
     pub brightness: f32,
-    /// Variance of the Laplacian of the crop.
+    /// Variance of the Laplacian of the crop (higher is sharper).
     pub sharpness: f32,
+}
+
+/// A stream's crop quality so far (carried by the `mouths` end event).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamQuality {
+    pub frames: u64,
+    /// Share of frames with a face, 0..1.
+    pub face_share: f32,
+    pub mean_brightness: f32,
+    pub mean_sharpness: f32,
+    pub mean_box_width: f32,
+    /// True when the face has been missing longer than the allowed gap
+    /// (or was never found).
+    pub no_face: bool,
 }
 
 /// A few consecutive mouth crops of one stream (topic `mouths`).
@@ -369,8 +386,41 @@ pub struct MouthChunk {
     pub height: u32,
     pub frames: Vec<FrameInfo>,
     pub quality: Vec<CropQuality>,
+    /// The stream currently has no face (see [`StreamQuality::no_face`]).
+    #[serde(default)]
+    pub no_face: bool,
     #[serde(default)]
     pub discontinuity: bool,
+}
+
+impl MouthChunk {
+    /// Checks the metadata against the payload it came with.
+    pub fn validate(&self, payload: &[u8]) -> Result<(), ContractError> {
+        validate_stream_id(&self.stream_id)?;
+        if self.frames.is_empty() || self.frames.len() != self.quality.len() {
+            return Err(ContractError::Invalid(format!(
+                "chunk has {} frames and {} quality records",
+                self.frames.len(),
+                self.quality.len()
+            )));
+        }
+        let expected = (self.width * self.height) as usize * self.frames.len();
+        if payload.len() != expected {
+            return Err(ContractError::PayloadSize {
+                expected,
+                actual: payload.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The end of a stream on `mouths`: the stream's end plus its crop quality.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MouthEnd {
+    #[serde(flatten)]
+    pub end: StreamEnd,
+    pub quality: StreamQuality,
 }
 
 /// Events on the `mouths` topic (an envelope).
@@ -379,7 +429,35 @@ pub struct MouthChunk {
 pub enum MouthEvent {
     Start(StreamStart),
     Chunk(MouthChunk),
-    End(StreamEnd),
+    End(MouthEnd),
+}
+
+impl MouthEvent {
+    pub fn stream_id(&self) -> &str {
+        match self {
+            MouthEvent::Start(s) => &s.stream_id,
+            MouthEvent::Chunk(c) => &c.stream_id,
+            MouthEvent::End(e) => &e.end.stream_id,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            MouthEvent::Start(_) => "start",
+            MouthEvent::Chunk(_) => "chunk",
+            MouthEvent::End(_) => "end",
+        }
+    }
+
+    /// Parses and checks a `mouths` message value.
+    pub fn decode(bytes: &[u8]) -> Result<(MouthEvent, &[u8]), ContractError> {
+        let (event, payload): (MouthEvent, &[u8]) = decode_envelope(bytes)?;
+        match &event {
+            MouthEvent::Chunk(c) => c.validate(payload)?,
+            other => validate_stream_id(other.stream_id())?,
+        }
+        Ok((event, payload))
+    }
 }
 
 /// One window's per-frame CTC probabilities (topic `logits`).

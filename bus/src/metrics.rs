@@ -8,7 +8,6 @@
 //! | `mouthmap_processing_seconds` | histogram | `stage` |
 //! | `mouthmap_active_streams` | gauge | `stage` |
 
-use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -154,12 +153,12 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     )
 }
 
-/// Serves `/metrics` on `addr` until `shutdown` fires (for stages without an API).
+/// Serves `/metrics` on a bound listener until `shutdown` fires (for stages
+/// without an API of their own). Bind first, so a taken port is a startup error.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, router::<()>())
         .with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;

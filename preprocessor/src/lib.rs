@@ -1,5 +1,27 @@
-//! Preprocessor: finds the face with YuNet and crops the mouth (frames -> mouths).
+//! MouthMap preprocessor: finds the speaker's face and crops the mouth.
 //!
-//! Not built yet: this crate holds its place in the workspace. Its design and
-//! acceptance criteria are in issue #3; the message contracts it reads and
-//! writes are already fixed in `mouthmap-bus` and `docs/contracts.md`.
+//! From the pixels inwards:
+//!
+//! * [`runtime`]: loads ONNX Runtime once per process.
+//! * [`detector`]: YuNet through `ort`: BGR input, decoding of the three
+//!   strides, score threshold, non-maximum suppression.
+//! * [`geometry`]: the mouth box from the landmarks: centred between the mouth
+//!   corners, sized by the eye distance, rotated upright by the eye line.
+//! * [`crop`]: area-filtered, rotation-aware resampling to the model's input
+//!   size, and per-crop brightness and sharpness.
+//! * [`tracker`]: one stream's state: detector every N frames with a cheap
+//!   change check between, smoothing, held boxes over short gaps, the
+//!   `no_face` flag after long ones.
+//! * [`stage`]: `frames` events in, `mouths` events out, a tracker per
+//!   stream; free of transport, shared by the service and `mouthmap crops`.
+//! * [`service`]: the Kafka edge (a `bus::kafka::Handler`).
+//! * [`export`]: `.npy` files and contact-sheet previews for the offline command.
+
+pub mod crop;
+pub mod detector;
+pub mod export;
+pub mod geometry;
+pub mod runtime;
+pub mod service;
+pub mod stage;
+pub mod tracker;

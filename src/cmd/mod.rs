@@ -1,6 +1,8 @@
 //! One file per command, plus the settings they share.
 
+pub mod crops;
 pub mod ingest;
+pub mod preprocess;
 pub mod tail;
 pub mod topics;
 

@@ -133,7 +133,7 @@ pub fn mouthmap(brokers: &str, frames_topic: &str) -> Command {
         .env("MOUTHMAP_BROKERS", brokers)
         .env("MOUTHMAP_FRAMES_TOPIC", frames_topic)
         .env("MOUTHMAP_PARTITIONS", "3")
-        .env("MOUTHMAP_LOG", "info")
+        .env("MOUTHMAP_LOG", "info,ort=warn")
         .stdin(Stdio::null());
     c
 }

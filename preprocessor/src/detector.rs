@@ -1,0 +1,360 @@
+//! YuNet face detection through ONNX Runtime.
+//!
+//! YuNet (OpenCV model zoo, MIT) takes a BGR image `[1, 3, H, W]` (0..255,
+//! H and W multiples of 32) and gives, per stride 8, 16 and 32, a class and
+//! an objectness score, a box and five landmarks for every cell. Decoding
+//! follows OpenCV's `FaceDetectorYN`: score = sqrt(cls × obj), box centre
+//! `(col + dx, row + dy) × stride`, size `exp(dw, dh) × stride`, landmarks
+//! `(col + lx, row + ly) × stride`; then a score threshold and non-maximum
+//! suppression.
+
+use std::path::Path;
+
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::TensorRef;
+
+use crate::runtime;
+
+/// A point in frame pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Point {
+    pub x: f32,
+    pub y: f32,
+}
+
+impl Point {
+    pub fn new(x: f32, y: f32) -> Self {
+        Self { x, y }
+    }
+
+    pub fn mid(self, o: Point) -> Point {
+        Point::new((self.x + o.x) / 2.0, (self.y + o.y) / 2.0)
+    }
+
+    pub fn dist(self, o: Point) -> f32 {
+        ((self.x - o.x).powi(2) + (self.y - o.y).powi(2)).sqrt()
+    }
+}
+
+/// One detected face. Landmarks as YuNet orders them: the right eye, the left
+/// eye (the subject's), the nose tip, the right and the left mouth corner.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Face {
+    pub x: f32,
+    pub y: f32,
+    pub w: f32,
+    pub h: f32,
+    pub score: f32,
+    pub landmarks: [Point; 5],
+}
+
+impl Face {
+    pub fn right_eye(&self) -> Point {
+        self.landmarks[0]
+    }
+    pub fn left_eye(&self) -> Point {
+        self.landmarks[1]
+    }
+    pub fn mouth_right(&self) -> Point {
+        self.landmarks[3]
+    }
+    pub fn mouth_left(&self) -> Point {
+        self.landmarks[4]
+    }
+    pub fn area(&self) -> f32 {
+        self.w.max(0.0) * self.h.max(0.0)
+    }
+
+    fn iou(&self, o: &Face) -> f32 {
+        let x1 = self.x.max(o.x);
+        let y1 = self.y.max(o.y);
+        let x2 = (self.x + self.w).min(o.x + o.w);
+        let y2 = (self.y + self.h).min(o.y + o.h);
+        let inter = (x2 - x1).max(0.0) * (y2 - y1).max(0.0);
+        let union = self.area() + o.area() - inter;
+        if union <= 0.0 { 0.0 } else { inter / union }
+    }
+}
+
+/// Detection errors.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectorError {
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
+    #[error(
+        "cannot load the face model {path}: {reason} (set --face-model to YuNet's ONNX file; see the preprocessor README)"
+    )]
+    Load { path: String, reason: String },
+    #[error("the face model does not look like YuNet: {0}")]
+    Contract(String),
+    #[error("face detection failed: {0}")]
+    Run(String),
+}
+
+/// Detector settings.
+#[derive(Debug, Clone, Copy)]
+pub struct DetectorSettings {
+    /// Faces scoring under this are dropped.
+    pub score_threshold: f32,
+    /// Overlapping boxes above this IoU are suppressed.
+    pub nms_threshold: f32,
+    /// ONNX Runtime intra-op threads (1 scales best across replicas).
+    pub threads: usize,
+}
+
+impl Default for DetectorSettings {
+    fn default() -> Self {
+        Self {
+            score_threshold: 0.6,
+            nms_threshold: 0.3,
+            threads: 1,
+        }
+    }
+}
+
+const STRIDES: [usize; 3] = [8, 16, 32];
+const OUTPUTS: [&str; 4] = ["cls", "obj", "bbox", "kps"];
+
+/// A loaded YuNet model.
+pub struct Detector {
+    session: Session,
+    settings: DetectorSettings,
+    input: Vec<f32>,
+}
+
+impl Detector {
+    pub fn load(path: &Path, settings: DetectorSettings) -> Result<Self, DetectorError> {
+        let env = runtime::environment()?;
+        let load = |reason: String| DetectorError::Load {
+            path: path.display().to_string(),
+            reason,
+        };
+        if !path.exists() {
+            return Err(load("no such file".into()));
+        }
+        let session = Session::builder(env)
+            .map_err(|e| load(e.to_string()))?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| load(e.to_string()))?
+            .with_intra_threads(settings.threads.max(1))
+            .map_err(|e| load(e.to_string()))?
+            .commit_from_file(path)
+            .map_err(|e| load(e.to_string()))?;
+        let names: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+        for s in STRIDES {
+            for o in OUTPUTS {
+                let want = format!("{o}_{s}");
+                if !names.contains(&want.as_str()) {
+                    return Err(DetectorError::Contract(format!(
+                        "output {want} missing (outputs: {names:?})"
+                    )));
+                }
+            }
+        }
+        Ok(Self {
+            session,
+            settings,
+            input: Vec::new(),
+        })
+    }
+
+    /// Detects faces in a BGR-ordered planar image given as luma and chroma
+    /// planes of an I420 frame. Returns faces sorted by score, best first.
+    pub fn detect_i420(
+        &mut self,
+        frame: &[u8],
+        width: usize,
+        height: usize,
+    ) -> Result<Vec<Face>, DetectorError> {
+        let pw = width.div_ceil(32) * 32;
+        let ph = height.div_ceil(32) * 32;
+        i420_to_bgr_planar(frame, width, height, pw, ph, &mut self.input);
+        let tensor = TensorRef::from_array_view(([1usize, 3, ph, pw], &self.input[..]))
+            .map_err(|e| DetectorError::Run(e.to_string()))?;
+        let outputs = self
+            .session
+            .run(ort::inputs!["input" => tensor])
+            .map_err(|e| DetectorError::Run(e.to_string()))?;
+        let mut heads = Vec::with_capacity(3);
+        for s in STRIDES {
+            let get = |name: &str| -> Result<Vec<f32>, DetectorError> {
+                let (_, data) = outputs[format!("{name}_{s}").as_str()]
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| DetectorError::Run(e.to_string()))?;
+                Ok(data.to_vec())
+            };
+            heads.push(Head {
+                stride: s,
+                cls: get("cls")?,
+                obj: get("obj")?,
+                bbox: get("bbox")?,
+                kps: get("kps")?,
+            });
+        }
+        Ok(decode(&heads, pw, ph, self.settings))
+    }
+}
+
+/// The raw outputs of one stride.
+pub struct Head {
+    pub stride: usize,
+    pub cls: Vec<f32>,
+    pub obj: Vec<f32>,
+    pub bbox: Vec<f32>,
+    pub kps: Vec<f32>,
+}
+
+/// Decodes YuNet's outputs for a `pw` x `ph` input into faces, after the
+/// score threshold and non-maximum suppression, best first.
+pub fn decode(heads: &[Head], pw: usize, ph: usize, settings: DetectorSettings) -> Vec<Face> {
+    let mut faces = Vec::new();
+    for h in heads {
+        let cols = pw / h.stride;
+        let rows = ph / h.stride;
+        let s = h.stride as f32;
+        for r in 0..rows {
+            for c in 0..cols {
+                let i = r * cols + c;
+                if i >= h.cls.len() {
+                    break;
+                }
+                let score = (h.cls[i].clamp(0.0, 1.0) * h.obj[i].clamp(0.0, 1.0)).sqrt();
+                if score < settings.score_threshold {
+                    continue;
+                }
+                let b = &h.bbox[i * 4..i * 4 + 4];
+                let cx = (c as f32 + b[0]) * s;
+                let cy = (r as f32 + b[1]) * s;
+                let w = b[2].exp() * s;
+                let hh = b[3].exp() * s;
+                let k = &h.kps[i * 10..i * 10 + 10];
+                let landmarks = std::array::from_fn(|j| {
+                    Point::new((k[2 * j] + c as f32) * s, (k[2 * j + 1] + r as f32) * s)
+                });
+                faces.push(Face {
+                    x: cx - w / 2.0,
+                    y: cy - hh / 2.0,
+                    w,
+                    h: hh,
+                    score,
+                    landmarks,
+                });
+            }
+        }
+    }
+    nms(faces, settings.nms_threshold)
+}
+
+/// Greedy non-maximum suppression, best score first.
+pub fn nms(mut faces: Vec<Face>, threshold: f32) -> Vec<Face> {
+    faces.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut kept: Vec<Face> = Vec::new();
+    for f in faces {
+        if kept.iter().all(|k| k.iou(&f) <= threshold) {
+            kept.push(f);
+        }
+    }
+    kept
+}
+
+/// Converts an I420 frame to planar BGR f32 (0..255), zero-padded to `pw` x `ph`
+/// (BT.601 limited range, as decoders produce).
+pub fn i420_to_bgr_planar(
+    frame: &[u8],
+    w: usize,
+    h: usize,
+    pw: usize,
+    ph: usize,
+    out: &mut Vec<f32>,
+) {
+    out.clear();
+    out.resize(3 * pw * ph, 0.0);
+    let cw = w.div_ceil(2);
+    let ch = h.div_ceil(2);
+    let (y_plane, rest) = frame.split_at(w * h);
+    let (u_plane, v_plane) = rest.split_at(cw * ch);
+    let plane = pw * ph;
+    for y in 0..h {
+        for x in 0..w {
+            let yy = (y_plane[y * w + x] as f32 - 16.0) * 1.164;
+            let u = u_plane[(y / 2) * cw + x / 2] as f32 - 128.0;
+            let v = v_plane[(y / 2) * cw + x / 2] as f32 - 128.0;
+            let r = yy + 1.596 * v;
+            let g = yy - 0.392 * u - 0.813 * v;
+            let b = yy + 2.017 * u;
+            let o = y * pw + x;
+            out[o] = b.clamp(0.0, 255.0);
+            out[plane + o] = g.clamp(0.0, 255.0);
+            out[2 * plane + o] = r.clamp(0.0, 255.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn face(x: f32, score: f32) -> Face {
+        Face {
+            x,
+            y: 0.0,
+            w: 10.0,
+            h: 10.0,
+            score,
+            landmarks: [Point::default(); 5],
+        }
+    }
+
+    #[test]
+    fn nms_keeps_the_best_of_overlapping_boxes() {
+        let kept = nms(vec![face(0.0, 0.7), face(1.0, 0.9), face(50.0, 0.8)], 0.3);
+        let xs: Vec<f32> = kept.iter().map(|f| f.x).collect();
+        assert_eq!(xs, [1.0, 50.0]);
+    }
+
+    #[test]
+    fn decodes_a_cell_into_box_and_landmarks() {
+        // A 32x32 input: stride 8 has 4x4 cells; put a face in cell (row 1, col 2).
+        let mut heads: Vec<Head> = STRIDES
+            .iter()
+            .map(|&s| {
+                let n = (32 / s) * (32 / s);
+                Head {
+                    stride: s,
+                    cls: vec![0.0; n],
+                    obj: vec![0.0; n],
+                    bbox: vec![0.0; n * 4],
+                    kps: vec![0.0; n * 10],
+                }
+            })
+            .collect();
+        let i = 4 + 2;
+        heads[0].cls[i] = 0.81;
+        heads[0].obj[i] = 1.0;
+        heads[0].bbox[i * 4..i * 4 + 4].copy_from_slice(&[0.5, 0.5, 2f32.ln(), 0.0]);
+        heads[0].kps[i * 10 + 6] = 0.25; // right mouth corner x offset
+        let faces = decode(&heads, 32, 32, DetectorSettings::default());
+        assert_eq!(faces.len(), 1);
+        let f = &faces[0];
+        assert!((f.score - 0.9).abs() < 1e-6);
+        assert_eq!((f.w, f.h), (16.0, 8.0));
+        assert_eq!((f.x, f.y), (20.0 - 8.0, 12.0 - 4.0));
+        assert_eq!(f.mouth_right(), Point::new((2.0 + 0.25) * 8.0, 8.0));
+    }
+
+    #[test]
+    fn grey_i420_becomes_equal_bgr() {
+        let (w, h) = (3, 3);
+        let frame = vec![128u8; w * h + 2 * 4];
+        let mut out = Vec::new();
+        i420_to_bgr_planar(&frame, w, h, 32, 32, &mut out);
+        let v = (128.0 - 16.0) * 1.164;
+        assert!(
+            (out[0] - v).abs() < 1e-3
+                && (out[1024] - v).abs() < 1e-3
+                && (out[2048] - v).abs() < 1e-3
+        );
+        assert_eq!(out[3], 0.0, "padding is zero");
+    }
+}

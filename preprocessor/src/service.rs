@@ -1,0 +1,75 @@
+//! The Kafka edge of the preprocess service: `frames` messages in, `mouths`
+//! messages out, through [`Preprocessor`].
+
+use std::time::Instant;
+
+use mouthmap_bus::contract::{FrameEvent, TopicKind, encode_envelope, headers};
+use mouthmap_bus::kafka::{HandleError, Handler, InMessage, OutMessage};
+use mouthmap_bus::metrics::StageMetrics;
+use mouthmap_bus::telemetry;
+
+use crate::stage::{Preprocessor, StageError};
+
+/// [`Handler`] for the consume loop.
+pub struct PreprocessHandler {
+    pub stage: Preprocessor,
+    pub mouths_topic: String,
+    pub metrics: StageMetrics,
+}
+
+impl PreprocessHandler {
+    fn process(&mut self, msg: &InMessage) -> Result<Vec<OutMessage>, HandleError> {
+        if let Some(schema) = msg.header(headers::SCHEMA) {
+            let expected = TopicKind::Frames.schema_header();
+            if schema != expected {
+                return Err(HandleError::Malformed(format!(
+                    "schema header {schema:?} is not {expected:?}"
+                )));
+            }
+        }
+        let (event, payload) =
+            FrameEvent::decode(&msg.payload).map_err(|e| HandleError::Malformed(e.to_string()))?;
+        if let Some(key) = msg.key_str()
+            && key != event.stream_id()
+        {
+            return Err(HandleError::Malformed(format!(
+                "message key {key:?} differs from its stream id {:?}",
+                event.stream_id()
+            )));
+        }
+        let span = tracing::info_span!(
+            "preprocess.chunk",
+            stream_id = event.stream_id(),
+            event = event.name()
+        );
+        telemetry::continue_trace(&span, &msg.headers);
+        let _entered = span.enter();
+        let started = Instant::now();
+        let out = self.stage.handle(&event, payload).map_err(|e| match e {
+            StageError::Malformed(m) => HandleError::Malformed(m),
+            StageError::Detector(d) => HandleError::Fatal(d.to_string()),
+        })?;
+        self.metrics.observe(started.elapsed());
+        self.metrics.set_active(self.stage.active_streams() as i64);
+        let trace = telemetry::inject(&span);
+        Ok(out
+            .into_iter()
+            .map(|(ev, bytes)| {
+                OutMessage::new(
+                    &self.mouths_topic,
+                    ev.stream_id(),
+                    encode_envelope(&ev, &bytes),
+                )
+                .header(headers::SCHEMA, TopicKind::Mouths.schema_header())
+                .header(headers::EVENT, ev.name())
+                .headers(trace.clone())
+            })
+            .collect())
+    }
+}
+
+impl Handler for PreprocessHandler {
+    async fn handle(&mut self, msg: &InMessage) -> Result<Vec<OutMessage>, HandleError> {
+        tokio::task::block_in_place(|| self.process(msg))
+    }
+}

@@ -1,0 +1,200 @@
+//! The preprocess stage, free of transport: `frames` events in, `mouths`
+//! events out, one tracker per stream. The Kafka service and the offline
+//! `mouthmap crops` command both run exactly this.
+
+use std::collections::HashMap;
+
+use mouthmap_bus::contract::{
+    FrameChunk, FrameEvent, MouthChunk, MouthEnd, MouthEvent, PixelFormat, StreamQuality,
+};
+
+use crate::detector::{Detector, DetectorError};
+use crate::tracker::{FrameCrop, MouthTracker, TrackerSettings};
+
+/// Why an event could not be processed.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// The event breaks the contract (goes to the dead-letter topic).
+    #[error("{0}")]
+    Malformed(String),
+    #[error(transparent)]
+    Detector(#[from] DetectorError),
+}
+
+#[derive(Default)]
+struct QualityTotals {
+    frames: u64,
+    faces: u64,
+    brightness: f64,
+    sharpness: f64,
+    box_width: f64,
+    no_face: bool,
+}
+
+impl QualityTotals {
+    fn add(&mut self, c: &FrameCrop) {
+        self.frames += 1;
+        self.faces += c.quality.face_found as u64;
+        self.brightness += c.quality.brightness as f64;
+        self.sharpness += c.quality.sharpness as f64;
+        self.box_width += c.quality.box_width as f64;
+        self.no_face = c.no_face;
+    }
+
+    fn summary(&self) -> StreamQuality {
+        let n = self.frames.max(1) as f64;
+        StreamQuality {
+            frames: self.frames,
+            face_share: (self.faces as f64 / n) as f32,
+            mean_brightness: (self.brightness / n) as f32,
+            mean_sharpness: (self.sharpness / n) as f32,
+            mean_box_width: (self.box_width / n) as f32,
+            no_face: self.no_face || self.frames == 0,
+        }
+    }
+}
+
+struct StreamState {
+    tracker: MouthTracker,
+    seq: u64,
+    totals: QualityTotals,
+}
+
+impl StreamState {
+    fn new(settings: TrackerSettings) -> Self {
+        Self {
+            tracker: MouthTracker::new(settings),
+            seq: 0,
+            totals: QualityTotals::default(),
+        }
+    }
+}
+
+/// The stage: a detector shared by all streams, a tracker per stream.
+pub struct Preprocessor {
+    detector: Detector,
+    settings: TrackerSettings,
+    streams: HashMap<String, StreamState>,
+}
+
+impl Preprocessor {
+    pub fn new(detector: Detector, settings: TrackerSettings) -> Self {
+        Self {
+            detector,
+            settings,
+            streams: HashMap::new(),
+        }
+    }
+
+    pub fn settings(&self) -> &TrackerSettings {
+        &self.settings
+    }
+
+    /// Streams in progress.
+    pub fn active_streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Processes one `frames` event.
+    pub fn handle(
+        &mut self,
+        event: &FrameEvent,
+        payload: &[u8],
+    ) -> Result<Vec<(MouthEvent, Vec<u8>)>, StageError> {
+        self.handle_observed(event, payload, &mut |_| {})
+    }
+
+    /// As [`handle`](Self::handle), showing every frame's crop, box and face
+    /// to `observe` (for previews and checks).
+    pub fn handle_observed(
+        &mut self,
+        event: &FrameEvent,
+        payload: &[u8],
+        observe: &mut dyn FnMut(&FrameCrop),
+    ) -> Result<Vec<(MouthEvent, Vec<u8>)>, StageError> {
+        match event {
+            FrameEvent::Start(start) => {
+                // A restarted stream starts over.
+                self.streams
+                    .insert(start.stream_id.clone(), StreamState::new(self.settings));
+                Ok(vec![(MouthEvent::Start(start.clone()), Vec::new())])
+            }
+            FrameEvent::Chunk(chunk) => {
+                let out = self.chunk(chunk, payload, observe)?;
+                Ok(vec![out])
+            }
+            FrameEvent::End(end) => {
+                let quality = self
+                    .streams
+                    .remove(&end.stream_id)
+                    .map(|s| s.totals.summary())
+                    .unwrap_or_else(|| QualityTotals::default().summary());
+                Ok(vec![(
+                    MouthEvent::End(MouthEnd {
+                        end: end.clone(),
+                        quality,
+                    }),
+                    Vec::new(),
+                )])
+            }
+        }
+    }
+
+    fn chunk(
+        &mut self,
+        chunk: &FrameChunk,
+        payload: &[u8],
+        observe: &mut dyn FnMut(&FrameCrop),
+    ) -> Result<(MouthEvent, Vec<u8>), StageError> {
+        chunk
+            .validate(payload)
+            .map_err(|e| StageError::Malformed(e.to_string()))?;
+        let (w, h) = (chunk.width, chunk.height);
+        if w < 32 || h < 32 {
+            return Err(StageError::Malformed(format!(
+                "frames of {w}x{h} are too small to find a face in"
+            )));
+        }
+        let frame_bytes = chunk.frame_bytes();
+        let (cw, ch) = (self.settings.crop_width, self.settings.crop_height);
+        let mut crops = Vec::with_capacity((cw * ch) as usize * chunk.frames.len());
+        let mut quality = Vec::with_capacity(chunk.frames.len());
+        let mut gray_as_i420 = Vec::new();
+        let mut no_face = false;
+        let settings = self.settings;
+        let state = self
+            .streams
+            .entry(chunk.stream_id.clone())
+            .or_insert_with(|| StreamState::new(settings));
+        for i in 0..chunk.frames.len() {
+            let frame = &payload[i * frame_bytes..(i + 1) * frame_bytes];
+            let frame = match chunk.format {
+                PixelFormat::I420 => frame,
+                PixelFormat::Gray8 => {
+                    gray_as_i420.clear();
+                    gray_as_i420.extend_from_slice(frame);
+                    gray_as_i420.resize(PixelFormat::I420.frame_bytes(w, h), 128);
+                    &gray_as_i420
+                }
+            };
+            let c = state.tracker.process(&mut self.detector, frame, w, h)?;
+            observe(&c);
+            state.totals.add(&c);
+            no_face = c.no_face;
+            crops.extend_from_slice(&c.crop);
+            quality.push(c.quality);
+        }
+        let out = MouthChunk {
+            stream_id: chunk.stream_id.clone(),
+            seq: state.seq,
+            width: cw,
+            height: ch,
+            frames: chunk.frames.clone(),
+            quality,
+            no_face,
+            discontinuity: chunk.discontinuity,
+        };
+        state.seq += 1;
+        Ok((MouthEvent::Chunk(out), crops))
+    }
+}

@@ -1,0 +1,188 @@
+//! `mouthmap preprocess`: frames in, mouth crops out.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use mouthmap_bus::kafka::{Producer, StageSettings, StartAt, consumer, run_stage};
+use mouthmap_bus::metrics::{self, StageMetrics};
+use mouthmap_preprocessor::detector::{Detector, DetectorSettings};
+use mouthmap_preprocessor::geometry::BoxParams;
+use mouthmap_preprocessor::service::PreprocessHandler;
+use mouthmap_preprocessor::stage::Preprocessor;
+use mouthmap_preprocessor::tracker::TrackerSettings;
+
+use super::{KafkaArgs, shutdown_signal};
+
+/// Face detection and cropping settings (shared by `preprocess` and `crops`).
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Face and mouth")]
+pub struct CropArgs {
+    /// YuNet face detector (ONNX). Upstream: OpenCV model zoo, models/face_detection_yunet.
+    #[arg(
+        long,
+        env = "MOUTHMAP_FACE_MODEL",
+        default_value = "../shared/models/yunet/face_detection_yunet_2026may.onnx"
+    )]
+    pub face_model: PathBuf,
+
+    /// Faces scoring under this are ignored (0..1).
+    #[arg(long, env = "MOUTHMAP_FACE_SCORE", default_value_t = 0.6)]
+    pub face_score: f32,
+
+    /// Run the face detector on every Nth frame; tracked frames in between.
+    #[arg(long, env = "MOUTHMAP_DETECT_EVERY", default_value_t = 1)]
+    pub detect_every: u32,
+
+    /// Between detections, detect anyway when the face region changed by more than this (mean, 0..255).
+    #[arg(long, env = "MOUTHMAP_RECHECK_THRESHOLD", default_value_t = 8.0)]
+    pub recheck_threshold: f32,
+
+    /// Weight of a new detection in the smoothed mouth box (1 = no smoothing).
+    #[arg(long, env = "MOUTHMAP_BOX_SMOOTHING", default_value_t = 0.6)]
+    pub box_smoothing: f32,
+
+    /// Frames a lost face's box is held before the stream is flagged as having no face.
+    #[arg(long, env = "MOUTHMAP_MAX_FACE_GAP", default_value_t = 25)]
+    pub max_face_gap: u32,
+
+    /// Mouth box width as a multiple of the distance between the eyes.
+    #[arg(long, env = "MOUTHMAP_MOUTH_WIDTH", default_value_t = 1.3)]
+    pub mouth_width: f32,
+
+    /// Mouth box height as a fraction of its width.
+    #[arg(long, env = "MOUTHMAP_MOUTH_ASPECT", default_value_t = 0.5)]
+    pub mouth_aspect: f32,
+
+    /// Crop width and height in pixels (the model's frame size).
+    #[arg(long, env = "MOUTHMAP_CROP_SIZE", value_parser = crop_size, default_value = "140x46")]
+    pub crop_size: (u32, u32),
+
+    /// ONNX Runtime threads for the face detector.
+    #[arg(long, env = "MOUTHMAP_DETECTOR_THREADS", default_value_t = 1)]
+    pub detector_threads: usize,
+}
+
+fn crop_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once('x')
+        .ok_or("write the size as WIDTHxHEIGHT, e.g. 140x46")?;
+    let parse = |v: &str| v.trim().parse::<u32>().map_err(|e| format!("{v:?}: {e}"));
+    let (w, h) = (parse(w)?, parse(h)?);
+    if w == 0 || h == 0 {
+        return Err("crop size must not be empty".into());
+    }
+    Ok((w, h))
+}
+
+impl CropArgs {
+    pub fn tracker(&self) -> TrackerSettings {
+        TrackerSettings {
+            detect_every: self.detect_every.max(1),
+            recheck_threshold: self.recheck_threshold,
+            smoothing: self.box_smoothing.clamp(0.01, 1.0),
+            max_gap: self.max_face_gap,
+            box_params: BoxParams {
+                width_scale: self.mouth_width,
+                aspect: self.mouth_aspect,
+                ..BoxParams::default()
+            },
+            crop_width: self.crop_size.0,
+            crop_height: self.crop_size.1,
+        }
+    }
+
+    pub fn detector(&self) -> anyhow::Result<Detector> {
+        Ok(Detector::load(
+            &self.face_model,
+            DetectorSettings {
+                score_threshold: self.face_score,
+                threads: self.detector_threads,
+                ..DetectorSettings::default()
+            },
+        )?)
+    }
+
+    pub fn stage(&self) -> anyhow::Result<Preprocessor> {
+        Ok(Preprocessor::new(self.detector()?, self.tracker()))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct PreprocessArgs {
+    /// Consumer group; every replica in the group shares the streams.
+    #[arg(
+        long,
+        env = "MOUTHMAP_PREPROCESS_GROUP",
+        default_value = "mouthmap-preprocess"
+    )]
+    group: String,
+
+    /// Where GET /metrics is served.
+    #[arg(
+        long,
+        env = "MOUTHMAP_PREPROCESS_METRICS",
+        default_value = "127.0.0.1:9101"
+    )]
+    metrics_listen: SocketAddr,
+
+    #[command(flatten)]
+    crop: CropArgs,
+
+    #[command(flatten)]
+    kafka: KafkaArgs,
+}
+
+pub async fn run(args: PreprocessArgs) -> anyhow::Result<ExitCode> {
+    let stage = args.crop.stage()?;
+    let kafka = args.kafka.settings("mouthmap-preprocess")?;
+    args.kafka.prepare_topics(&kafka).await?;
+    let producer = Producer::new(&kafka)?;
+    let input = consumer(
+        &kafka,
+        &args.group,
+        &[&args.kafka.frames_topic],
+        StartAt::Earliest,
+    )?;
+    let shutdown = shutdown_signal();
+    let listener = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot serve metrics on {} (set --metrics-listen)",
+                args.metrics_listen
+            )
+        })?;
+    let metrics_task = tokio::spawn(metrics::serve(listener, shutdown.clone()));
+    let metrics = StageMetrics::new("preprocess");
+    let mut handler = PreprocessHandler {
+        stage,
+        mouths_topic: args.kafka.mouths_topic.clone(),
+        metrics: metrics.clone(),
+    };
+    let settings = StageSettings {
+        stage: "preprocess".into(),
+        dead_letter_topic: args.kafka.dead_letter_topic.clone(),
+        tick: Duration::from_secs(1),
+        min_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(10),
+    };
+    tracing::info!(group = %args.group, input = %args.kafka.frames_topic, output = %args.kafka.mouths_topic,
+        metrics = %args.metrics_listen, "preprocess running");
+    run_stage(
+        &input,
+        &producer,
+        &mut handler,
+        &settings,
+        &metrics,
+        shutdown,
+    )
+    .await
+    .context("preprocess stopped")?;
+    producer.flush(Duration::from_secs(30))?;
+    metrics_task.abort();
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,195 @@
+//! The preprocessor on real GRID clips, through `mouthmap crops` (the same
+//! ingest and preprocess code as the services), without a broker.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn crops_cmd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mouthmap"));
+    c.env(
+        "MOUTHMAP_FACE_MODEL",
+        shared().join("models/yunet/face_detection_yunet_2026may.onnx"),
+    )
+    .env("MOUTHMAP_LOG", "warn")
+    .arg("crops");
+    c
+}
+
+/// Reads a uint8 .npy written by `mouthmap crops`: (shape, data).
+fn read_npy(path: &Path) -> (Vec<usize>, Vec<u8>) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY");
+    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
+    assert!(header.contains("'descr': '|u1'"), "{header}");
+    let shape_text = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    let shape = shape_text
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    (shape, bytes[10 + hlen..].to_vec())
+}
+
+fn clips(dir: &str, ext: &str) -> Vec<PathBuf> {
+    let mut clips: Vec<PathBuf> = std::fs::read_dir(shared().join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    clips.sort();
+    clips
+}
+
+/// Runs `mouthmap crops --check` and returns its report.
+fn check(clips: &[PathBuf], out: &Path) -> Value {
+    let status = crops_cmd()
+        .arg("--check")
+        .arg("--out")
+        .arg(out)
+        .args(clips)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["clips"], clips.len(), "{report}");
+    assert_eq!(report["failed"].as_array().unwrap().len(), 0, "{report}");
+    // A face on at least 99% of frames. (A few s1 clips open with a dozen
+    // corrupt frames with no face in them: those count against this.)
+    assert!(report["face_share"].as_f64().unwrap() >= 0.99, "{report}");
+    // Both mouth corners inside the box on every frame with a face.
+    assert_eq!(
+        report["corners_inside"], report["corners_checked"],
+        "{report}"
+    );
+    assert!(
+        report["corners_checked"].as_u64().unwrap() >= 74 * clips.len() as u64 * 99 / 100,
+        "{report}"
+    );
+    report
+}
+
+#[test]
+fn faces_are_found_and_mouth_corners_stay_inside_the_box() {
+    // All 12 speaker clips (11 other speakers, two sizes), and every 45th clip of speaker 1.
+    let speakers = clips("data/grid/speakers", "mpg");
+    assert_eq!(speakers.len(), 12);
+    check(&speakers, tempfile::tempdir().unwrap().path());
+    let s1: Vec<PathBuf> = clips("data/grid/s1", "mp4")
+        .into_iter()
+        .step_by(45)
+        .collect();
+    assert_eq!(s1.len(), 20);
+    let out = tempfile::tempdir().unwrap();
+    check(&s1, out.path());
+
+    // The arrays are what training reads: uint8 [frames, 46, 140].
+    let (shape, data) = read_npy(&out.path().join("bbaf2n.npy"));
+    assert_eq!(shape, [75, 46, 140]);
+    assert_eq!(data.len(), 75 * 46 * 140);
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("bbaf2n.json")).unwrap()).unwrap();
+    assert_eq!(record["per_frame"].as_array().unwrap().len(), 75);
+    assert_eq!(record["quality"]["face_share"], 1.0);
+}
+
+#[test]
+fn two_clips_with_one_name_are_refused() {
+    let out = crops_cmd()
+        .arg("--out")
+        .arg(tempfile::tempdir().unwrap().path())
+        .arg(grid_clip("bbaf2n.mp4"))
+        .arg(shared().join("data/grid/speakers/bbaf2n.mpg"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("would both write bbaf2n.npy"));
+}
+
+/// The crop of frame 37 of bbaf2n is pinned: a change to decoding, the
+/// detector's decoding, the box geometry or the resampling shows up here, so
+/// the training and serving crops cannot drift apart unnoticed.
+#[test]
+fn crop_of_a_known_frame_matches_the_stored_one() {
+    let out = tempfile::tempdir().unwrap();
+    let status = crops_cmd()
+        .arg("--out")
+        .arg(out.path())
+        .arg(grid_clip("bbaf2n.mp4"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (_, data) = read_npy(&out.path().join("bbaf2n.npy"));
+    let got = &data[37 * 46 * 140..38 * 46 * 140];
+    let pgm = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/bbaf2n-frame37-crop.pgm"),
+    )
+    .unwrap();
+    let header = b"P5\n140 46\n255\n";
+    assert_eq!(&pgm[..header.len()], header);
+    let want = &pgm[header.len()..];
+    let diffs: Vec<i32> = got
+        .iter()
+        .zip(want)
+        .map(|(&a, &b)| (a as i32 - b as i32).abs())
+        .collect();
+    let max = *diffs.iter().max().unwrap();
+    let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+    assert!(
+        max <= 3 && mean <= 0.5,
+        "crop drifted: max diff {max}, mean {mean:.3}"
+    );
+}
+
+#[test]
+fn preview_draws_a_contact_sheet() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("sheet.png");
+    let status = crops_cmd()
+        .arg("--preview")
+        .arg(&png)
+        .arg(grid_clip("bbaf2n.mp4"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let (w, h) = (
+        u32::from_be_bytes(bytes[16..20].try_into().unwrap()),
+        u32::from_be_bytes(bytes[20..24].try_into().unwrap()),
+    );
+    assert_eq!(
+        (w, h),
+        (724, 296 + 3 * 50 + 4),
+        "frame on top, three rows of five crops"
+    );
+}
+
+#[test]
+fn a_missing_face_model_is_a_clear_error() {
+    let out = crops_cmd()
+        .env("MOUTHMAP_FACE_MODEL", "/nonexistent/yunet.onnx")
+        .arg("--out")
+        .arg(std::env::temp_dir())
+        .arg(grid_clip("bbaf2n.mp4"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot load the face model /nonexistent/yunet.onnx: no such file"),
+        "{stderr}"
+    );
+}

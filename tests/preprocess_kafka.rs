@@ -1,0 +1,202 @@
+//! Ingest and preprocess as separate processes on the real broker: a clip in,
+//! 75 crops out in order with start and end; malformed frames go to the
+//! dead-letter topic with a reason while the good stream goes on.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::*;
+use mouthmap_bus::contract::{
+    self, FrameChunk, FrameEvent, FrameInfo, MouthEvent, PixelFormat, headers,
+};
+use mouthmap_bus::kafka::{InMessage, KafkaSettings, OutMessage, Producer, StartAt, consumer};
+use mouthmap_bus::telemetry::trace_id_of;
+
+async fn read_all(
+    brokers: &str,
+    topic: &str,
+    until: impl Fn(&[InMessage]) -> bool,
+) -> Vec<InMessage> {
+    let c = consumer(
+        &KafkaSettings::new(brokers, "t"),
+        &unique("reader"),
+        &[topic],
+        StartAt::Earliest,
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    while !until(&out) {
+        let m = tokio::time::timeout(Duration::from_secs(90), c.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out on {topic} after {} messages", out.len()))
+            .unwrap();
+        out.push(InMessage::from_borrowed(&m));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clip_becomes_75_ordered_crops_and_bad_frames_become_dead_letters() {
+    let brokers = brokers();
+    let (frames, mouths, dlq) = (unique("frames"), unique("mouths"), unique("dlq"));
+    let producer = Producer::new(&KafkaSettings::new(&brokers, "test")).unwrap();
+    mouthmap_bus::kafka::ensure_topics(
+        &KafkaSettings::new(&brokers, "t"),
+        &[&frames, &mouths, &dlq],
+        3,
+        1,
+    )
+    .await
+    .unwrap();
+
+    // Three bad messages: not an envelope, a payload shorter than declared, frames too small.
+    let short = FrameChunk {
+        stream_id: "bad-short".into(),
+        seq: 0,
+        width: 360,
+        height: 288,
+        format: PixelFormat::I420,
+        frames: vec![FrameInfo {
+            index: 0,
+            pts_ns: 0,
+            ingest_us: 0,
+        }],
+        discontinuity: false,
+    };
+    let tiny = FrameChunk {
+        stream_id: "bad-tiny".into(),
+        width: 8,
+        height: 8,
+        ..short.clone()
+    };
+    let bad = [
+        ("bad-garbage", b"\x00\x01 definitely not a frame".to_vec()),
+        (
+            "bad-short",
+            contract::encode_envelope(&FrameEvent::Chunk(short), &[0u8; 1000]),
+        ),
+        (
+            "bad-tiny",
+            contract::encode_envelope(&FrameEvent::Chunk(tiny), &[0u8; 96]),
+        ),
+    ];
+    for (key, payload) in bad {
+        producer
+            .send_and_wait(OutMessage::new(&frames, key, payload))
+            .await
+            .unwrap();
+    }
+
+    let mut pre = Proc::spawn(
+        "preprocess",
+        mouthmap(&brokers, &frames)
+            .env("MOUTHMAP_MOUTHS_TOPIC", &mouths)
+            .env("MOUTHMAP_DEAD_LETTER_TOPIC", &dlq)
+            .env(
+                "MOUTHMAP_FACE_MODEL",
+                shared().join("models/yunet/face_detection_yunet_2026may.onnx"),
+            )
+            .args(["preprocess", "--metrics-listen", "127.0.0.1:0", "--group"])
+            .arg(unique("pre")),
+    );
+    let id = unique("clip");
+    let status = mouthmap(&brokers, &frames)
+        .arg("ingest")
+        .arg(format!("{id}={}", grid_clip("bbaf2n.mp4").display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let out = read_all(&brokers, &mouths, |seen| {
+        seen.iter()
+            .any(|m| m.key_str() == Some(id.as_str()) && m.header(headers::EVENT) == Some("end"))
+    })
+    .await;
+    let ours: Vec<&InMessage> = out
+        .iter()
+        .filter(|m| m.key_str() == Some(id.as_str()))
+        .collect();
+    let events: Vec<(MouthEvent, usize)> = ours
+        .iter()
+        .map(|m| {
+            assert_eq!(m.header(headers::SCHEMA), Some("mouths/v1"));
+            let (e, p) =
+                MouthEvent::decode(&m.payload).expect("mouths message follows the contract");
+            (e, p.len())
+        })
+        .collect();
+    assert!(matches!(events[0].0, MouthEvent::Start(_)));
+    let mut next = 0u64;
+    for (e, len) in &events[1..events.len() - 1] {
+        let MouthEvent::Chunk(c) = e else {
+            panic!("only chunks between start and end")
+        };
+        assert_eq!((c.width, c.height), (140, 46));
+        assert_eq!(*len, 140 * 46 * c.frames.len());
+        for (f, q) in c.frames.iter().zip(&c.quality) {
+            assert_eq!(f.index, next, "crops in order");
+            assert!(q.face_found, "face on frame {}", f.index);
+            next += 1;
+        }
+    }
+    assert_eq!(next, 75, "75 crops");
+    let MouthEvent::End(end) = &events.last().unwrap().0 else {
+        panic!("ends with end")
+    };
+    assert_eq!(end.end.frames, 75);
+    assert_eq!(end.quality.frames, 75);
+    assert_eq!(end.quality.face_share, 1.0);
+    assert!(!end.quality.no_face);
+
+    // Each crop message continues the trace of the frames chunk it came from.
+    let frame_traces: HashSet<String> = read_all(&brokers, &frames, |s| {
+        s.iter()
+            .any(|m| m.key_str() == Some(id.as_str()) && m.header(headers::EVENT) == Some("end"))
+    })
+    .await
+    .iter()
+    .filter(|m| m.key_str() == Some(id.as_str()))
+    .map(|m| {
+        trace_id_of(m.header("traceparent").unwrap())
+            .unwrap()
+            .to_string()
+    })
+    .collect();
+    for m in &ours {
+        let t = trace_id_of(m.header("traceparent").expect("traceparent")).unwrap();
+        assert!(
+            frame_traces.contains(t),
+            "mouths message starts a new trace {t}"
+        );
+    }
+
+    let dead = read_all(&brokers, &dlq, |s| s.len() >= 3).await;
+    let reasons: HashMap<String, String> = dead
+        .iter()
+        .map(|m| {
+            (
+                m.key_str().unwrap().to_string(),
+                m.header(headers::DLQ_REASON).unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        reasons["bad-garbage"].contains("envelope magic"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons["bad-short"].contains("payload is 1000 bytes"),
+        "{reasons:?}"
+    );
+    assert!(reasons["bad-tiny"].contains("too small"), "{reasons:?}");
+    assert!(
+        dead.iter()
+            .all(|m| m.header(headers::DLQ_STAGE) == Some("preprocess"))
+    );
+    assert!(
+        pre.terminate().success(),
+        "preprocess exits cleanly on SIGTERM"
+    );
+}
