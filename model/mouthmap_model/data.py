@@ -1,0 +1,144 @@
+"""The dataset: GRID speaker 1, cropped by `mouthmap crops` (the serving code),
+labelled from the word alignments, split deterministically.
+
+    python -m mouthmap_model.data build --shared ../../shared --out data
+
+writes data/crops/*.npy (uint8 [frames, 46, 140]) and data/manifest.json: each
+clip's video file and sha256, each crop array's sha256, the split, and the
+manifest's own hash (which the model's metadata names).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+SPLIT_FILE = REPO / "model" / "split.json"
+
+# Characters the model writes; the CTC blank is the last class.
+VOCAB = list(" abcdefghijklmnopqrstuvwxyz")
+BLANK = len(VOCAB)
+CLASSES = len(VOCAB) + 1
+CHAR_TO_ID = {c: i for i, c in enumerate(VOCAB)}
+FPS = 25
+
+
+def encode(text: str) -> list[int]:
+    return [CHAR_TO_ID[c] for c in text if c in CHAR_TO_ID]
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+VALIDATION_CLIPS = 50
+
+
+def validation_set(names: list[str]) -> set[str]:
+    """The 50 clips whose names hash lowest: stable across machines and runs."""
+    return set(sorted(names, key=lambda n: hashlib.sha256(n.encode()).hexdigest())[:VALIDATION_CLIPS])
+
+
+@dataclass
+class Word:
+    word: str
+    start: int  # first frame
+    end: int  # one past the last frame
+
+
+def read_alignment(path: Path) -> list[Word]:
+    words = []
+    for line in path.read_text().split("\n"):
+        parts = line.split()
+        if len(parts) != 3 or parts[2] in ("sil", "sp"):
+            continue
+        start, end = int(parts[0]) // 1000, int(parts[1]) // 1000
+        words.append(Word(parts[2], start, max(end, start + 1)))
+    return words
+
+
+def build(args: argparse.Namespace) -> None:
+    shared = Path(args.shared).resolve()
+    out = Path(args.out).resolve()
+    crops = out / "crops"
+    clips = sorted((shared / "data/grid/s1").glob("*.mp4"))
+    if not clips:
+        sys.exit(f"no clips in {shared / 'data/grid/s1'}: pass --shared")
+    t0 = time.time()
+    if not args.reuse_crops:
+        binary = Path(args.mouthmap)
+        if not binary.exists():
+            sys.exit(f"{binary} not found: build it with `cargo build --release` first")
+        env = dict(os.environ, MOUTHMAP_FACE_MODEL=str(shared / "models/yunet/face_detection_yunet_2026may.onnx"))
+        print(f"cropping {len(clips)} clips with {binary} crops (the serving code path)", flush=True)
+        subprocess.run([str(binary), "crops", "--out", str(crops), *map(str, clips)], check=True, env=env)
+    validation = validation_set([c.stem for c in clips])
+    split = {"validation": [], "train": []}
+    entries = []
+    for clip in clips:
+        name = clip.stem
+        npy = crops / f"{name}.npy"
+        align = shared / "data/grid/s1/align" / f"{name}.align"
+        if not npy.exists() or not align.exists():
+            print(f"skipping {name}: missing {npy if not npy.exists() else align}", file=sys.stderr)
+            continue
+        part = "validation" if name in validation else "train"
+        split[part].append(name)
+        words = read_alignment(align)
+        entries.append(
+            {
+                "clip": name,
+                "video": str(clip.relative_to(shared)),
+                "video_sha256": sha256(clip),
+                "crops_sha256": sha256(npy),
+                "split": part,
+                "text": " ".join(w.word for w in words),
+                "words": [[w.word, w.start, w.end] for w in words],
+            }
+        )
+    SPLIT_FILE.write_text(json.dumps(split, indent=1) + "\n")
+    manifest = {"source": "GRID corpus speaker 1 (Cooke et al. 2006, CC BY 4.0)", "clips": entries}
+    body = json.dumps(manifest, sort_keys=True).encode()
+    manifest["manifest_sha256"] = hashlib.sha256(body).hexdigest()
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    print(
+        f"{len(entries)} clips ({len(split['train'])} train, {len(split['validation'])} validation) "
+        f"in {time.time() - t0:.0f} s; manifest {manifest['manifest_sha256'][:16]}",
+        flush=True,
+    )
+
+
+def load(data_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    manifest = json.loads((data_dir / "manifest.json").read_text())
+    arrays = {e["clip"]: np.load(data_dir / "crops" / f"{e['clip']}.npy") for e in manifest["clips"]}
+    return manifest, arrays
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="crop the clips and write the manifest and split")
+    b.add_argument("--shared", default=str(REPO.parent / "shared"))
+    b.add_argument("--out", default=str(REPO / "model" / "data"))
+    b.add_argument("--mouthmap", default=str(REPO / "target" / "release" / "mouthmap"))
+    b.add_argument("--reuse-crops", action="store_true", help="use crops already in OUT/crops")
+    args = p.parse_args()
+    build(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""Train the reference model on the crops `data build` made.
+
+    python -m mouthmap_model.train --data data --run runs/lipnet --minutes 80
+
+Samples mix whole clips, 1-3-word segments cut by the alignments (a curriculum
+that dominates the first epochs and gets the model off the CTC plateau), and
+75-frame windows cut across two joined clips, labelled with the words whose
+middle lies inside the window (what the streaming inferencer sees). Augmented
+with horizontal flips, small shifts and scales, frame drops and brightness.
+bf16 autocast on CPU, a one-cycle learning rate sized to the time budget, a
+checkpoint after every evaluation (resume with --resume), a log in
+RUN/log.jsonl, and the best model by validation WER in RUN/best.pt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import data as D
+from .metrics import cer, greedy_decode, wer
+from .net import LipNet
+
+T = 75
+
+
+class Sampler:
+    def __init__(self, manifest: dict, arrays: dict[str, np.ndarray], seed: int):
+        self.rng = random.Random(seed)
+        self.train = [e for e in manifest["clips"] if e["split"] == "train"]
+        self.arrays = arrays
+
+    def _frames(self, clip: str) -> np.ndarray:
+        return self.arrays[clip]
+
+    def whole(self):
+        e = self.rng.choice(self.train)
+        x = self._frames(e["clip"])[:T]
+        return x, e["text"]
+
+    def segment(self):
+        e = self.rng.choice(self.train)
+        words = e["words"]
+        n = self.rng.randint(1, min(3, len(words)))
+        i = self.rng.randint(0, len(words) - n)
+        chosen = words[i : i + n]
+        x = self._frames(e["clip"])
+        start = max(0, chosen[0][1] - self.rng.randint(0, 3))
+        end = min(len(x), chosen[-1][2] + self.rng.randint(0, 3))
+        return x[start:end], " ".join(w[0] for w in chosen)
+
+    def window(self):
+        a, b = self.rng.choice(self.train), self.rng.choice(self.train)
+        xa, xb = self._frames(a["clip"]), self._frames(b["clip"])
+        joined = np.concatenate([xa, xb])
+        words = [(w, s, e) for w, s, e in a["words"]] + [(w, s + len(xa), e + len(xa)) for w, s, e in b["words"]]
+        o = self.rng.randint(1, len(xa) - 1)
+        inside = [w for w, s, e in words if o <= (s + e) / 2 < o + T]
+        return joined[o : o + T], " ".join(inside)
+
+    def draw(self, progress: float):
+        if progress < 0.15:
+            kinds, weights = ("segment", "whole"), (0.7, 0.3)
+        else:
+            kinds, weights = ("segment", "whole", "window"), (0.15, 0.5, 0.35)
+        kind = self.rng.choices(kinds, weights)[0]
+        x, text = getattr(self, kind)()
+        if not text.strip():
+            return self.whole()
+        return x, text
+
+
+def augment(x: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    """x: [t, H, W] float in 0..1."""
+    t = x.shape[0]
+    if rng.random() < 0.5:
+        x = x.flip(-1)
+    # Frame drops: repeat the previous frame now and then.
+    for i in range(1, t):
+        if rng.random() < 0.04:
+            x[i] = x[i - 1]
+    # Small shift and scale, the same for every frame.
+    s = rng.uniform(0.93, 1.07)
+    tx, ty = rng.uniform(-0.06, 0.06), rng.uniform(-0.08, 0.08)
+    theta = torch.tensor([[s, 0.0, tx], [0.0, s, ty]], dtype=x.dtype).unsqueeze(0).expand(t, 2, 3)
+    grid = F.affine_grid(theta, (t, 1, *x.shape[1:]), align_corners=False)
+    x = F.grid_sample(x.unsqueeze(1), grid, padding_mode="border", align_corners=False).squeeze(1)
+    x = x * rng.uniform(0.8, 1.2) + rng.uniform(-0.08, 0.08)
+    return x
+
+
+def batch(samples, mean: float, std: float, rng: random.Random | None):
+    xs, targets, in_lens, tgt_lens = [], [], [], []
+    for frames, text in samples:
+        x = torch.from_numpy(np.ascontiguousarray(frames)).float() / 255.0
+        if rng is not None:
+            x = augment(x, rng)
+        n = x.shape[0]
+        x = (x - mean) / std
+        if n < T:
+            x = torch.cat([x, torch.zeros(T - n, *x.shape[1:])])
+        xs.append(x)
+        ids = D.encode(text)
+        targets.extend(ids)
+        in_lens.append(n)
+        tgt_lens.append(len(ids))
+    return (
+        torch.stack(xs).unsqueeze(1),
+        torch.tensor(targets, dtype=torch.long),
+        torch.tensor(in_lens, dtype=torch.long),
+        torch.tensor(tgt_lens, dtype=torch.long),
+    )
+
+
+@torch.no_grad()
+def evaluate(net, manifest, arrays, mean, std):
+    net.eval()
+    val = [e for e in manifest["clips"] if e["split"] == "validation"]
+    hyps, refs = [], []
+    for i in range(0, len(val), 16):
+        part = val[i : i + 16]
+        x, _, lens, _ = batch([(arrays[e["clip"]][:T], e["text"]) for e in part], mean, std, None)
+        probs = net(x).float().softmax(-1)
+        for j, e in enumerate(part):
+            hyps.append(greedy_decode(probs[j, : lens[j]].numpy(), D.VOCAB, D.BLANK))
+            refs.append(e["text"])
+    net.train()
+    return cer(hyps, refs), wer(hyps, refs), list(zip(hyps[:3], refs[:3]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(D.REPO / "model" / "data"))
+    p.add_argument("--run", default=str(D.REPO / "model" / "runs" / "lipnet"))
+    p.add_argument("--minutes", type=float, default=80.0, help="training time budget")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--peak-lr", type=float, default=3e-3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--eval-every", type=int, default=50, help="steps between evaluations")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--resume", help="checkpoint to continue from")
+    p.add_argument("--no-bf16", action="store_true")
+    args = p.parse_args()
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    run = Path(args.run)
+    run.mkdir(parents=True, exist_ok=True)
+    manifest, arrays = D.load(Path(args.data))
+    train_frames = np.concatenate([arrays[e["clip"]][::5] for e in manifest["clips"] if e["split"] == "train"])
+    mean, std = float(train_frames.mean() / 255.0), float(train_frames.std() / 255.0)
+    del train_frames
+    sampler = Sampler(manifest, arrays, args.seed)
+    rng = random.Random(args.seed + 1)
+    net = LipNet(D.CLASSES)
+    print(f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters; mean {mean:.4f} std {std:.4f}", flush=True)
+    opt = torch.optim.AdamW(net.parameters(), lr=args.peak_lr / 25, weight_decay=1e-2)
+    ctc = torch.nn.CTCLoss(blank=D.BLANK, zero_infinity=True)
+    use_bf16 = not args.no_bf16
+
+    def step(samples) -> float:
+        x, y, il, tl = batch(samples, mean, std, rng)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            logits = net(x)
+        logp = logits.float().log_softmax(-1).transpose(0, 1)  # [T, B, C]
+        loss = ctc(logp, y, il, tl)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        opt.step()
+        return loss.item()
+
+    start_step, best_wer, elapsed_before = 0, math.inf, 0.0
+    state = None
+    if args.resume:
+        state = torch.load(args.resume, weights_only=False)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        start_step, best_wer, elapsed_before = state["step"], state["best_wer"], state["elapsed"]
+        mean, std = state["mean"], state["std"]
+        total_steps = state["total_steps"]
+    else:
+        # Size the one-cycle schedule to the budget from a short timing run.
+        t0 = time.time()
+        for _ in range(3):
+            step([sampler.draw(0.0) for _ in range(args.batch)])
+        per_step = (time.time() - t0) / 3
+        total_steps = int(args.minutes * 60 / (per_step * 1.08))
+        print(f"{per_step:.2f} s per step of {args.batch}: {total_steps} steps in {args.minutes} min", flush=True)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=args.peak_lr, total_steps=total_steps + 1, pct_start=0.15, anneal_strategy="cos"
+    )
+    if state is not None:
+        sched.load_state_dict(state["sched"])
+    log = open(run / "log.jsonl", "a")
+    t_start = time.time() - elapsed_before
+    losses = []
+    bar = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps, desc="train")
+    for s in bar:
+        losses.append(step([sampler.draw(s / total_steps) for _ in range(args.batch)]))
+        sched.step()
+        if (s + 1) % args.eval_every == 0 or s + 1 == total_steps:
+            c, w, examples = evaluate(net, manifest, arrays, mean, std)
+            elapsed = time.time() - t_start
+            rec = {
+                "step": s + 1,
+                "minutes": round(elapsed / 60, 2),
+                "samples": (s + 1) * args.batch,
+                "loss": round(float(np.mean(losses)), 4),
+                "lr": sched.get_last_lr()[0],
+                "val_cer": round(c, 4),
+                "val_wer": round(w, 4),
+            }
+            losses = []
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            bar.set_postfix(loss=rec["loss"], cer=rec["val_cer"], wer=rec["val_wer"])
+            tqdm.write(f"{json.dumps(rec)} e.g. {examples[0][0]!r} for {examples[0][1]!r}")
+            ckpt = {
+                "model": net.state_dict(),
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                "step": s + 1,
+                "total_steps": total_steps,
+                "best_wer": min(best_wer, w),
+                "elapsed": elapsed,
+                "mean": mean,
+                "std": std,
+                "val_cer": c,
+                "val_wer": w,
+                "data_manifest_sha256": manifest["manifest_sha256"],
+            }
+            torch.save(ckpt, run / "last.pt")
+            if w <= best_wer:
+                best_wer = w
+                torch.save(ckpt, run / "best.pt")
+    print(f"done: best validation WER {best_wer:.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
