@@ -32,7 +32,7 @@ struct Cli {
     config: Option<std::path::PathBuf>,
 
     /// Log filter in RUST_LOG syntax, e.g. `info` or `mouthmap_ingest=debug,info`
-    /// (default: info,ort=warn; warn for `crops`, to keep its progress bar readable).
+    /// (default: info,ort=warn; warn for `crops` and `transcribe`, whose output is for people).
     #[arg(long, global = true, env = "MOUTHMAP_LOG")]
     log: Option<String>,
 
@@ -60,6 +60,9 @@ enum Command {
     /// Mouth crops of video files for training (.npy), or a contact sheet (--preview).
     #[command(long_about = cmd::crops::LONG_ABOUT)]
     Crops(cmd::crops::CropsArgs),
+    /// Transcribe a video in one process (ingest, preprocess, infer, decode; no broker).
+    #[command(long_about = cmd::transcribe::LONG_ABOUT)]
+    Transcribe(cmd::transcribe::TranscribeArgs),
     /// Manage the pipeline's Kafka topics.
     Topics(cmd::topics::TopicsArgs),
     /// Print a topic's messages as JSON lines (metadata decoded, payload sizes only).
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Ingest(_) => "mouthmap-ingest",
         Command::Preprocess(_) => "mouthmap-preprocess",
         Command::Crops(_) => "mouthmap-crops",
+        Command::Transcribe(_) => "mouthmap-transcribe",
         Command::Topics(_) => "mouthmap-topics",
         Command::Tail(_) => "mouthmap-tail",
     };
@@ -97,7 +101,7 @@ fn main() -> ExitCode {
         LogFormatArg::Json => LogFormat::Json,
     };
     let filter = cli.log.clone().unwrap_or_else(|| match cli.command {
-        Command::Crops(_) => "warn".into(),
+        Command::Crops(_) | Command::Transcribe(_) => "warn".into(),
         _ => "info,ort=warn".into(),
     });
     let guard = match telemetry::init(service, &filter, format) {
@@ -122,6 +126,7 @@ fn main() -> ExitCode {
             Command::Ingest(args) => cmd::ingest::run(args).await,
             Command::Preprocess(args) => cmd::preprocess::run(args).await,
             Command::Crops(args) => cmd::crops::run(args).await,
+            Command::Transcribe(args) => cmd::transcribe::run(args).await,
             Command::Topics(args) => cmd::topics::run(args).await,
             Command::Tail(args) => cmd::tail::run(args).await,
         }

@@ -469,11 +469,52 @@ pub struct LogitsWindow {
     pub first_frame: u64,
     /// Frames in the window (the model's window length, usually 75).
     pub frames: u32,
+    /// Frames of the window that are real (fewer than `frames` only when the
+    /// whole stream is shorter than a window; the rest is padding).
+    pub valid_frames: u32,
     pub classes: u32,
+    /// The classes in index order (from the model's metadata), so the
+    /// decoder needs nothing but the message.
+    pub vocabulary: Vec<String>,
+    /// Index of the CTC blank class.
+    pub blank: u32,
     pub model_name: String,
     pub model_version: String,
     /// Ingest wall-clock time of the newest frame in the window (µs since epoch).
     pub newest_ingest_us: i64,
+}
+
+impl LogitsWindow {
+    /// Checks the metadata against the payload it came with.
+    pub fn validate(&self, payload: &[u8]) -> Result<(), ContractError> {
+        validate_stream_id(&self.stream_id)?;
+        if self.vocabulary.len() != self.classes as usize || self.blank >= self.classes {
+            return Err(ContractError::Invalid(format!(
+                "{} classes, a vocabulary of {} and blank {}",
+                self.classes,
+                self.vocabulary.len(),
+                self.blank
+            )));
+        }
+        if self.frames == 0
+            || self.classes < 2
+            || self.valid_frames == 0
+            || self.valid_frames > self.frames
+        {
+            return Err(ContractError::Invalid(format!(
+                "window of {} frames ({} valid) and {} classes is not usable",
+                self.frames, self.valid_frames, self.classes
+            )));
+        }
+        let expected = (self.frames * self.classes) as usize * 4;
+        if payload.len() != expected {
+            return Err(ContractError::PayloadSize {
+                expected,
+                actual: payload.len(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Events on the `logits` topic (an envelope).
@@ -483,6 +524,34 @@ pub enum LogitsEvent {
     Start(StreamStart),
     Window(LogitsWindow),
     End(StreamEnd),
+}
+
+impl LogitsEvent {
+    pub fn stream_id(&self) -> &str {
+        match self {
+            LogitsEvent::Start(s) => &s.stream_id,
+            LogitsEvent::Window(w) => &w.stream_id,
+            LogitsEvent::End(e) => &e.stream_id,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            LogitsEvent::Start(_) => "start",
+            LogitsEvent::Window(_) => "window",
+            LogitsEvent::End(_) => "end",
+        }
+    }
+
+    /// Parses and checks a `logits` message value.
+    pub fn decode(bytes: &[u8]) -> Result<(LogitsEvent, &[u8]), ContractError> {
+        let (event, payload): (LogitsEvent, &[u8]) = decode_envelope(bytes)?;
+        match &event {
+            LogitsEvent::Window(w) => w.validate(payload)?,
+            other => validate_stream_id(other.stream_id())?,
+        }
+        Ok((event, payload))
+    }
 }
 
 /// A word with its time span in the stream.

@@ -1,5 +1,12 @@
-//! Decoder: stitches windows and decodes CTC into transcripts (logits -> transcripts).
+//! MouthMap decoder: from per-window CTC probabilities to transcripts.
 //!
-//! Not built yet: this crate holds its place in the workspace. Its design and
-//! acceptance criteria are in issue #5; the message contracts it reads and
-//! writes are already fixed in `mouthmap-bus` and `docs/contracts.md`.
+//! * [`ctc`]: greedy decoding and CTC prefix beam search (optionally under a
+//!   [`ctc::Constraint`], for grammars and lexicons), with the frame of every
+//!   character.
+//! * [`stage`]: `logits` events in, partial and final transcripts out:
+//!   windows stitched (each frame from the window where it sits nearest the
+//!   centre), a stable prefix, word times, confidence, latency, and exactly
+//!   one final per stream. Free of transport.
+
+pub mod ctc;
+pub mod stage;

@@ -1,5 +1,13 @@
-//! Inferencer: sliding 75-frame windows through ONNX Runtime with dynamic batching (mouths -> logits).
+//! MouthMap inferencer: sliding windows of mouth crops through a lip-reading
+//! model, batched across streams.
 //!
-//! Not built yet: this crate holds its place in the workspace. Its design and
-//! acceptance criteria are in issue #5; the message contracts it reads and
-//! writes are already fixed in `mouthmap-bus` and `docs/contracts.md`.
+//! * [`model`]: loads a model through ONNX Runtime (CPU or CUDA) and checks
+//!   it against the contract, reading vocabulary, blank and normalisation
+//!   from its metadata; a model that breaks the contract is refused with the
+//!   part it breaks.
+//! * [`stage`]: `mouths` events in, `logits` events out: per-stream buffers,
+//!   75-frame windows every `hop` frames, an end-aligned last window, and a
+//!   dynamic batcher (`max_batch`, `max_delay`). Free of transport.
+
+pub mod model;
+pub mod stage;

@@ -5,6 +5,7 @@ pub mod ingest;
 pub mod preprocess;
 pub mod tail;
 pub mod topics;
+pub mod transcribe;
 
 use std::time::Duration;
 

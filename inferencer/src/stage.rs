@@ -1,0 +1,292 @@
+//! The infer stage, free of transport: `mouths` events in, `logits` events
+//! out. A buffer per stream forms 75-frame windows every `hop` frames; ready
+//! windows from all streams wait in one queue and run as a batch when the
+//! queue holds `max_batch` windows or its oldest has waited `max_delay`
+//! (Triton's dynamic batching).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use mouthmap_bus::contract::{FrameInfo, LogitsEvent, LogitsWindow, MouthChunk, MouthEvent};
+
+use crate::model::{Model, ModelError};
+
+/// Windowing and batching settings.
+#[derive(Debug, Clone, Copy)]
+pub struct InferSettings {
+    /// Frames between the starts of two windows (a short hop gives earlier
+    /// partial transcripts for more compute).
+    pub hop: usize,
+    /// Windows per model run at most.
+    pub max_batch: usize,
+    /// How long a ready window may wait for others to fill a batch.
+    pub max_delay: Duration,
+}
+
+impl Default for InferSettings {
+    fn default() -> Self {
+        Self {
+            hop: 25,
+            max_batch: 16,
+            max_delay: Duration::from_millis(20),
+        }
+    }
+}
+
+/// Why an event could not be processed.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error("{0}")]
+    Malformed(String),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// A window waiting for its batch.
+#[derive(Debug, Clone)]
+pub struct PendingWindow {
+    pub stream_id: String,
+    pub first_frame: u64,
+    pub valid: usize,
+    pub newest_ingest_us: i64,
+    pub crops: Vec<u8>,
+    pub queued: Instant,
+    /// Whatever the caller attached (trace context, for the batch span's links).
+    pub tag: Vec<(String, String)>,
+}
+
+#[derive(Default)]
+struct StreamBuffer {
+    crops: VecDeque<u8>,
+    frames: VecDeque<FrameInfo>,
+    /// Frames dropped from the front of the buffer so far.
+    dropped: u64,
+    /// Stream-relative position (count of frames received) of the next window's start.
+    next_start: u64,
+    received: u64,
+    /// The last window queued ends at this received-frame count.
+    covered: u64,
+}
+
+/// One batch the model ran: the windows it carried, for tracing.
+#[derive(Debug, Clone)]
+pub struct BatchReport {
+    pub windows: usize,
+    pub elapsed: Duration,
+    pub tags: Vec<Vec<(String, String)>>,
+}
+
+/// The stage.
+pub struct Inferencer {
+    model: Model,
+    settings: InferSettings,
+    streams: HashMap<String, StreamBuffer>,
+    queue: VecDeque<PendingWindow>,
+    batches: Vec<BatchReport>,
+}
+
+type Out = Vec<(LogitsEvent, Vec<u8>)>;
+
+impl Inferencer {
+    pub fn new(model: Model, settings: InferSettings) -> Self {
+        Self {
+            model,
+            settings,
+            streams: HashMap::new(),
+            queue: VecDeque::new(),
+            batches: Vec::new(),
+        }
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn active_streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Batches run since the last call (for spans and metrics).
+    pub fn take_batches(&mut self) -> Vec<BatchReport> {
+        std::mem::take(&mut self.batches)
+    }
+
+    /// Handles one `mouths` event; `tag` travels with any window it completes.
+    pub fn handle(
+        &mut self,
+        event: &MouthEvent,
+        payload: &[u8],
+        tag: &[(String, String)],
+    ) -> Result<Out, InferError> {
+        match event {
+            MouthEvent::Start(s) => {
+                self.streams
+                    .insert(s.stream_id.clone(), StreamBuffer::default());
+                Ok(vec![(LogitsEvent::Start(s.clone()), Vec::new())])
+            }
+            MouthEvent::Chunk(c) => {
+                self.push(c, payload, tag)?;
+                if self.queue.len() >= self.settings.max_batch || self.settings.max_delay.is_zero()
+                {
+                    self.flush()
+                } else {
+                    Ok(Vec::new())
+                }
+            }
+            MouthEvent::End(e) => {
+                let id = &e.end.stream_id;
+                self.finish(id, tag);
+                // Everything of this stream goes out before its end.
+                let mut out = self.flush()?;
+                self.streams.remove(id);
+                out.push((LogitsEvent::End(e.end.clone()), Vec::new()));
+                Ok(out)
+            }
+        }
+    }
+
+    /// Runs the queue if its oldest window has waited `max_delay`.
+    pub fn tick(&mut self) -> Result<Out, InferError> {
+        match self.queue.front() {
+            Some(w) if w.queued.elapsed() >= self.settings.max_delay => self.flush(),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    fn window_bytes(&self) -> usize {
+        let i = self.model.info();
+        i.frames * i.height * i.width
+    }
+
+    fn push(
+        &mut self,
+        c: &MouthChunk,
+        payload: &[u8],
+        tag: &[(String, String)],
+    ) -> Result<(), InferError> {
+        let info = self.model.info();
+        if (c.width as usize, c.height as usize) != (info.width, info.height) {
+            return Err(InferError::Malformed(format!(
+                "crops are {}x{} but the model {} takes {}x{}: set the preprocessor's --crop-size",
+                c.width, c.height, info.name, info.width, info.height
+            )));
+        }
+        c.validate(payload)
+            .map_err(|e| InferError::Malformed(e.to_string()))?;
+        let (frames, hop, frame_px) = (
+            info.frames,
+            self.settings.hop.max(1),
+            info.width * info.height,
+        );
+        let wb = self.window_bytes();
+        let buf = self.streams.entry(c.stream_id.clone()).or_default();
+        buf.crops.extend(payload);
+        buf.frames.extend(c.frames.iter().cloned());
+        buf.received += c.frames.len() as u64;
+        while buf.next_start + frames as u64 <= buf.received {
+            let offset = (buf.next_start - buf.dropped) as usize;
+            let crops: Vec<u8> = buf
+                .crops
+                .range(offset * frame_px..offset * frame_px + wb)
+                .copied()
+                .collect();
+            let window_frames: Vec<&FrameInfo> =
+                buf.frames.range(offset..offset + frames).collect();
+            self.queue.push_back(PendingWindow {
+                stream_id: c.stream_id.clone(),
+                first_frame: window_frames[0].index,
+                valid: frames,
+                newest_ingest_us: window_frames.iter().map(|f| f.ingest_us).max().unwrap_or(0),
+                crops,
+                queued: Instant::now(),
+                tag: tag.to_vec(),
+            });
+            buf.covered = buf.next_start + frames as u64;
+            buf.next_start += hop as u64;
+            // Keep what later windows can still use, and at least the last
+            // window's worth, for an end-aligned window when the stream ends.
+            let keep_from = buf
+                .next_start
+                .min(buf.received.saturating_sub(frames as u64))
+                .max(buf.dropped);
+            let drop = (keep_from - buf.dropped) as usize;
+            buf.crops.drain(..drop * frame_px);
+            buf.frames.drain(..drop);
+            buf.dropped = keep_from;
+        }
+        Ok(())
+    }
+
+    /// At a stream's end: one last window, aligned to the end, when frames
+    /// are left that no window covered (or the stream was shorter than one).
+    fn finish(&mut self, id: &str, tag: &[(String, String)]) {
+        let info = self.model.info();
+        let (frames, frame_px) = (info.frames, info.width * info.height);
+        let Some(buf) = self.streams.get_mut(id) else {
+            return;
+        };
+        if buf.received == 0 || buf.covered >= buf.received {
+            return;
+        }
+        let start = buf.received.saturating_sub(frames as u64).max(buf.dropped);
+        let offset = (start - buf.dropped) as usize;
+        let valid = (buf.received - start) as usize;
+        let mut crops: Vec<u8> = buf.crops.range(offset * frame_px..).copied().collect();
+        crops.resize(frames * frame_px, 0);
+        let window_frames: Vec<&FrameInfo> = buf.frames.range(offset..).collect();
+        self.queue.push_back(PendingWindow {
+            stream_id: id.to_string(),
+            first_frame: window_frames[0].index,
+            valid,
+            newest_ingest_us: window_frames.iter().map(|f| f.ingest_us).max().unwrap_or(0),
+            crops,
+            queued: Instant::now(),
+            tag: tag.to_vec(),
+        });
+        buf.covered = buf.received;
+    }
+
+    /// Runs every queued window, `max_batch` at a time.
+    pub fn flush(&mut self) -> Result<Out, InferError> {
+        let mut out = Vec::new();
+        while !self.queue.is_empty() {
+            let n = self.queue.len().min(self.settings.max_batch.max(1));
+            let batch: Vec<PendingWindow> = self.queue.drain(..n).collect();
+            let mut input = Vec::with_capacity(n * self.window_bytes());
+            for w in &batch {
+                input.extend_from_slice(&w.crops);
+            }
+            let started = Instant::now();
+            let probs = self.model.run(&input, n)?;
+            self.batches.push(BatchReport {
+                windows: n,
+                elapsed: started.elapsed(),
+                tags: batch.iter().map(|w| w.tag.clone()).collect(),
+            });
+            let info = self.model.info();
+            let per = info.frames * info.classes();
+            for (i, w) in batch.into_iter().enumerate() {
+                let bytes: Vec<u8> = probs[i * per..(i + 1) * per]
+                    .iter()
+                    .flat_map(|p| p.to_le_bytes())
+                    .collect();
+                out.push((
+                    LogitsEvent::Window(LogitsWindow {
+                        stream_id: w.stream_id,
+                        first_frame: w.first_frame,
+                        frames: info.frames as u32,
+                        valid_frames: w.valid as u32,
+                        classes: info.classes() as u32,
+                        vocabulary: info.vocabulary.clone(),
+                        blank: info.blank as u32,
+                        model_name: info.name.clone(),
+                        model_version: info.version.clone(),
+                        newest_ingest_us: w.newest_ingest_us,
+                    }),
+                    bytes,
+                ));
+            }
+        }
+        Ok(out)
+    }
+}
