@@ -57,6 +57,10 @@ enum Command {
     Ingest(cmd::ingest::IngestArgs),
     /// Find the face and crop the mouth: `frames` in, `mouths` out (a consumer-group service).
     Preprocess(cmd::preprocess::PreprocessArgs),
+    /// Run the model over sliding windows: `mouths` in, `logits` out (a consumer-group service).
+    Infer(cmd::infer::InferArgs),
+    /// Stitch windows and decode text: `logits` in, `transcripts` out (a consumer-group service).
+    Decode(cmd::decode::DecodeArgs),
     /// Mouth crops of video files for training (.npy), or a contact sheet (--preview).
     #[command(long_about = cmd::crops::LONG_ABOUT)]
     Crops(cmd::crops::CropsArgs),
@@ -92,6 +96,8 @@ fn main() -> ExitCode {
         Command::Ingest(_) => "mouthmap-ingest",
         Command::Preprocess(_) => "mouthmap-preprocess",
         Command::Crops(_) => "mouthmap-crops",
+        Command::Infer(_) => "mouthmap-infer",
+        Command::Decode(_) => "mouthmap-decode",
         Command::Transcribe(_) => "mouthmap-transcribe",
         Command::Topics(_) => "mouthmap-topics",
         Command::Tail(_) => "mouthmap-tail",
@@ -126,6 +132,8 @@ fn main() -> ExitCode {
             Command::Ingest(args) => cmd::ingest::run(args).await,
             Command::Preprocess(args) => cmd::preprocess::run(args).await,
             Command::Crops(args) => cmd::crops::run(args).await,
+            Command::Infer(args) => cmd::infer::run(args).await,
+            Command::Decode(args) => cmd::decode::run(args).await,
             Command::Transcribe(args) => cmd::transcribe::run(args).await,
             Command::Topics(args) => cmd::topics::run(args).await,
             Command::Tail(args) => cmd::tail::run(args).await,

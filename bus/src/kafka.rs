@@ -360,9 +360,10 @@ pub trait Handler: Send {
     ) -> impl Future<Output = Result<Vec<OutMessage>, HandleError>> + Send;
 
     /// Called on every flush tick, for stages that hold state (batches,
-    /// idle streams). Whatever it returns is produced like handle's output.
-    fn on_tick(&mut self) -> impl Future<Output = Vec<OutMessage>> + Send {
-        async { Vec::new() }
+    /// idle streams). Whatever it returns is produced like handle's output;
+    /// a fatal error stops the loop.
+    fn on_tick(&mut self) -> impl Future<Output = Result<Vec<OutMessage>, HandleError>> + Send {
+        async { Ok(Vec::new()) }
     }
 }
 
@@ -400,8 +401,17 @@ pub async fn run_stage<H: Handler>(
                 break;
             }
             _ = tick.tick() => {
-                let out = handler.on_tick().await;
-                produce_all(producer, out).await?;
+                match handler.on_tick().await {
+                    Ok(out) => produce_all(producer, out).await?,
+                    Err(HandleError::Fatal(reason)) => {
+                        metrics.error("fatal");
+                        return Err(BusError::Fatal(reason));
+                    }
+                    Err(e) => {
+                        metrics.error("tick");
+                        tracing::warn!(stage = %settings.stage, error = %e, "flush tick failed");
+                    }
+                }
             }
             received = consumer.recv() => {
                 let borrowed = match received {

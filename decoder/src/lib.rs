@@ -9,4 +9,5 @@
 //!   one final per stream. Free of transport.
 
 pub mod ctc;
+pub mod service;
 pub mod stage;

@@ -10,4 +10,5 @@
 //!   dynamic batcher (`max_batch`, `max_delay`). Free of transport.
 
 pub mod model;
+pub mod service;
 pub mod stage;

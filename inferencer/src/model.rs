@@ -309,3 +309,87 @@ fn check_contract(session: &Session, path: &Path) -> Result<ModelInfo, ModelErro
         outputs_logits: get("output").is_some_and(|o| o.trim() == "logits"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data/models")
+            .join(name)
+    }
+
+    #[test]
+    fn reads_the_contract_from_shapes_and_metadata() {
+        let m = Model::load(&fixture("tiny-contract.onnx"), Device::Cpu, 1).unwrap();
+        let i = m.info();
+        assert_eq!(
+            (i.frames, i.height, i.width, i.classes(), i.blank),
+            (75, 46, 140, 28, 27)
+        );
+        assert_eq!(i.vocabulary[1], "a");
+        assert_eq!(
+            (i.name.as_str(), i.version.as_str()),
+            ("tiny-contract", "0.0.1")
+        );
+        assert!((i.scale - 1.0 / 255.0).abs() < 1e-9 && i.offset == 0.0);
+    }
+
+    #[test]
+    fn refuses_models_that_break_the_contract_and_says_which_part() {
+        for (name, part) in [
+            ("tiny-no-vocabulary.onnx", "no `vocabulary`"),
+            (
+                "tiny-four-dim-input.onnx",
+                "not [batch, frames, height, width, 1]",
+            ),
+            (
+                "tiny-vocabulary-mismatch.onnx",
+                "the output has 28 classes but the vocabulary 3",
+            ),
+            ("tiny-bad-blank.onnx", "blank_index 99 is outside"),
+        ] {
+            let err = Model::load(&fixture(name), Device::Cpu, 1)
+                .err()
+                .expect(name)
+                .to_string();
+            assert!(
+                err.contains("breaks the MouthMap contract") && err.contains(part),
+                "{name}: {err}"
+            );
+        }
+        let err = Model::load(&fixture("nope.onnx"), Device::Cpu, 1)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("no such file"), "{err}");
+    }
+
+    #[test]
+    fn runs_a_batch_and_returns_probabilities() {
+        let mut m = Model::load(&fixture("tiny-contract.onnx"), Device::Cpu, 1).unwrap();
+        let per = 75 * 46 * 140;
+        let mut crops = vec![0u8; 2 * per];
+        // Window 1, every frame: column band 5 bright.
+        for f in 0..75 {
+            for y in 0..46 {
+                for x in 25..30 {
+                    crops[per + f * 46 * 140 + y * 140 + x] = 255;
+                }
+            }
+        }
+        let probs = m.run(&crops, 2).unwrap();
+        assert_eq!(probs.len(), 2 * 75 * 28);
+        let row = &probs[75 * 28..75 * 28 + 28];
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+        let best = row
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0;
+        assert_eq!(best, 5);
+        assert!(m.run(&crops[..10], 1).is_err());
+    }
+}

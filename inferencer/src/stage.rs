@@ -85,7 +85,23 @@ pub struct Inferencer {
     batches: Vec<BatchReport>,
 }
 
-type Out = Vec<(LogitsEvent, Vec<u8>)>;
+/// One event out, with the tag of the input that caused it.
+#[derive(Debug, Clone)]
+pub struct Produced {
+    pub event: LogitsEvent,
+    pub payload: Vec<u8>,
+    pub tag: Vec<(String, String)>,
+}
+
+type Out = Vec<Produced>;
+
+fn produced(event: LogitsEvent, tag: &[(String, String)]) -> Produced {
+    Produced {
+        event,
+        payload: Vec::new(),
+        tag: tag.to_vec(),
+    }
+}
 
 impl Inferencer {
     pub fn new(model: Model, settings: InferSettings) -> Self {
@@ -122,7 +138,7 @@ impl Inferencer {
             MouthEvent::Start(s) => {
                 self.streams
                     .insert(s.stream_id.clone(), StreamBuffer::default());
-                Ok(vec![(LogitsEvent::Start(s.clone()), Vec::new())])
+                Ok(vec![produced(LogitsEvent::Start(s.clone()), tag)])
             }
             MouthEvent::Chunk(c) => {
                 self.push(c, payload, tag)?;
@@ -139,7 +155,7 @@ impl Inferencer {
                 // Everything of this stream goes out before its end.
                 let mut out = self.flush()?;
                 self.streams.remove(id);
-                out.push((LogitsEvent::End(e.end.clone()), Vec::new()));
+                out.push(produced(LogitsEvent::End(e.end.clone()), tag));
                 Ok(out)
             }
         }
@@ -270,8 +286,8 @@ impl Inferencer {
                     .iter()
                     .flat_map(|p| p.to_le_bytes())
                     .collect();
-                out.push((
-                    LogitsEvent::Window(LogitsWindow {
+                out.push(Produced {
+                    event: LogitsEvent::Window(LogitsWindow {
                         stream_id: w.stream_id,
                         first_frame: w.first_frame,
                         frames: info.frames as u32,
@@ -283,10 +299,224 @@ impl Inferencer {
                         model_version: info.version.clone(),
                         newest_ingest_us: w.newest_ingest_us,
                     }),
-                    bytes,
-                ));
+                    payload: bytes,
+                    tag: w.tag,
+                });
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Device;
+    use mouthmap_bus::contract::{
+        CropQuality, EndReason, MouthEnd, SourceKind, StreamEnd, StreamQuality, StreamStart,
+    };
+    use std::path::Path;
+
+    const PX: usize = 46 * 140;
+
+    fn model() -> Model {
+        let p =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/models/tiny-contract.onnx");
+        Model::load(&p, Device::Cpu, 1).unwrap()
+    }
+
+    /// Frame i shows column band i % 28, so the tiny model's best class at a
+    /// window position tells which frame sat there.
+    fn chunk(id: &str, first: u64, n: usize, seq: u64) -> (MouthEvent, Vec<u8>) {
+        let mut payload = vec![0u8; n * PX];
+        for j in 0..n {
+            let band = ((first as usize + j) % 28) * 5;
+            for y in 0..46 {
+                for x in band..band + 5 {
+                    payload[j * PX + y * 140 + x] = 255;
+                }
+            }
+        }
+        let q = CropQuality {
+            face_score: 1.0,
+            face_found: true,
+            detected: true,
+            box_width: 60.0,
+            brightness: 100.0,
+            sharpness: 1.0,
+        };
+        let ev = MouthEvent::Chunk(MouthChunk {
+            stream_id: id.into(),
+            seq,
+            width: 140,
+            height: 46,
+            frames: (0..n as u64)
+                .map(|j| FrameInfo {
+                    index: first + j,
+                    pts_ns: 0,
+                    ingest_us: (first + j) as i64,
+                })
+                .collect(),
+            quality: vec![q; n],
+            no_face: false,
+            discontinuity: false,
+        });
+        (ev, payload)
+    }
+
+    fn start(id: &str) -> MouthEvent {
+        MouthEvent::Start(StreamStart {
+            stream_id: id.into(),
+            source: "t".into(),
+            source_kind: SourceKind::File,
+            fps: 25,
+            started_at_ms: 0,
+        })
+    }
+
+    fn end(id: &str, frames: u64) -> MouthEvent {
+        MouthEvent::End(MouthEnd {
+            end: StreamEnd {
+                stream_id: id.into(),
+                reason: EndReason::Eos,
+                error: None,
+                frames,
+                chunks: 0,
+                ended_at_ms: 0,
+            },
+            quality: StreamQuality::default(),
+        })
+    }
+
+    /// Feeds `frames` frames in chunks of 3 and the end; returns the windows
+    /// as (first frame, valid frames) and checks each position's content.
+    fn run(inf: &mut Inferencer, id: &str, frames: u64) -> Vec<(u64, u32)> {
+        let mut out = inf.handle(&start(id), &[], &[]).unwrap();
+        let mut f = 0;
+        let mut seq = 0;
+        while f < frames {
+            let n = 3.min(frames - f) as usize;
+            let (ev, p) = chunk(id, f, n, seq);
+            out.extend(inf.handle(&ev, &p, &[]).unwrap());
+            f += n as u64;
+            seq += 1;
+        }
+        out.extend(inf.handle(&end(id, frames), &[], &[]).unwrap());
+        assert!(matches!(
+            out.first().map(|p| &p.event),
+            Some(LogitsEvent::Start(_))
+        ));
+        assert!(matches!(
+            out.last().map(|p| &p.event),
+            Some(LogitsEvent::End(_))
+        ));
+        let mut windows = Vec::new();
+        for Produced {
+            event: ev,
+            payload: bytes,
+            ..
+        } in &out[1..out.len() - 1]
+        {
+            let LogitsEvent::Window(w) = ev else {
+                panic!("windows between start and end")
+            };
+            w.validate(bytes).unwrap();
+            let probs: Vec<f32> = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            for j in 0..w.valid_frames as usize {
+                let row = &probs[j * 28..(j + 1) * 28];
+                let best = row
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .unwrap()
+                    .0;
+                assert_eq!(
+                    best as u64,
+                    (w.first_frame + j as u64) % 28,
+                    "window at {} position {j}",
+                    w.first_frame
+                );
+            }
+            assert_eq!(
+                w.newest_ingest_us,
+                (w.first_frame + w.valid_frames as u64 - 1) as i64
+            );
+            windows.push((w.first_frame, w.valid_frames));
+        }
+        windows
+    }
+
+    #[test]
+    fn windows_slide_by_the_hop_and_the_last_one_meets_the_end() {
+        let settings = InferSettings {
+            hop: 25,
+            max_batch: 4,
+            max_delay: Duration::ZERO,
+        };
+        let mut inf = Inferencer::new(model(), settings);
+        assert_eq!(run(&mut inf, "a", 100), [(0, 75), (25, 75)]);
+        assert_eq!(
+            run(&mut inf, "b", 90),
+            [(0, 75), (15, 75)],
+            "end-aligned last window"
+        );
+        assert_eq!(
+            run(&mut inf, "c", 40),
+            [(0, 40)],
+            "a short stream is one padded window"
+        );
+        assert_eq!(run(&mut inf, "d", 75), [(0, 75)]);
+        assert_eq!(inf.active_streams(), 0);
+    }
+
+    #[test]
+    fn windows_wait_for_a_full_batch_or_the_deadline() {
+        let settings = InferSettings {
+            hop: 75,
+            max_batch: 3,
+            max_delay: Duration::from_millis(1500),
+        };
+        let mut inf = Inferencer::new(model(), settings);
+        for id in ["a", "b", "c"] {
+            inf.handle(&start(id), &[], &[]).unwrap();
+        }
+        // Two streams complete a window: held for the batch.
+        for id in ["a", "b"] {
+            let (ev, p) = chunk(id, 0, 75, 0);
+            assert!(inf.handle(&ev, &p, &[]).unwrap().is_empty());
+        }
+        assert!(inf.tick().unwrap().is_empty(), "deadline not reached");
+        // The third fills the batch: all three run together.
+        let (ev, p) = chunk("c", 0, 75, 0);
+        assert_eq!(inf.handle(&ev, &p, &[]).unwrap().len(), 3);
+        assert_eq!(
+            inf.take_batches()
+                .iter()
+                .map(|b| b.windows)
+                .collect::<Vec<_>>(),
+            [3]
+        );
+        // A lone window goes out once it has waited max_delay.
+        let (ev, p) = chunk("a", 75, 75, 1);
+        assert!(inf.handle(&ev, &p, &[]).unwrap().is_empty());
+        std::thread::sleep(Duration::from_millis(1600));
+        assert_eq!(inf.tick().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn crops_of_the_wrong_size_are_malformed() {
+        let mut inf = Inferencer::new(model(), InferSettings::default());
+        let (MouthEvent::Chunk(mut c), p) = chunk("a", 0, 1, 0) else {
+            unreachable!()
+        };
+        c.width = 100;
+        let err = inf.handle(&MouthEvent::Chunk(c), &p, &[]).unwrap_err();
+        assert!(
+            matches!(err, InferError::Malformed(ref m) if m.contains("crops are 100x46")),
+            "{err}"
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! One file per command, plus the settings they share.
 
 pub mod crops;
+pub mod decode;
+pub mod infer;
 pub mod ingest;
 pub mod preprocess;
 pub mod tail;
@@ -113,6 +115,57 @@ impl KafkaArgs {
         }
         Ok(())
     }
+}
+
+/// Where a consuming service reads, and where it serves metrics.
+pub struct ServiceWiring<'a> {
+    pub stage: &'a str,
+    pub kafka: &'a KafkaArgs,
+    pub group: &'a str,
+    pub input_topic: &'a str,
+    pub output_topic: &'a str,
+    pub metrics_listen: std::net::SocketAddr,
+    pub tick: Duration,
+}
+
+/// Runs a consuming stage: creates topics, serves /metrics, and drives
+/// `handler` in the at-least-once loop until SIGTERM or Ctrl-C.
+pub async fn run_service<H: mouthmap_bus::kafka::Handler>(
+    w: ServiceWiring<'_>,
+    handler: &mut H,
+    metrics: &mouthmap_bus::metrics::StageMetrics,
+) -> anyhow::Result<std::process::ExitCode> {
+    use mouthmap_bus::kafka::{Producer, StageSettings, StartAt, consumer, run_stage};
+    let kafka = w.kafka.settings(&format!("mouthmap-{}", w.stage))?;
+    w.kafka.prepare_topics(&kafka).await?;
+    let producer = Producer::new(&kafka)?;
+    let input = consumer(&kafka, w.group, &[w.input_topic], StartAt::Earliest)?;
+    let shutdown = shutdown_signal();
+    let listener = tokio::net::TcpListener::bind(w.metrics_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot serve metrics on {} (set --metrics-listen)",
+                w.metrics_listen
+            )
+        })?;
+    let metrics_addr = listener.local_addr()?;
+    let metrics_task = tokio::spawn(mouthmap_bus::metrics::serve(listener, shutdown.clone()));
+    let settings = StageSettings {
+        stage: w.stage.into(),
+        dead_letter_topic: w.kafka.dead_letter_topic.clone(),
+        tick: w.tick,
+        min_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(10),
+    };
+    tracing::info!(stage = w.stage, group = w.group, input = w.input_topic, output = w.output_topic,
+        metrics = %metrics_addr, "service running");
+    run_stage(&input, &producer, handler, &settings, metrics, shutdown)
+        .await
+        .with_context(|| format!("{} stopped", w.stage))?;
+    producer.flush(Duration::from_secs(30))?;
+    metrics_task.abort();
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// Parses durations like `300ms`, `15s`, `2m`.

@@ -5,17 +5,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
-use mouthmap_bus::kafka::{Producer, StageSettings, StartAt, consumer, run_stage};
-use mouthmap_bus::metrics::{self, StageMetrics};
+use mouthmap_bus::metrics::StageMetrics;
 use mouthmap_preprocessor::detector::{Detector, DetectorSettings};
 use mouthmap_preprocessor::geometry::BoxParams;
 use mouthmap_preprocessor::service::PreprocessHandler;
 use mouthmap_preprocessor::stage::Preprocessor;
 use mouthmap_preprocessor::tracker::TrackerSettings;
 
-use super::{KafkaArgs, shutdown_signal};
+use super::{KafkaArgs, ServiceWiring, run_service};
 
 /// Face detection and cropping settings (shared by `preprocess` and `crops`).
 #[derive(Args, Debug, Clone)]
@@ -137,52 +135,20 @@ pub struct PreprocessArgs {
 }
 
 pub async fn run(args: PreprocessArgs) -> anyhow::Result<ExitCode> {
-    let stage = args.crop.stage()?;
-    let kafka = args.kafka.settings("mouthmap-preprocess")?;
-    args.kafka.prepare_topics(&kafka).await?;
-    let producer = Producer::new(&kafka)?;
-    let input = consumer(
-        &kafka,
-        &args.group,
-        &[&args.kafka.frames_topic],
-        StartAt::Earliest,
-    )?;
-    let shutdown = shutdown_signal();
-    let listener = tokio::net::TcpListener::bind(args.metrics_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot serve metrics on {} (set --metrics-listen)",
-                args.metrics_listen
-            )
-        })?;
-    let metrics_task = tokio::spawn(metrics::serve(listener, shutdown.clone()));
     let metrics = StageMetrics::new("preprocess");
     let mut handler = PreprocessHandler {
-        stage,
+        stage: args.crop.stage()?,
         mouths_topic: args.kafka.mouths_topic.clone(),
         metrics: metrics.clone(),
     };
-    let settings = StageSettings {
-        stage: "preprocess".into(),
-        dead_letter_topic: args.kafka.dead_letter_topic.clone(),
+    let wiring = ServiceWiring {
+        stage: "preprocess",
+        kafka: &args.kafka,
+        group: &args.group,
+        input_topic: &args.kafka.frames_topic,
+        output_topic: &args.kafka.mouths_topic,
+        metrics_listen: args.metrics_listen,
         tick: Duration::from_secs(1),
-        min_backoff: Duration::from_millis(100),
-        max_backoff: Duration::from_secs(10),
     };
-    tracing::info!(group = %args.group, input = %args.kafka.frames_topic, output = %args.kafka.mouths_topic,
-        metrics = %args.metrics_listen, "preprocess running");
-    run_stage(
-        &input,
-        &producer,
-        &mut handler,
-        &settings,
-        &metrics,
-        shutdown,
-    )
-    .await
-    .context("preprocess stopped")?;
-    producer.flush(Duration::from_secs(30))?;
-    metrics_task.abort();
-    Ok(ExitCode::SUCCESS)
+    run_service(wiring, &mut handler, &metrics).await
 }

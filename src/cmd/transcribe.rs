@@ -138,8 +138,8 @@ impl Chain {
 
     fn feed(&mut self, event: FrameEvent, payload: &[u8]) -> anyhow::Result<()> {
         for (mouth, crops) in self.pre.handle(&event, payload)? {
-            for (logits, probs) in self.infer.handle(&mouth, &crops, &[])? {
-                for t in self.decode.handle(&logits, &probs)? {
+            for out in self.infer.handle(&mouth, &crops, &[])? {
+                for t in self.decode.handle(&out.event, &out.payload)? {
                     self.print(t)?;
                 }
             }

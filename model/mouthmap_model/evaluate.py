@@ -1,0 +1,171 @@
+"""Evaluate exported models on the validation clips, clip by clip and as
+continuous streams through the Rust serving path.
+
+    python -m mouthmap_model.evaluate --models ../models/*.onnx --report runs/eval.json
+
+Clip level: each validation clip's crops (the ones `data build` made with the
+serving code) through ONNX Runtime, greedy and prefix-beam decoding.
+Streaming: validation clips joined five at a time into one video (ffmpeg),
+transcribed by `mouthmap transcribe` (ingest, preprocess, sliding windows,
+stitching, beam search: the serving path), scored against the joined
+sentences. Also: latency per window at batch 1 and 16 on this CPU, file size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from . import data as D
+from .metrics import cer, greedy_decode, wer
+
+
+def beam_decode(probs: np.ndarray, vocab: list[str], blank: int, width: int = 8) -> str:
+    """CTC prefix beam search (the same algorithm as the Rust decoder)."""
+    beams = {(): (0.0, -math.inf)}  # prefix -> (log p ending in blank, log p ending in label)
+
+    def lse(a, b):
+        if a == -math.inf:
+            return b
+        if b == -math.inf:
+            return a
+        m = max(a, b)
+        return m + math.log1p(math.exp(min(a, b) - m))
+
+    for row in np.log(np.maximum(probs, 1e-12)):
+        nxt: dict = {}
+
+        def add(prefix, pb, pl):
+            ob, ol = nxt.get(prefix, (-math.inf, -math.inf))
+            nxt[prefix] = (lse(ob, pb), lse(ol, pl))
+
+        for prefix, (pb, pl) in beams.items():
+            total = lse(pb, pl)
+            add(prefix, total + row[blank], -math.inf)
+            if prefix:
+                add(prefix, -math.inf, pl + row[prefix[-1]])
+            for k in np.nonzero(row > math.log(1e-4))[0]:
+                if k == blank:
+                    continue
+                src = pb if prefix and prefix[-1] == k else total
+                add(prefix + (int(k),), -math.inf, src + row[k])
+        beams = dict(sorted(nxt.items(), key=lambda kv: (-lse(*kv[1]), kv[0]))[:width])
+    best = max(beams.items(), key=lambda kv: lse(*kv[1]))[0]
+    return " ".join("".join(vocab[k] for k in best).split())
+
+
+def clip_level(model: Path, manifest: dict, arrays: dict) -> dict:
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map
+    vocab, blank = json.loads(meta["vocabulary"]), int(meta["blank_index"])
+    norm = json.loads(meta["normalization"])
+    val = [e for e in manifest["clips"] if e["split"] == "validation"]
+    rows, hyps_g, hyps_b, refs = [], [], [], []
+    for e in val:
+        x = arrays[e["clip"]][:75].astype(np.float32) / 255.0
+        n = len(x)
+        if n < 75:
+            x = np.concatenate([x, np.zeros((75 - n, *x.shape[1:]), np.float32)])
+        x = ((x - norm["mean"]) / norm["std"])[None, ..., None].astype(np.float32)
+        probs = sess.run(None, {"frames": x})[0][0, :n]
+        g = greedy_decode(probs, vocab, blank)
+        b = beam_decode(probs, [v if v != "<blank>" else "" for v in vocab], blank)
+        hyps_g.append(g)
+        hyps_b.append(b)
+        refs.append(e["text"])
+        rows.append({"clip": e["clip"], "reference": e["text"], "greedy": g, "beam": b})
+    return {
+        "greedy": {"cer": cer(hyps_g, refs), "wer": wer(hyps_g, refs)},
+        "beam": {"cer": cer(hyps_b, refs), "wer": wer(hyps_b, refs)},
+        "clips": rows,
+    }
+
+
+def streaming(model: Path, manifest: dict, shared: Path, binary: Path, group: int = 5) -> dict:
+    val = [e for e in manifest["clips"] if e["split"] == "validation"]
+    hyps, refs, rows = [], [], []
+    env = dict(os.environ, MOUTHMAP_FACE_MODEL=str(shared / "models/yunet/face_detection_yunet_2026may.onnx"))
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(0, len(val), group):
+            part = val[i : i + group]
+            listing = Path(tmp) / f"list{i}.txt"
+            listing.write_text("".join(f"file '{shared / e['video']}'\n" for e in part))
+            joined = Path(tmp) / f"joined{i}.mp4"
+            subprocess.run(
+                ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing),
+                 "-an", "-c:v", "libx264", "-crf", "18", "-r", "25", str(joined)],
+                check=True,
+            )
+            out = subprocess.run(
+                [str(binary), "transcribe", "--json", "--model", str(model), str(joined)],
+                check=True, capture_output=True, text=True, env=env,
+            ).stdout.strip().splitlines()
+            final = json.loads(out[-1])
+            assert final["kind"] == "final", final
+            ref = " ".join(e["text"] for e in part)
+            hyps.append(final["text"])
+            refs.append(ref)
+            rows.append({"clips": [e["clip"] for e in part], "reference": ref, "final": final["text"],
+                         "partials": len(out) - 1})
+    return {"cer": cer(hyps, refs), "wer": wer(hyps, refs), "streams": rows}
+
+
+def latency(model: Path, threads: int = 2) -> dict:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    out = {}
+    for batch in (1, 16):
+        x = np.random.rand(batch, 75, 46, 140, 1).astype(np.float32)
+        sess.run(None, {"frames": x})
+        reps = 20 if batch == 1 else 5
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            sess.run(None, {"frames": x})
+        per_batch = (time.perf_counter() - t0) / reps * 1000
+        out[f"batch{batch}_ms_per_window"] = per_batch / batch
+        out[f"batch{batch}_ms_per_batch"] = per_batch
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", required=True)
+    p.add_argument("--data", default=str(D.REPO / "model" / "data"))
+    p.add_argument("--shared", default=str(D.REPO.parent / "shared"))
+    p.add_argument("--mouthmap", default=str(D.REPO / "target" / "release" / "mouthmap"))
+    p.add_argument("--report", default=str(D.REPO / "model" / "runs" / "eval.json"))
+    p.add_argument("--no-streaming", action="store_true")
+    args = p.parse_args()
+    manifest, arrays = D.load(Path(args.data))
+    report = {}
+    for m in map(Path, args.models):
+        t0 = time.time()
+        r = {"size_mb": round(m.stat().st_size / 1e6, 2), "clip": clip_level(m, manifest, arrays), "latency": latency(m)}
+        if not args.no_streaming:
+            r["streaming"] = streaming(m, manifest, Path(args.shared).resolve(), Path(args.mouthmap))
+        report[m.name] = r
+        c = r["clip"]
+        s = r.get("streaming", {})
+        print(
+            f"{m.name}: {r['size_mb']} MB | clip greedy CER {c['greedy']['cer']:.3f} WER {c['greedy']['wer']:.3f} | "
+            f"beam CER {c['beam']['cer']:.3f} WER {c['beam']['wer']:.3f} | streaming WER {s.get('wer', float('nan')):.3f} | "
+            f"{r['latency']['batch1_ms_per_window']:.1f} ms/window at batch 1, "
+            f"{r['latency']['batch16_ms_per_window']:.1f} at 16 ({time.time() - t0:.0f} s)",
+            flush=True,
+        )
+    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.report).write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+//! `mouthmap decode`: per-window probabilities in, transcripts out.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use mouthmap_bus::metrics::StageMetrics;
+use mouthmap_decoder::service::DecodeHandler;
+use mouthmap_decoder::stage::{DecodeSettings, Decoder};
+
+use super::{KafkaArgs, ServiceWiring, duration, run_service};
+
+#[derive(Args, Debug)]
+pub struct DecodeArgs {
+    /// Consumer group; every replica in the group shares the streams.
+    #[arg(long, env = "MOUTHMAP_DECODE_GROUP", default_value = "mouthmap-decode")]
+    group: String,
+
+    /// Where GET /metrics is served (port 0: any free port).
+    #[arg(
+        long,
+        env = "MOUTHMAP_DECODE_METRICS",
+        default_value = "127.0.0.1:9103"
+    )]
+    metrics_listen: SocketAddr,
+
+    /// CTC prefix beam width (0 = greedy decoding).
+    #[arg(long, env = "MOUTHMAP_BEAM", default_value_t = 8)]
+    beam: usize,
+
+    /// Close a stream whose end event never came after this long without
+    /// messages, with a final transcript marked timed out.
+    #[arg(long, env = "MOUTHMAP_IDLE_TIMEOUT", value_parser = duration, default_value = "30s")]
+    idle_timeout: Duration,
+
+    #[command(flatten)]
+    kafka: KafkaArgs,
+}
+
+pub async fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
+    let metrics = StageMetrics::new("decode");
+    let mut handler = DecodeHandler {
+        stage: Decoder::new(DecodeSettings {
+            beam: args.beam,
+            ..DecodeSettings::default()
+        }),
+        transcripts_topic: args.kafka.transcripts_topic.clone(),
+        metrics: metrics.clone(),
+        idle_timeout: args.idle_timeout,
+    };
+    let wiring = ServiceWiring {
+        stage: "decode",
+        kafka: &args.kafka,
+        group: &args.group,
+        input_topic: &args.kafka.logits_topic,
+        output_topic: &args.kafka.transcripts_topic,
+        metrics_listen: args.metrics_listen,
+        tick: Duration::from_secs(1),
+    };
+    run_service(wiring, &mut handler, &metrics).await
+}

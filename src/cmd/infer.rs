@@ -1,0 +1,64 @@
+//! `mouthmap infer`: mouth crops in, per-window CTC probabilities out.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use mouthmap_bus::metrics::StageMetrics;
+use mouthmap_inferencer::service::InferHandler;
+use mouthmap_inferencer::stage::{InferSettings, Inferencer};
+
+use super::transcribe::ModelArgs;
+use super::{KafkaArgs, ServiceWiring, duration, run_service};
+
+#[derive(Args, Debug)]
+pub struct InferArgs {
+    /// Consumer group; every replica in the group shares the streams.
+    #[arg(long, env = "MOUTHMAP_INFER_GROUP", default_value = "mouthmap-infer")]
+    group: String,
+
+    /// Where GET /metrics is served (port 0: any free port).
+    #[arg(long, env = "MOUTHMAP_INFER_METRICS", default_value = "127.0.0.1:9102")]
+    metrics_listen: SocketAddr,
+
+    /// Windows per model run at most (dynamic batching across streams).
+    #[arg(long, env = "MOUTHMAP_MAX_BATCH", default_value_t = 16)]
+    max_batch: usize,
+
+    /// How long a ready window may wait for a fuller batch.
+    #[arg(long, env = "MOUTHMAP_MAX_QUEUE_DELAY", value_parser = duration, default_value = "20ms")]
+    max_queue_delay: Duration,
+
+    #[command(flatten)]
+    model: ModelArgs,
+
+    #[command(flatten)]
+    kafka: KafkaArgs,
+}
+
+pub async fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
+    let model = args.model.load()?;
+    tracing::info!(model = %model.info().name, version = %model.info().version, path = %model.path().display(), "model loaded");
+    let metrics = StageMetrics::new("infer");
+    let settings = InferSettings {
+        hop: args.model.hop.max(1),
+        max_batch: args.max_batch.max(1),
+        max_delay: args.max_queue_delay,
+    };
+    let mut handler = InferHandler {
+        stage: Inferencer::new(model, settings),
+        logits_topic: args.kafka.logits_topic.clone(),
+        metrics: metrics.clone(),
+    };
+    let wiring = ServiceWiring {
+        stage: "infer",
+        kafka: &args.kafka,
+        group: &args.group,
+        input_topic: &args.kafka.mouths_topic,
+        output_topic: &args.kafka.logits_topic,
+        metrics_listen: args.metrics_listen,
+        tick: (args.max_queue_delay / 2).max(Duration::from_millis(2)),
+    };
+    run_service(wiring, &mut handler, &metrics).await
+}

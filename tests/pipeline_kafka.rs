@@ -1,0 +1,337 @@
+//! The whole pipeline on the real broker, every service its own process:
+//! validation clips in, partial and final transcripts out; the same texts as
+//! `mouthmap transcribe`; malformed messages dead-lettered; a stream without
+//! an end closed by the idle timeout.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use mouthmap_bus::contract::{
+    self, LogitsEvent, LogitsWindow, SourceKind, StreamStart, TopicKind, Transcript,
+    TranscriptKind, headers,
+};
+use mouthmap_bus::kafka::{
+    InMessage, KafkaSettings, OutMessage, Producer, StartAt, consumer, ensure_topics,
+};
+
+/// Validation clips (never trained on, see model/split.json) and their sentences.
+const CLIPS: [(&str, &str); 2] = [
+    ("bbie8n", "bin blue in e eight now"),
+    ("lgbs8p", "lay green by s eight please"),
+];
+
+fn model() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mouthmap-lipnet-grid-s1.onnx")
+}
+
+fn word_errors(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<&str>, Vec<&str>) = (
+        a.split_whitespace().collect(),
+        b.split_whitespace().collect(),
+    );
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, x) in a.iter().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, y) in b.iter().enumerate() {
+            cur.push(
+                (prev[j + 1] + 1)
+                    .min(cur[j] + 1)
+                    .min(prev[j] + usize::from(x != y)),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+struct Topics {
+    frames: String,
+    mouths: String,
+    logits: String,
+    transcripts: String,
+    dlq: String,
+}
+
+impl Topics {
+    fn new() -> Self {
+        Self {
+            frames: unique("frames"),
+            mouths: unique("mouths"),
+            logits: unique("logits"),
+            transcripts: unique("transcripts"),
+            dlq: unique("dlq"),
+        }
+    }
+
+    fn command(&self, brokers: &str) -> Command {
+        let mut c = mouthmap(brokers, &self.frames);
+        c.env("MOUTHMAP_MOUTHS_TOPIC", &self.mouths)
+            .env("MOUTHMAP_LOGITS_TOPIC", &self.logits)
+            .env("MOUTHMAP_TRANSCRIPTS_TOPIC", &self.transcripts)
+            .env("MOUTHMAP_DEAD_LETTER_TOPIC", &self.dlq)
+            .env(
+                "MOUTHMAP_FACE_MODEL",
+                shared().join("models/yunet/face_detection_yunet_2026may.onnx"),
+            );
+        c
+    }
+
+    fn service(&self, brokers: &str, role: &str, extra: &[&str]) -> Proc {
+        Proc::spawn(
+            role,
+            self.command(brokers)
+                .arg(role)
+                .args(["--metrics-listen", "127.0.0.1:0", "--group"])
+                .arg(unique(role))
+                .args(extra),
+        )
+    }
+}
+
+async fn read_until(
+    brokers: &str,
+    topic: &str,
+    done: impl Fn(&[InMessage]) -> bool,
+) -> Vec<InMessage> {
+    let c = consumer(
+        &KafkaSettings::new(brokers, "t"),
+        &unique("reader"),
+        &[topic],
+        StartAt::Earliest,
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    while !done(&out) {
+        let m = tokio::time::timeout(Duration::from_secs(120), c.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out on {topic} after {} messages", out.len()))
+            .unwrap();
+        out.push(InMessage::from_borrowed(&m));
+    }
+    out
+}
+
+fn finals_for(msgs: &[InMessage], key: &str) -> usize {
+    msgs.iter()
+        .filter(|m| m.key_str() == Some(key) && m.header(headers::EVENT) == Some("final"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn four_services_turn_validation_clips_into_transcripts() {
+    let brokers = brokers();
+    let t = Topics::new();
+    let model = model().display().to_string();
+    let _pre = t.service(&brokers, "preprocess", &[]);
+    let _inf = t.service(&brokers, "infer", &["--model", &model]);
+    let _dec = t.service(&brokers, "decode", &[]);
+    let ids: Vec<String> = CLIPS.iter().map(|(c, _)| unique(c)).collect();
+    let mut ingest = t.command(&brokers);
+    ingest.arg("ingest");
+    for ((clip, _), id) in CLIPS.iter().zip(&ids) {
+        ingest.arg(format!(
+            "{id}={}",
+            grid_clip(&format!("{clip}.mp4")).display()
+        ));
+    }
+    assert!(ingest.status().unwrap().success());
+
+    let msgs = read_until(&brokers, &t.transcripts, |m| {
+        ids.iter().all(|id| finals_for(m, id) >= 1)
+    })
+    .await;
+    let mut kafka_finals = HashMap::new();
+    for ((clip, sentence), id) in CLIPS.iter().zip(&ids) {
+        let ours: Vec<Transcript> = msgs
+            .iter()
+            .filter(|m| m.key_str() == Some(id.as_str()))
+            .map(|m| {
+                assert_eq!(m.header(headers::SCHEMA), Some("transcripts/v1"));
+                assert!(m.header("traceparent").is_some());
+                serde_json::from_slice(&m.payload).expect("transcripts are JSON")
+            })
+            .collect();
+        assert!(
+            ours.iter().any(|t| t.kind == TranscriptKind::Partial),
+            "{clip}: partials"
+        );
+        let finals: Vec<&Transcript> = ours
+            .iter()
+            .filter(|t| t.kind == TranscriptKind::Final)
+            .collect();
+        assert_eq!(finals.len(), 1, "{clip}: exactly one final");
+        let f = finals[0];
+        assert_eq!(
+            ours.last().unwrap().kind,
+            TranscriptKind::Final,
+            "{clip}: the final comes last"
+        );
+        assert!(
+            word_errors(&f.text, sentence) <= 1,
+            "{clip}: {:?} vs {sentence:?}",
+            f.text
+        );
+        assert_eq!(f.stable_prefix, f.text);
+        assert!(
+            !f.words.is_empty()
+                && f.words
+                    .windows(2)
+                    .all(|w| w[0].end_ms <= w[1].start_ms + 40)
+        );
+        assert!(f.latency_ms > 0.0 && f.confidence > 0.0);
+        assert_eq!(f.model_version, "1.0.0");
+        kafka_finals.insert(*clip, f.text.clone());
+    }
+
+    // The embedded pipeline gives the same final texts.
+    for (clip, _) in CLIPS {
+        let out = t
+            .command(&brokers)
+            .args(["transcribe", "--json", "--model", &model])
+            .arg(grid_clip(&format!("{clip}.mp4")))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let last: Transcript =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap())
+                .unwrap();
+        assert_eq!(last.kind, TranscriptKind::Final);
+        assert_eq!(
+            last.text, kafka_finals[clip],
+            "{clip}: transcribe and Kafka agree"
+        );
+    }
+}
+
+fn start_event(id: &str) -> Vec<u8> {
+    contract::encode_envelope(
+        &LogitsEvent::Start(StreamStart {
+            stream_id: id.into(),
+            source: "test".into(),
+            source_kind: SourceKind::File,
+            fps: 25,
+            started_at_ms: 0,
+        }),
+        &[],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_messages_are_dead_lettered_and_silent_streams_time_out() {
+    let brokers = brokers();
+    let t = Topics::new();
+    let settings = KafkaSettings::new(&brokers, "t");
+    ensure_topics(
+        &settings,
+        &[&t.frames, &t.mouths, &t.logits, &t.transcripts, &t.dlq],
+        3,
+        1,
+    )
+    .await
+    .unwrap();
+    let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/models/tiny-contract.onnx");
+    let _inf = t.service(&brokers, "infer", &["--model", tiny.to_str().unwrap()]);
+    let _dec = t.service(&brokers, "decode", &["--idle-timeout", "2s"]);
+    let producer = Producer::new(&settings).unwrap();
+    let send = |topic: &str, key: &str, payload: Vec<u8>| {
+        producer
+            .send(
+                OutMessage::new(topic, key, payload)
+                    .header(headers::SCHEMA, TopicKind::Logits.schema_header()),
+            )
+            .unwrap()
+    };
+
+    // Malformed mouths and logits.
+    send(&t.mouths, "bad-mouths", b"not a mouths message".to_vec())
+        .await
+        .unwrap();
+    let short = LogitsWindow {
+        stream_id: "bad-logits".into(),
+        first_frame: 0,
+        frames: 75,
+        valid_frames: 75,
+        classes: 28,
+        vocabulary: (0..28).map(|i| i.to_string()).collect(),
+        blank: 27,
+        model_name: "m".into(),
+        model_version: "1".into(),
+        newest_ingest_us: 0,
+    };
+    send(
+        &t.logits,
+        "bad-logits",
+        contract::encode_envelope(&LogitsEvent::Window(short.clone()), &[0u8; 12]),
+    )
+    .await
+    .unwrap();
+
+    // A stream that starts, sends one window, and never ends.
+    let id = unique("silent");
+    send(&t.logits, &id, start_event(&id)).await.unwrap();
+    let mut probs = Vec::new();
+    for f in 0..75 {
+        for k in 0..28 {
+            // "1 2 ..." then blanks: class 1 on even frames under 10, blank elsewhere.
+            let p: f32 = if (f < 10 && f % 2 == 0 && k == 1) || ((f >= 10 || f % 2 == 1) && k == 27)
+            {
+                0.9
+            } else {
+                0.1 / 27.0
+            };
+            probs.extend_from_slice(&p.to_le_bytes());
+        }
+    }
+    let window = LogitsWindow {
+        stream_id: id.clone(),
+        ..short
+    };
+    send(
+        &t.logits,
+        &id,
+        contract::encode_envelope(&LogitsEvent::Window(window), &probs),
+    )
+    .await
+    .unwrap();
+
+    let dead = read_until(&brokers, &t.dlq, |m| m.len() >= 2).await;
+    let reasons: HashMap<String, (String, String)> = dead
+        .iter()
+        .map(|m| {
+            (
+                m.key_str().unwrap().to_string(),
+                (
+                    m.header(headers::DLQ_STAGE).unwrap().to_string(),
+                    m.header(headers::DLQ_REASON).unwrap().to_string(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(reasons["bad-mouths"].0, "infer");
+    assert!(reasons["bad-mouths"].1.contains("envelope"), "{reasons:?}");
+    assert_eq!(reasons["bad-logits"].0, "decode");
+    assert!(
+        reasons["bad-logits"].1.contains("payload is 12 bytes"),
+        "{reasons:?}"
+    );
+
+    let msgs = read_until(&brokers, &t.transcripts, |m| finals_for(m, &id) >= 1).await;
+    let finals: Vec<Transcript> = msgs
+        .iter()
+        .filter(|m| m.key_str() == Some(id.as_str()) && m.header(headers::EVENT) == Some("final"))
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .collect();
+    assert_eq!(finals.len(), 1);
+    assert!(finals[0].timed_out, "the final says it timed out");
+    assert_eq!(finals[0].text, "11111", "five separated class-1 characters");
+}
