@@ -8,16 +8,13 @@ mod common;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use common::*;
 use mouthmap_bus::contract::{
     self, LogitsEvent, LogitsWindow, SourceKind, StreamStart, TopicKind, Transcript,
     TranscriptKind, headers,
 };
-use mouthmap_bus::kafka::{
-    InMessage, KafkaSettings, OutMessage, Producer, StartAt, consumer, ensure_topics,
-};
+use mouthmap_bus::kafka::{InMessage, KafkaSettings, OutMessage, Producer, ensure_topics};
 
 /// Validation clips (never trained on, see model/split.json) and their sentences.
 const CLIPS: [(&str, &str); 2] = [
@@ -91,29 +88,6 @@ impl Topics {
                 .args(extra),
         )
     }
-}
-
-async fn read_until(
-    brokers: &str,
-    topic: &str,
-    done: impl Fn(&[InMessage]) -> bool,
-) -> Vec<InMessage> {
-    let c = consumer(
-        &KafkaSettings::new(brokers, "t"),
-        &unique("reader"),
-        &[topic],
-        StartAt::Earliest,
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    while !done(&out) {
-        let m = tokio::time::timeout(Duration::from_secs(120), c.recv())
-            .await
-            .unwrap_or_else(|_| panic!("timed out on {topic} after {} messages", out.len()))
-            .unwrap();
-        out.push(InMessage::from_borrowed(&m));
-    }
-    out
 }
 
 fn finals_for(msgs: &[InMessage], key: &str) -> usize {

@@ -5,37 +5,13 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use common::*;
 use mouthmap_bus::contract::{
     self, FrameChunk, FrameEvent, FrameInfo, MouthEvent, PixelFormat, headers,
 };
-use mouthmap_bus::kafka::{InMessage, KafkaSettings, OutMessage, Producer, StartAt, consumer};
+use mouthmap_bus::kafka::{InMessage, KafkaSettings, OutMessage, Producer};
 use mouthmap_bus::telemetry::trace_id_of;
-
-async fn read_all(
-    brokers: &str,
-    topic: &str,
-    until: impl Fn(&[InMessage]) -> bool,
-) -> Vec<InMessage> {
-    let c = consumer(
-        &KafkaSettings::new(brokers, "t"),
-        &unique("reader"),
-        &[topic],
-        StartAt::Earliest,
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    while !until(&out) {
-        let m = tokio::time::timeout(Duration::from_secs(90), c.recv())
-            .await
-            .unwrap_or_else(|_| panic!("timed out on {topic} after {} messages", out.len()))
-            .unwrap();
-        out.push(InMessage::from_borrowed(&m));
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn clip_becomes_75_ordered_crops_and_bad_frames_become_dead_letters() {
@@ -109,7 +85,7 @@ async fn clip_becomes_75_ordered_crops_and_bad_frames_become_dead_letters() {
         .unwrap();
     assert!(status.success());
 
-    let out = read_all(&brokers, &mouths, |seen| {
+    let out = read_until(&brokers, &mouths, |seen| {
         seen.iter()
             .any(|m| m.key_str() == Some(id.as_str()) && m.header(headers::EVENT) == Some("end"))
     })
@@ -151,7 +127,7 @@ async fn clip_becomes_75_ordered_crops_and_bad_frames_become_dead_letters() {
     assert!(!end.quality.no_face);
 
     // Each crop message continues the trace of the frames chunk it came from.
-    let frame_traces: HashSet<String> = read_all(&brokers, &frames, |s| {
+    let frame_traces: HashSet<String> = read_until(&brokers, &frames, |s| {
         s.iter()
             .any(|m| m.key_str() == Some(id.as_str()) && m.header(headers::EVENT) == Some("end"))
     })
@@ -172,7 +148,7 @@ async fn clip_becomes_75_ordered_crops_and_bad_frames_become_dead_letters() {
         );
     }
 
-    let dead = read_all(&brokers, &dlq, |s| s.len() >= 3).await;
+    let dead = read_until(&brokers, &dlq, |s| s.len() >= 3).await;
     let reasons: HashMap<String, String> = dead
         .iter()
         .map(|m| {

@@ -19,19 +19,22 @@ pub struct RuntimeError {
     pub reason: String,
 }
 
+/// `rel` in the working directory or beside any ancestor of the executable
+/// (so a binary under `target/` finds the repository's files), if it exists.
+pub fn find_in_checkout(rel: &Path) -> Option<PathBuf> {
+    let mut candidates = vec![rel.to_path_buf()];
+    if let Ok(exe) = std::env::current_exe() {
+        candidates.extend(exe.ancestors().skip(1).map(|a| a.join(rel)));
+    }
+    candidates.into_iter().find(|c| c.exists())
+}
+
 /// Where the library will be loaded from.
 pub fn library_path() -> PathBuf {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    let rel = Path::new(".stack/onnxruntime/libonnxruntime.so");
-    let mut candidates = vec![rel.to_path_buf()];
-    if let Ok(exe) = std::env::current_exe() {
-        candidates.extend(exe.ancestors().skip(1).map(|a| a.join(rel)));
-    }
-    candidates
-        .into_iter()
-        .find(|c| c.exists())
+    find_in_checkout(Path::new(".stack/onnxruntime/libonnxruntime.so"))
         .unwrap_or_else(|| PathBuf::from("libonnxruntime.so"))
 }
 

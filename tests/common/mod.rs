@@ -304,3 +304,28 @@ pub fn assert_complete(seen: &[Seen], frames: u64) {
     assert_eq!(end.frames, frames);
     assert_eq!(end.chunks, next_seq);
 }
+
+/// Reads `topic` from the start until `done` holds for what was read, or
+/// panics after two minutes without a message.
+pub async fn read_until(
+    brokers: &str,
+    topic: &str,
+    done: impl Fn(&[InMessage]) -> bool,
+) -> Vec<InMessage> {
+    let c = consumer(
+        &KafkaSettings::new(brokers, "t"),
+        &unique("reader"),
+        &[topic],
+        StartAt::Earliest,
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    while !done(&out) {
+        let m = tokio::time::timeout(Duration::from_secs(120), c.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out on {topic} after {} messages", out.len()))
+            .unwrap();
+        out.push(InMessage::from_borrowed(&m));
+    }
+    out
+}
