@@ -91,3 +91,34 @@ async fn rtmp_publish_through_nginx_arrives_complete() {
         "ingest exits cleanly on SIGTERM"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rtsp_camera_stream_arrives_complete() {
+    let brokers = brokers();
+    let topic = unique("frames");
+    let port = free_port();
+    let _server = Proc::spawn(
+        "rtsp server",
+        std::process::Command::new("/usr/bin/python3")
+            .arg(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/rtsp_server.py"),
+            )
+            .arg(port.to_string())
+            .arg(grid_clip("bbaf2n.mp4"))
+            .stdout(std::process::Stdio::null()),
+    );
+    wait_port(port, Duration::from_secs(20));
+    let id = unique("rtsp");
+    let status = mouthmap(&brokers, &topic)
+        .arg("ingest")
+        .arg(format!("{id}=rtsp://127.0.0.1:{port}/clip"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let streams = collect_streams(&brokers, &topic, &[&id], Duration::from_secs(60)).await;
+    assert_complete(&streams[&id], 75);
+    let FrameEvent::Start(start) = &streams[&id][0].event else {
+        unreachable!()
+    };
+    assert_eq!(start.source_kind, SourceKind::Rtsp);
+}
