@@ -7,8 +7,7 @@ use mouthmap_bus::kafka::{HandleError, Handler, InMessage, OutMessage};
 use mouthmap_bus::metrics::StageMetrics;
 use mouthmap_bus::telemetry;
 
-use crate::ctc::Open;
-use crate::stage::Decoder;
+use crate::stage::{DecodeError, Decoder};
 
 /// [`Handler`] for the consume loop.
 pub struct DecodeHandler {
@@ -47,15 +46,19 @@ impl Handler for DecodeHandler {
         );
         telemetry::continue_trace(&span, &msg.headers);
         let started = std::time::Instant::now();
-        let out = tokio::task::block_in_place(|| self.stage.handle(&event, payload))
-            .map_err(|e| HandleError::Malformed(e.to_string()))?;
+        let out = tokio::task::block_in_place(|| self.stage.handle(&event, payload)).map_err(
+            |e| match e {
+                DecodeError::Malformed(m) => HandleError::Malformed(m),
+                DecodeError::Grammar(g) => HandleError::Fatal(g.to_string()),
+            },
+        )?;
         self.metrics.observe(started.elapsed());
         self.metrics.set_active(self.stage.active_streams() as i64);
         Ok(out.iter().map(|t| self.message(t, &span)).collect())
     }
 
     async fn on_tick(&mut self) -> Result<Vec<OutMessage>, HandleError> {
-        let expired = self.stage.expire(self.idle_timeout, &Open);
+        let expired = self.stage.expire_idle(self.idle_timeout);
         let span = tracing::info_span!("decode.expire", streams = expired.len());
         for t in &expired {
             tracing::warn!(stream_id = %t.stream_id, "no end event within the idle timeout; final sent as timed out");

@@ -15,14 +15,17 @@ use mouthmap_bus::contract::{
 };
 
 use crate::ctc::{self, Constraint, Decoded, Open, Posteriors};
+use crate::grammar::{GrammarError, WordGrammar};
 
 /// Decoding settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DecodeSettings {
-    /// Prefix beam width; 0 decodes greedily.
+    /// Prefix beam width; 0 decodes greedily (and ignores any grammar).
     pub beam: usize,
     /// Classes under this probability at a frame are not tried by the beam.
     pub prune: f32,
+    /// A word grammar to decode under (`grid`), or none for open characters.
+    pub grammar: Option<String>,
 }
 
 impl Default for DecodeSettings {
@@ -30,6 +33,7 @@ impl Default for DecodeSettings {
         Self {
             beam: 8,
             prune: 1e-4,
+            grammar: None,
         }
     }
 }
@@ -39,6 +43,8 @@ impl Default for DecodeSettings {
 pub enum DecodeError {
     #[error("{0}")]
     Malformed(String),
+    #[error(transparent)]
+    Grammar(#[from] GrammarError),
 }
 
 struct StreamState {
@@ -57,6 +63,8 @@ struct StreamState {
 pub struct Decoder {
     settings: DecodeSettings,
     streams: HashMap<String, StreamState>,
+    /// The configured grammar, spelled in the vocabulary it was built for.
+    grammar: Option<(Vec<String>, WordGrammar)>,
 }
 
 fn now_us() -> i64 {
@@ -70,6 +78,7 @@ impl Decoder {
         Self {
             settings,
             streams: HashMap::new(),
+            grammar: None,
         }
     }
 
@@ -77,13 +86,37 @@ impl Decoder {
         self.streams.len()
     }
 
-    /// Handles one `logits` event; returns the transcripts it produced.
+    /// Handles one `logits` event under the configured grammar (if any);
+    /// returns the transcripts it produced.
     pub fn handle(
         &mut self,
         event: &LogitsEvent,
         payload: &[u8],
     ) -> Result<Vec<Transcript>, DecodeError> {
-        self.handle_with(event, payload, &Open)
+        if let (Some(name), LogitsEvent::Window(w)) = (&self.settings.grammar, event)
+            && self
+                .grammar
+                .as_ref()
+                .is_none_or(|(v, _)| *v != w.vocabulary)
+        {
+            self.grammar = Some((
+                w.vocabulary.clone(),
+                WordGrammar::named(name, &w.vocabulary)?,
+            ));
+        }
+        match self.grammar.clone() {
+            Some((_, g)) => self.handle_with(event, payload, &g),
+            None => self.handle_with(event, payload, &Open),
+        }
+    }
+
+    /// Closes streams whose end never came after `idle` (see [`expire`](Self::expire)),
+    /// under the configured grammar.
+    pub fn expire_idle(&mut self, idle: std::time::Duration) -> Vec<Transcript> {
+        match self.grammar.clone() {
+            Some((_, g)) => self.expire(idle, &g),
+            None => self.expire(idle, &Open),
+        }
     }
 
     /// As [`handle`](Self::handle), decoding under `constraint`.

@@ -29,6 +29,10 @@ pub struct DecodeArgs {
     #[arg(long, env = "MOUTHMAP_BEAM", default_value_t = 8)]
     beam: usize,
 
+    /// Decode under a word grammar (`grid`: command colour preposition letter digit adverb).
+    #[arg(long, env = "MOUTHMAP_GRAMMAR")]
+    grammar: Option<String>,
+
     /// Close a stream whose end event never came after this long without
     /// messages, with a final transcript marked timed out.
     #[arg(long, env = "MOUTHMAP_IDLE_TIMEOUT", value_parser = duration, default_value = "30s")]
@@ -43,6 +47,7 @@ pub async fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
     let mut handler = DecodeHandler {
         stage: Decoder::new(DecodeSettings {
             beam: args.beam,
+            grammar: args.grammar.clone(),
             ..DecodeSettings::default()
         }),
         transcripts_topic: args.kafka.transcripts_topic.clone(),

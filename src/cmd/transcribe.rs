@@ -78,6 +78,10 @@ pub struct ModelArgs {
     /// CTC prefix beam width (0 = greedy decoding).
     #[arg(long, env = "MOUTHMAP_BEAM", default_value_t = 8)]
     pub beam: usize,
+
+    /// Decode under a word grammar (`grid`: command colour preposition letter digit adverb).
+    #[arg(long, env = "MOUTHMAP_GRAMMAR")]
+    pub grammar: Option<String>,
 }
 
 impl ModelArgs {
@@ -184,6 +188,7 @@ fn run_blocking(args: TranscribeArgs) -> anyhow::Result<ExitCode> {
         ),
         decode: Decoder::new(DecodeSettings {
             beam: args.model.beam,
+            grammar: args.model.grammar.clone(),
             ..DecodeSettings::default()
         }),
         json: args.json,

@@ -1,0 +1,208 @@
+//! Word grammars for constrained CTC decoding.
+//!
+//! A [`WordGrammar`] is a cycle of word slots: each word must come from the
+//! slot after the previous word's (wrapping around, so one stream holds any
+//! number of sentences), and the first word of a stream may come from any
+//! slot (a window can start mid-sentence). The GRID grammar is
+//! `command colour preposition letter digit adverb`.
+
+use crate::ctc::Constraint;
+
+/// Why a grammar cannot be used with a model's vocabulary.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GrammarError {
+    #[error("the model's vocabulary has no space class, so words cannot be separated")]
+    NoSpace,
+    #[error("the model's vocabulary cannot spell {word:?} (no class for {ch:?})")]
+    Unspellable { word: String, ch: char },
+    #[error("unknown grammar {0:?}: known grammars are `grid`")]
+    Unknown(String),
+}
+
+/// The GRID corpus sentence grammar.
+pub const GRID: [&[&str]; 6] = [
+    &["bin", "lay", "place", "set"],
+    &["blue", "green", "red", "white"],
+    &["at", "by", "in", "with"],
+    &[
+        "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q", "r",
+        "s", "t", "u", "v", "x", "y", "z",
+    ],
+    &[
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    ],
+    &["again", "now", "please", "soon"],
+];
+
+/// A cyclic word-slot grammar over a model's class labels.
+#[derive(Debug, Clone)]
+pub struct WordGrammar {
+    /// slots[s] = the words of slot s, spelled as class labels.
+    slots: Vec<Vec<Vec<usize>>>,
+    space: usize,
+}
+
+impl WordGrammar {
+    /// A grammar from word lists, spelled in `vocabulary` (one class per character).
+    pub fn new(slots: &[&[&str]], vocabulary: &[String]) -> Result<Self, GrammarError> {
+        let space = vocabulary
+            .iter()
+            .position(|v| v == " ")
+            .ok_or(GrammarError::NoSpace)?;
+        let label = |ch: char| {
+            vocabulary
+                .iter()
+                .position(|v| v.chars().eq(std::iter::once(ch)))
+        };
+        let slots = slots
+            .iter()
+            .map(|words| {
+                words
+                    .iter()
+                    .map(|w| {
+                        w.chars()
+                            .map(|ch| {
+                                label(ch).ok_or_else(|| GrammarError::Unspellable {
+                                    word: w.to_string(),
+                                    ch,
+                                })
+                            })
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { slots, space })
+    }
+
+    /// A grammar by name (`grid`).
+    pub fn named(name: &str, vocabulary: &[String]) -> Result<Self, GrammarError> {
+        match name {
+            "grid" => Self::new(&GRID, vocabulary),
+            other => Err(GrammarError::Unknown(other.to_string())),
+        }
+    }
+
+    /// Slots the word being spelled can still belong to, and that word so far;
+    /// None when the prefix already breaks the grammar.
+    fn state<'p>(&self, prefix: &'p [usize]) -> Option<(Vec<usize>, &'p [usize])> {
+        let n = self.slots.len();
+        let mut allowed: Vec<usize> = (0..n).collect();
+        let mut words = prefix.split(|&l| l == self.space).peekable();
+        while let Some(word) = words.next() {
+            if words.peek().is_none() {
+                return Some((allowed, word));
+            }
+            if word.is_empty() {
+                return None; // a leading or double space
+            }
+            let fits: Vec<usize> = allowed
+                .iter()
+                .copied()
+                .filter(|&s| self.slots[s].iter().any(|w| w == word))
+                .collect();
+            if fits.is_empty() {
+                return None;
+            }
+            allowed = fits.into_iter().map(|s| (s + 1) % n).collect();
+            allowed.sort_unstable();
+            allowed.dedup();
+        }
+        Some((allowed, &[]))
+    }
+}
+
+impl Constraint for WordGrammar {
+    fn allows(&self, prefix: &[usize], label: usize) -> bool {
+        let Some((slots, word)) = self.state(prefix) else {
+            return false;
+        };
+        if label == self.space {
+            return !word.is_empty()
+                && slots
+                    .iter()
+                    .any(|&s| self.slots[s].iter().any(|w| w == word));
+        }
+        slots.iter().any(|&s| {
+            self.slots[s]
+                .iter()
+                .any(|w| w.len() > word.len() && w.starts_with(word) && w[word.len()] == label)
+        })
+    }
+
+    fn complete(&self, prefix: &[usize]) -> bool {
+        match self.state(prefix) {
+            Some((slots, word)) => {
+                word.is_empty()
+                    || slots
+                        .iter()
+                        .any(|&s| self.slots[s].iter().any(|w| w == word))
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vocab() -> Vec<String> {
+        " abcdefghijklmnopqrstuvwxyz"
+            .chars()
+            .map(String::from)
+            .chain(["<blank>".into()])
+            .collect()
+    }
+
+    fn labels(text: &str) -> Vec<usize> {
+        text.chars()
+            .map(|c| {
+                if c == ' ' {
+                    0
+                } else {
+                    c as usize - 'a' as usize + 1
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn follows_the_slots_in_order_and_wraps_around() {
+        let g = WordGrammar::named("grid", &vocab()).unwrap();
+        let ok = |prefix: &str, next: char| g.allows(&labels(prefix), labels(&next.to_string())[0]);
+        assert!(ok("", 'b') && ok("bi", 'n') && ok("bin", ' '));
+        assert!(ok("bin ", 'b'), "a colour after a command");
+        assert!(!ok("bin ", 'a'), "no preposition straight after a command");
+        assert!(!ok("bin blue", 'x'));
+        assert!(
+            ok("bin blue at f two now ", 'l'),
+            "a new sentence after the adverb"
+        );
+        assert!(
+            ok("", 'e') && ok("e", ' '),
+            "a window may start mid-sentence, at the letter"
+        );
+        assert!(!ok("bin ", ' '), "no double space");
+        assert!(g.complete(&labels("bin blue at f two now")));
+        assert!(!g.complete(&labels("bin blu")));
+    }
+
+    #[test]
+    fn needs_a_vocabulary_that_spells_the_words() {
+        let digits: Vec<String> = "0123456789 ".chars().map(String::from).collect();
+        assert!(matches!(
+            WordGrammar::named("grid", &digits),
+            Err(GrammarError::Unspellable { .. })
+        ));
+        let no_space: Vec<String> = "abc".chars().map(String::from).collect();
+        assert_eq!(
+            WordGrammar::named("grid", &no_space).unwrap_err(),
+            GrammarError::NoSpace
+        );
+        assert!(matches!(
+            WordGrammar::named("klingon", &vocab()),
+            Err(GrammarError::Unknown(_))
+        ));
+    }
+}
