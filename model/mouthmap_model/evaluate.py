@@ -90,9 +90,33 @@ def clip_level(model: Path, manifest: dict, arrays: dict) -> dict:
     }
 
 
+def transcribe(binary: Path, model: Path, video: Path, env: dict, grammar: str | None) -> dict:
+    cmd = [str(binary), "transcribe", "--json", "--model", str(model), str(video)]
+    if grammar:
+        cmd += ["--grammar", grammar]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout.strip().splitlines()
+    final = json.loads(out[-1])
+    assert final["kind"] == "final", final
+    final["partials"] = len(out) - 1
+    return final
+
+
+def serving_clip_level(model: Path, manifest: dict, shared: Path, binary: Path) -> dict:
+    """Each validation video through `mouthmap transcribe` (the serving path), open and GRID-grammar decoding."""
+    env = dict(os.environ, MOUTHMAP_FACE_MODEL=str(shared / "models/yunet/face_detection_yunet_2026may.onnx"))
+    val = [e for e in manifest["clips"] if e["split"] == "validation"]
+    result = {}
+    for grammar in (None, "grid"):
+        hyps = [transcribe(binary, model, shared / e["video"], env, grammar)["text"] for e in val]
+        refs = [e["text"] for e in val]
+        result[grammar or "open"] = {"cer": cer(hyps, refs), "wer": wer(hyps, refs),
+                                     "clips": [{"clip": e["clip"], "final": h} for e, h in zip(val, hyps)]}
+    return result
+
+
 def streaming(model: Path, manifest: dict, shared: Path, binary: Path, group: int = 5) -> dict:
     val = [e for e in manifest["clips"] if e["split"] == "validation"]
-    hyps, refs, rows = [], [], []
+    hyps, hyps_grid, refs, rows = [], [], [], []
     env = dict(os.environ, MOUTHMAP_FACE_MODEL=str(shared / "models/yunet/face_detection_yunet_2026may.onnx"))
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(0, len(val), group):
@@ -105,18 +129,16 @@ def streaming(model: Path, manifest: dict, shared: Path, binary: Path, group: in
                  "-an", "-c:v", "libx264", "-crf", "18", "-r", "25", str(joined)],
                 check=True,
             )
-            out = subprocess.run(
-                [str(binary), "transcribe", "--json", "--model", str(model), str(joined)],
-                check=True, capture_output=True, text=True, env=env,
-            ).stdout.strip().splitlines()
-            final = json.loads(out[-1])
-            assert final["kind"] == "final", final
+            final = transcribe(binary, model, joined, env, None)
+            final_grid = transcribe(binary, model, joined, env, "grid")
             ref = " ".join(e["text"] for e in part)
             hyps.append(final["text"])
+            hyps_grid.append(final_grid["text"])
             refs.append(ref)
             rows.append({"clips": [e["clip"] for e in part], "reference": ref, "final": final["text"],
-                         "partials": len(out) - 1})
-    return {"cer": cer(hyps, refs), "wer": wer(hyps, refs), "streams": rows}
+                         "final_grid": final_grid["text"], "partials": final["partials"]})
+    return {"cer": cer(hyps, refs), "wer": wer(hyps, refs), "grid_cer": cer(hyps_grid, refs),
+            "grid_wer": wer(hyps_grid, refs), "streams": rows}
 
 
 def latency(model: Path, threads: int = 2) -> dict:
@@ -152,13 +174,18 @@ def main() -> None:
         t0 = time.time()
         r = {"size_mb": round(m.stat().st_size / 1e6, 2), "clip": clip_level(m, manifest, arrays), "latency": latency(m)}
         if not args.no_streaming:
-            r["streaming"] = streaming(m, manifest, Path(args.shared).resolve(), Path(args.mouthmap))
+            shared = Path(args.shared).resolve()
+            r["serving"] = serving_clip_level(m, manifest, shared, Path(args.mouthmap))
+            r["streaming"] = streaming(m, manifest, shared, Path(args.mouthmap))
         report[m.name] = r
         c = r["clip"]
         s = r.get("streaming", {})
         print(
             f"{m.name}: {r['size_mb']} MB | clip greedy CER {c['greedy']['cer']:.3f} WER {c['greedy']['wer']:.3f} | "
-            f"beam CER {c['beam']['cer']:.3f} WER {c['beam']['wer']:.3f} | streaming WER {s.get('wer', float('nan')):.3f} | "
+            f"beam CER {c['beam']['cer']:.3f} WER {c['beam']['wer']:.3f} | "
+            f"serving open WER {r.get('serving', {}).get('open', {}).get('wer', float('nan')):.3f}, "
+            f"grid WER {r.get('serving', {}).get('grid', {}).get('wer', float('nan')):.3f} | "
+            f"streaming WER {s.get('wer', float('nan')):.3f}, grid {s.get('grid_wer', float('nan')):.3f} | "
             f"{r['latency']['batch1_ms_per_window']:.1f} ms/window at batch 1, "
             f"{r['latency']['batch16_ms_per_window']:.1f} at 16 ({time.time() - t0:.0f} s)",
             flush=True,
