@@ -178,6 +178,8 @@ def main() -> None:
             r["serving"] = serving_clip_level(m, manifest, shared, Path(args.mouthmap))
             r["streaming"] = streaming(m, manifest, shared, Path(args.mouthmap))
         report[m.name] = r
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(json.dumps(report, indent=1) + "\n")
         c = r["clip"]
         s = r.get("streaming", {})
         print(
