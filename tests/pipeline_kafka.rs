@@ -19,7 +19,7 @@ use mouthmap_bus::kafka::{InMessage, KafkaSettings, OutMessage, Producer, ensure
 /// Validation clips (never trained on, see model/split.json) and their sentences.
 const CLIPS: [(&str, &str); 2] = [
     ("bbie8n", "bin blue in e eight now"),
-    ("lgbs8p", "lay green by s eight please"),
+    ("bras6n", "bin red at s six now"),
 ];
 
 fn model() -> PathBuf {
