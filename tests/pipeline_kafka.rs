@@ -309,3 +309,87 @@ async fn malformed_messages_are_dead_lettered_and_silent_streams_time_out() {
     assert!(finals[0].timed_out, "the final says it timed out");
     assert_eq!(finals[0].text, "11111", "five separated class-1 characters");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_chunk_is_one_trace_across_all_four_services() {
+    let brokers = brokers();
+    let (port, received) = otlp::start().await;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let t = Topics::new();
+    let model = model().display().to_string();
+    let traced = |role: &str, extra: &[&str]| {
+        Proc::spawn(
+            role,
+            t.command(&brokers)
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+                .arg(role)
+                .args(["--metrics-listen", "127.0.0.1:0", "--group"])
+                .arg(unique(role))
+                .args(extra),
+        )
+    };
+    let mut services = vec![
+        traced("preprocess", &[]),
+        traced("infer", &["--model", &model]),
+        traced("decode", &[]),
+    ];
+    let id = unique("traced");
+    let status = t
+        .command(&brokers)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .arg("ingest")
+        .arg(format!("{id}={}", grid_clip("bbie8n.mp4").display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    read_until(&brokers, &t.transcripts, |m| finals_for(m, &id) >= 1).await;
+    // SIGTERM: each service flushes its spans as it exits.
+    for s in &mut services {
+        assert!(s.terminate().success(), "{} exits cleanly", s.name);
+    }
+
+    let rx = received.lock().unwrap();
+    let services_in = |trace: &str| -> Vec<&str> {
+        let mut names: Vec<&str> = [
+            "mouthmap-ingest",
+            "mouthmap-preprocess",
+            "mouthmap-infer",
+            "mouthmap-decode",
+        ]
+        .into_iter()
+        .filter(|svc| {
+            rx.spans
+                .iter()
+                .any(|s| s.trace == trace && s.service.contains(svc))
+        })
+        .collect();
+        names.dedup();
+        names
+    };
+    let full: Vec<&otlp::Span> = rx
+        .spans
+        .iter()
+        .filter(|s| s.name == "ingest.chunk" && services_in(&s.trace).len() == 4)
+        .collect();
+    assert!(
+        !full.is_empty(),
+        "no chunk's trace reached all four services; span names seen: {:?}",
+        rx.spans
+            .iter()
+            .map(|s| (&s.service, &s.name))
+            .collect::<std::collections::BTreeSet<_>>()
+    );
+    // The batch span links the chunks whose frames it carried.
+    let batches: Vec<&otlp::Span> = rx
+        .spans
+        .iter()
+        .filter(|s| s.name == "infer.batch")
+        .collect();
+    assert!(!batches.is_empty(), "an infer.batch span was exported");
+    assert!(
+        batches
+            .iter()
+            .any(|b| full.iter().any(|c| b.links.contains(&c.trace))),
+        "the batch span links the chunk traces"
+    );
+}

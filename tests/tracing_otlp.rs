@@ -4,57 +4,15 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::routing::post;
 use common::*;
 use mouthmap_bus::telemetry::trace_id_of;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use prost::Message;
-
-#[derive(Default)]
-struct Received {
-    spans: Vec<(String, String, String)>, // service, span name, trace id
-}
-
-async fn traces(State(rx): State<Arc<Mutex<Received>>>, body: Bytes) -> Vec<u8> {
-    let req = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
-    let mut rx = rx.lock().unwrap();
-    for rs in req.resource_spans {
-        let service = rs
-            .resource
-            .iter()
-            .flat_map(|r| &r.attributes)
-            .find(|a| a.key == "service.name")
-            .and_then(|a| a.value.as_ref())
-            .map(|v| format!("{:?}", v.value))
-            .unwrap_or_default();
-        for ss in rs.scope_spans {
-            for span in ss.spans {
-                let trace: String = span.trace_id.iter().map(|b| format!("{b:02x}")).collect();
-                rx.spans.push((service.clone(), span.name, trace));
-            }
-        }
-    }
-    ExportTraceServiceResponse::default().encode_to_vec()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn chunk_spans_reach_otlp_and_match_kafka_traceparents() {
     let brokers = brokers();
-    let received = Arc::new(Mutex::new(Received::default()));
-    let app = Router::new()
-        .route("/v1/traces", post(traces))
-        .with_state(received.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (port, received) = otlp::start().await;
 
     let topic = unique("frames");
     let id = unique("traced");
@@ -88,7 +46,7 @@ async fn chunk_spans_reach_otlp_and_match_kafka_traceparents() {
             .unwrap()
             .spans
             .iter()
-            .map(|s| s.2.clone())
+            .map(|s| s.trace.clone())
             .collect();
         if from_kafka.iter().all(|t| got.contains(t)) {
             break;
@@ -102,18 +60,24 @@ async fn chunk_spans_reach_otlp_and_match_kafka_traceparents() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let rx = received.lock().unwrap();
-    let chunk_spans: Vec<_> = rx.spans.iter().filter(|s| s.1 == "ingest.chunk").collect();
+    let chunk_spans: Vec<_> = rx
+        .spans
+        .iter()
+        .filter(|s| s.name == "ingest.chunk")
+        .collect();
     assert_eq!(
         chunk_spans.len(),
         25,
         "one span per 3-frame chunk of 75 frames"
     );
     assert!(
-        chunk_spans.iter().all(|s| s.0.contains("mouthmap-ingest")),
+        chunk_spans
+            .iter()
+            .all(|s| s.service.contains("mouthmap-ingest")),
         "{:?}",
-        chunk_spans[0]
+        chunk_spans[0].service
     );
     // Each chunk is its own trace, so one chunk can be followed across services.
-    let distinct: HashSet<_> = chunk_spans.iter().map(|s| &s.2).collect();
+    let distinct: HashSet<_> = chunk_spans.iter().map(|s| &s.trace).collect();
     assert_eq!(distinct.len(), 25);
 }

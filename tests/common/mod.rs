@@ -2,6 +2,8 @@
 //! the `mouthmap` binary, each started and cleaned up by the test.
 #![allow(dead_code)]
 
+pub mod otlp;
+
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
