@@ -8,6 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use mouthmap_bus::contract::{
@@ -392,4 +393,101 @@ async fn one_chunk_is_one_trace_across_all_four_services() {
             .any(|b| full.iter().any(|c| b.links.contains(&c.trace))),
         "the batch span links the chunk traces"
     );
+}
+
+/// Issue #5's load shape: four streams at once, two over RTMP through
+/// nginx-rtmp and two from files, with two preprocess and two infer replicas
+/// in their consumer groups.
+#[tokio::test(flavor = "multi_thread")]
+async fn four_streams_at_once_through_replicated_services() {
+    let brokers = brokers();
+    let t = Topics::new();
+    let model = model().display().to_string();
+    let (pre_group, inf_group) = (unique("pre"), unique("inf"));
+    let replica = |role: &str, group: &str, extra: &[&str]| {
+        Proc::spawn(
+            role,
+            t.command(&brokers)
+                .arg(role)
+                .args(["--metrics-listen", "127.0.0.1:0", "--group", group])
+                .args(extra),
+        )
+    };
+    let _services = [
+        replica("preprocess", &pre_group, &[]),
+        replica("preprocess", &pre_group, &[]),
+        replica("infer", &inf_group, &["--model", &model]),
+        replica("infer", &inf_group, &["--model", &model]),
+        replica("decode", &unique("dec"), &[]),
+    ];
+    let api = free_port();
+    let nginx = Nginx::start(api);
+    let _ingest = Proc::spawn(
+        "ingest",
+        t.command(&brokers)
+            .args(["ingest", "--listen"])
+            .arg(format!("127.0.0.1:{api}"))
+            .arg("--rtmp-url")
+            .arg(format!("rtmp://127.0.0.1:{}", nginx.port)),
+    );
+    wait_port(api, Duration::from_secs(30));
+
+    let streams = [
+        ("bras6n", "bin red at s six now", true),
+        ("bwim4n", "bin white in m four now", true),
+        ("lgiz2n", "lay green in z two now", false),
+        ("lrbr6p", "lay red by r six please", false),
+    ];
+    let ids: Vec<String> = streams.iter().map(|(c, _, _)| unique(c)).collect();
+    let mut publishers: Vec<Proc> = streams
+        .iter()
+        .zip(&ids)
+        .filter(|((_, _, rtmp), _)| *rtmp)
+        .map(|((clip, _, _), id)| {
+            ffmpeg_publish(&grid_clip(&format!("{clip}.mp4")), &nginx.url(id))
+        })
+        .collect();
+    let mut files = t.command(&brokers);
+    files.args(["ingest", "--realtime"]);
+    for ((clip, _, rtmp), id) in streams.iter().zip(&ids) {
+        if !rtmp {
+            files.arg(format!(
+                "{id}={}",
+                grid_clip(&format!("{clip}.mp4")).display()
+            ));
+        }
+    }
+    assert!(files.status().unwrap().success());
+    for p in &mut publishers {
+        assert!(
+            p.wait(Duration::from_secs(60)).success(),
+            "ffmpeg published"
+        );
+    }
+
+    let msgs = read_until(&brokers, &t.transcripts, |m| {
+        ids.iter().all(|id| finals_for(m, id) >= 1)
+    })
+    .await;
+    for ((clip, sentence, _), id) in streams.iter().zip(&ids) {
+        let ours: Vec<Transcript> = msgs
+            .iter()
+            .filter(|m| m.key_str() == Some(id.as_str()))
+            .map(|m| serde_json::from_slice(&m.payload).unwrap())
+            .collect();
+        assert!(
+            ours.iter().any(|t| t.kind == TranscriptKind::Partial),
+            "{clip}: partials"
+        );
+        let finals: Vec<&Transcript> = ours
+            .iter()
+            .filter(|t| t.kind == TranscriptKind::Final)
+            .collect();
+        assert_eq!(finals.len(), 1, "{clip}: exactly one final");
+        assert!(
+            word_errors(&finals[0].text, sentence) <= 1,
+            "{clip}: {:?} vs {sentence:?}",
+            finals[0].text
+        );
+    }
 }
