@@ -359,6 +359,13 @@ pub trait Handler: Send {
         msg: &InMessage,
     ) -> impl Future<Output = Result<Vec<OutMessage>, HandleError>> + Send;
 
+    /// True while output caused by messages already handled is held back
+    /// (a batch queue). Their offsets are stored only once this is false
+    /// again, so a crash never skips input whose output was not produced.
+    fn holding(&self) -> bool {
+        false
+    }
+
     /// Called on every flush tick, for stages that hold state (batches,
     /// idle streams). Whatever it returns is produced like handle's output;
     /// a fatal error stops the loop.
@@ -394,6 +401,14 @@ pub async fn run_stage<H: Handler>(
 ) -> Result<(), BusError> {
     let mut tick = tokio::time::interval(settings.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Handled messages whose output the handler still holds back.
+    let mut held: Vec<(String, i32, i64)> = Vec::new();
+    let release = |held: &mut Vec<(String, i32, i64)>| -> Result<(), BusError> {
+        for (topic, partition, offset) in held.drain(..) {
+            consumer.store_offset(&topic, partition, offset)?;
+        }
+        Ok(())
+    };
     loop {
         tokio::select! {
             _ = shutdown.changed() => {
@@ -402,7 +417,12 @@ pub async fn run_stage<H: Handler>(
             }
             _ = tick.tick() => {
                 match handler.on_tick().await {
-                    Ok(out) => produce_all(producer, out).await?,
+                    Ok(out) => {
+                        produce_all(producer, out).await?;
+                        if !handler.holding() {
+                            release(&mut held)?;
+                        }
+                    }
                     Err(HandleError::Fatal(reason)) => {
                         metrics.error("fatal");
                         return Err(BusError::Fatal(reason));
@@ -459,7 +479,10 @@ pub async fn run_stage<H: Handler>(
                     }
                 }
                 metrics.observe(started.elapsed());
-                consumer.store_offset_from_message(&borrowed)?;
+                held.push((msg.topic.clone(), msg.partition, msg.offset));
+                if !handler.holding() {
+                    release(&mut held)?;
+                }
             }
         }
     }

@@ -92,6 +92,11 @@ impl Handler for InferHandler {
         })
     }
 
+    /// Windows waiting in the batch queue hold back their inputs' offsets.
+    fn holding(&self) -> bool {
+        self.stage.queued() > 0
+    }
+
     async fn on_tick(&mut self) -> Result<Vec<OutMessage>, HandleError> {
         tokio::task::block_in_place(|| {
             let out = self.stage.tick().map_err(Self::map_err)?;

@@ -122,6 +122,11 @@ impl Inferencer {
         self.streams.len()
     }
 
+    /// Windows waiting for their batch.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Batches run since the last call (for spans and metrics).
     pub fn take_batches(&mut self) -> Vec<BatchReport> {
         std::mem::take(&mut self.batches)
