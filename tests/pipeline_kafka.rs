@@ -47,6 +47,41 @@ fn word_errors(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// One stream's transcripts: JSON with schema and trace headers, partials,
+/// then exactly one final (last), within one word of `sentence`. Returns the final.
+fn check_stream(msgs: &[InMessage], id: &str, clip: &str, sentence: &str) -> Transcript {
+    let ours: Vec<Transcript> = msgs
+        .iter()
+        .filter(|m| m.key_str() == Some(id))
+        .map(|m| {
+            assert_eq!(m.header(headers::SCHEMA), Some("transcripts/v1"));
+            assert!(m.header("traceparent").is_some());
+            serde_json::from_slice(&m.payload).expect("transcripts are JSON")
+        })
+        .collect();
+    assert!(
+        ours.iter().any(|t| t.kind == TranscriptKind::Partial),
+        "{clip}: partials"
+    );
+    let finals: Vec<&Transcript> = ours
+        .iter()
+        .filter(|t| t.kind == TranscriptKind::Final)
+        .collect();
+    assert_eq!(finals.len(), 1, "{clip}: exactly one final");
+    assert_eq!(
+        ours.last().unwrap().kind,
+        TranscriptKind::Final,
+        "{clip}: the final comes last"
+    );
+    let f = finals[0].clone();
+    assert!(
+        word_errors(&f.text, sentence) <= 1,
+        "{clip}: {:?} vs {sentence:?}",
+        f.text
+    );
+    f
+}
+
 struct Topics {
     frames: String,
     mouths: String,
@@ -122,35 +157,7 @@ async fn four_services_turn_validation_clips_into_transcripts() {
     .await;
     let mut kafka_finals = HashMap::new();
     for ((clip, sentence), id) in CLIPS.iter().zip(&ids) {
-        let ours: Vec<Transcript> = msgs
-            .iter()
-            .filter(|m| m.key_str() == Some(id.as_str()))
-            .map(|m| {
-                assert_eq!(m.header(headers::SCHEMA), Some("transcripts/v1"));
-                assert!(m.header("traceparent").is_some());
-                serde_json::from_slice(&m.payload).expect("transcripts are JSON")
-            })
-            .collect();
-        assert!(
-            ours.iter().any(|t| t.kind == TranscriptKind::Partial),
-            "{clip}: partials"
-        );
-        let finals: Vec<&Transcript> = ours
-            .iter()
-            .filter(|t| t.kind == TranscriptKind::Final)
-            .collect();
-        assert_eq!(finals.len(), 1, "{clip}: exactly one final");
-        let f = finals[0];
-        assert_eq!(
-            ours.last().unwrap().kind,
-            TranscriptKind::Final,
-            "{clip}: the final comes last"
-        );
-        assert!(
-            word_errors(&f.text, sentence) <= 1,
-            "{clip}: {:?} vs {sentence:?}",
-            f.text
-        );
+        let f = check_stream(&msgs, id, clip, sentence);
         assert_eq!(f.stable_prefix, f.text);
         assert!(
             !f.words.is_empty()
@@ -470,24 +477,6 @@ async fn four_streams_at_once_through_replicated_services() {
     })
     .await;
     for ((clip, sentence, _), id) in streams.iter().zip(&ids) {
-        let ours: Vec<Transcript> = msgs
-            .iter()
-            .filter(|m| m.key_str() == Some(id.as_str()))
-            .map(|m| serde_json::from_slice(&m.payload).unwrap())
-            .collect();
-        assert!(
-            ours.iter().any(|t| t.kind == TranscriptKind::Partial),
-            "{clip}: partials"
-        );
-        let finals: Vec<&Transcript> = ours
-            .iter()
-            .filter(|t| t.kind == TranscriptKind::Final)
-            .collect();
-        assert_eq!(finals.len(), 1, "{clip}: exactly one final");
-        assert!(
-            word_errors(&finals[0].text, sentence) <= 1,
-            "{clip}: {:?} vs {sentence:?}",
-            finals[0].text
-        );
+        check_stream(&msgs, id, clip, sentence);
     }
 }

@@ -75,12 +75,14 @@ async fn read(settings: &KafkaSettings, topic: &str, n: usize) -> Vec<InMessage>
     out
 }
 
-async fn run_for(
+/// Runs `handler` in the at-least-once loop on `input` for `run`, then
+/// commits what it stored before the consumer goes away.
+async fn drive<H: Handler>(
     settings: &KafkaSettings,
     group: &str,
     input: &str,
-    output: &str,
     dlq: &str,
+    handler: &mut H,
     run: Duration,
 ) {
     let c = consumer(settings, group, &[input], StartAt::Earliest).unwrap();
@@ -93,12 +95,9 @@ async fn run_for(
         min_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(100),
     };
-    let mut relay = Relay {
-        out_topic: output.into(),
-    };
     let metrics = StageMetrics::new("relay");
     let task = async {
-        run_stage(&c, &producer, &mut relay, &stage, &metrics, rx)
+        run_stage(&c, &producer, handler, &stage, &metrics, rx)
             .await
             .unwrap()
     };
@@ -106,12 +105,25 @@ async fn run_for(
         tokio::time::sleep(run).await;
         tx.send(true).unwrap();
     });
-    // Commit what was stored before the consumer goes away.
     // (NoOffset: the auto-commit already committed everything stored.)
     match c.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
         Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
         Err(e) => panic!("commit failed: {e}"),
     }
+}
+
+async fn run_for(
+    settings: &KafkaSettings,
+    group: &str,
+    input: &str,
+    output: &str,
+    dlq: &str,
+    run: Duration,
+) {
+    let mut relay = Relay {
+        out_topic: output.into(),
+    };
+    drive(settings, group, input, dlq, &mut relay, run).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -239,33 +251,13 @@ impl Handler for Pairs {
 }
 
 async fn run_pairs(settings: &KafkaSettings, group: &str, input: &str, output: &str) -> Vec<i64> {
-    let c = consumer(settings, group, &[input], StartAt::Earliest).unwrap();
-    let producer = Producer::new(settings).unwrap();
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let stage = StageSettings {
-        stage: "pairs".into(),
-        dead_letter_topic: unique("unused-dlq"),
-        tick: Duration::from_millis(100),
-        min_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(100),
-    };
     let mut h = Pairs {
         out_topic: output.into(),
         queue: Vec::new(),
         seen: Vec::new(),
     };
-    let metrics = StageMetrics::new("pairs");
-    let task = async {
-        run_stage(&c, &producer, &mut h, &stage, &metrics, rx)
-            .await
-            .unwrap()
-    };
-    tokio::join!(task, async {
-        tokio::time::sleep(Duration::from_secs(8)).await;
-        tx.send(true).unwrap();
-    });
-    // Let the auto-commit (every second) write what was stored.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let dlq = unique("unused-dlq");
+    drive(settings, group, input, &dlq, &mut h, Duration::from_secs(8)).await;
     h.seen
 }
 
