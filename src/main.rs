@@ -67,6 +67,9 @@ enum Command {
     /// Transcribe a video in one process (ingest, preprocess, infer, decode; no broker).
     #[command(long_about = cmd::transcribe::LONG_ABOUT)]
     Transcribe(cmd::transcribe::TranscribeArgs),
+    /// Feature store: set and read stream and speaker features, keep aggregates from transcripts.
+    #[command(long_about = cmd::features::LONG_ABOUT)]
+    Features(cmd::features::FeaturesArgs),
     /// Manage the pipeline's Kafka topics.
     Topics(cmd::topics::TopicsArgs),
     /// Print a topic's messages as JSON lines (metadata decoded, payload sizes only).
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
         Command::Decode(_) => "mouthmap-decode",
         Command::Transcribe(_) => "mouthmap-transcribe",
         Command::Topics(_) => "mouthmap-topics",
+        Command::Features(_) => "mouthmap-features",
         Command::Tail(_) => "mouthmap-tail",
     };
     let format = match cli.log_format {
@@ -136,6 +140,7 @@ fn main() -> ExitCode {
             Command::Decode(args) => cmd::decode::run(args).await,
             Command::Transcribe(args) => cmd::transcribe::run(args).await,
             Command::Topics(args) => cmd::topics::run(args).await,
+            Command::Features(args) => cmd::features::run(args).await,
             Command::Tail(args) => cmd::tail::run(args).await,
         }
     });

@@ -586,9 +586,21 @@ pub struct Transcript {
     /// Set on a `final` sent because the stream's end never came.
     #[serde(default)]
     pub timed_out: bool,
-    /// Online features of the stream and its speaker (feature store).
+    /// Online features of the stream and its speaker (feature store):
+    /// `{view: {field: value}}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<serde_json::Value>,
+    /// True when `features` is what the feature store holds now; false when
+    /// the lookup failed or missed its deadline (see `enrichment_error`).
+    #[serde(default)]
+    pub enriched: bool,
+    /// Why the transcript is not enriched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrichment_error: Option<String>,
+    /// The word grammar the text was decoded under (`grid`, `lexicon`), or
+    /// none for open character decoding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grammar: Option<String>,
 }
 
 #[cfg(test)]

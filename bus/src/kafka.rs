@@ -297,6 +297,8 @@ pub struct InMessage {
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The message's Kafka timestamp (create or log-append time), Unix ms.
+    pub timestamp_ms: Option<i64>,
 }
 
 impl InMessage {
@@ -316,6 +318,7 @@ impl InMessage {
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().unwrap_or_default().to_vec(),
             headers,
+            timestamp_ms: m.timestamp().to_millis(),
         }
     }
 
@@ -530,6 +533,7 @@ mod tests {
             key: Some(b"cam-1".to_vec()),
             payload: b"garbage".to_vec(),
             headers: vec![("traceparent".into(), b"00-abc".to_vec())],
+            timestamp_ms: Some(1),
         };
         let dl = dead_letter(&msg, "preprocess", "dead-letters", "bad magic");
         assert_eq!(dl.topic, "dead-letters");

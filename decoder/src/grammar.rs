@@ -9,14 +9,16 @@
 use crate::ctc::Constraint;
 
 /// Why a grammar cannot be used with a model's vocabulary.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum GrammarError {
     #[error("the model's vocabulary has no space class, so words cannot be separated")]
     NoSpace,
     #[error("the model's vocabulary cannot spell {word:?} (no class for {ch:?})")]
     Unspellable { word: String, ch: char },
-    #[error("unknown grammar {0:?}: known grammars are `grid`")]
+    #[error("unknown grammar {0:?}: known grammars are `grid` and `lexicon:WORD WORD ...`")]
     Unknown(String),
+    #[error("lexicon grammar {0:?} names no words; write `lexicon:alpha beta ...`")]
+    EmptyLexicon(String),
 }
 
 /// The GRID corpus sentence grammar.
@@ -75,11 +77,33 @@ impl WordGrammar {
         Ok(Self { slots, space })
     }
 
-    /// A grammar by name (`grid`).
+    /// A grammar by name: `grid`, or `lexicon:WORDS` (words separated by
+    /// spaces or commas, in any order, any number of times).
     pub fn named(name: &str, vocabulary: &[String]) -> Result<Self, GrammarError> {
+        if let Some(words) = name.strip_prefix("lexicon:") {
+            let words: Vec<String> = words
+                .split(|c: char| c.is_whitespace() || c == ',')
+                .filter(|w| !w.is_empty())
+                .map(str::to_lowercase)
+                .collect();
+            if words.is_empty() {
+                return Err(GrammarError::EmptyLexicon(name.to_string()));
+            }
+            let words: Vec<&str> = words.iter().map(String::as_str).collect();
+            return Self::new(&[&words], vocabulary);
+        }
         match name {
             "grid" => Self::new(&GRID, vocabulary),
             other => Err(GrammarError::Unknown(other.to_string())),
+        }
+    }
+
+    /// The short name a transcript reports: `grid` or `lexicon`.
+    pub fn kind(name: &str) -> &str {
+        if name.starts_with("lexicon:") {
+            "lexicon"
+        } else {
+            name
         }
     }
 
@@ -203,6 +227,20 @@ mod tests {
         assert!(matches!(
             WordGrammar::named("klingon", &vocab()),
             Err(GrammarError::Unknown(_))
+        ));
+    }
+
+    #[test]
+    fn a_lexicon_allows_its_words_in_any_order() {
+        let g = WordGrammar::named("lexicon:Yes, no  stop", &vocab()).unwrap();
+        let ok = |prefix: &str, next: char| g.allows(&labels(prefix), labels(&next.to_string())[0]);
+        assert!(ok("", 'y') && ok("no ", 's') && ok("stop no yes ", 'n'));
+        assert!(!ok("", 'b') && !ok("ye", 't'));
+        assert!(g.complete(&labels("stop yes")));
+        assert_eq!(WordGrammar::kind("lexicon:yes no"), "lexicon");
+        assert!(matches!(
+            WordGrammar::named("lexicon: ,", &vocab()),
+            Err(GrammarError::EmptyLexicon(_))
         ));
     }
 }

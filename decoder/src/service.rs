@@ -1,4 +1,10 @@
 //! The Kafka edge of the decode service: `logits` in, `transcripts` out (JSON).
+//!
+//! With a feature store, every transcript carries the stream's and its
+//! speaker's features, and a stream whose features name a grammar or a
+//! vocabulary is decoded under it. The lookup has a deadline: past it, or
+//! with Redis down, the transcript goes out on time with `enriched: false`
+//! and the reason, decoded under the grammar the stream had last.
 
 use std::time::Duration;
 
@@ -6,6 +12,7 @@ use mouthmap_bus::contract::{LogitsEvent, TopicKind, Transcript, TranscriptKind,
 use mouthmap_bus::kafka::{HandleError, Handler, InMessage, OutMessage};
 use mouthmap_bus::metrics::StageMetrics;
 use mouthmap_bus::telemetry;
+use mouthmap_feature_store::enrich::{Enricher, Enrichment};
 
 use crate::stage::{DecodeError, Decoder};
 
@@ -16,7 +23,12 @@ pub struct DecodeHandler {
     pub metrics: StageMetrics,
     /// A stream with no message for this long is closed with a timed-out final.
     pub idle_timeout: Duration,
+    /// The feature store, when one is configured.
+    pub enricher: Option<Enricher>,
 }
+
+/// The outcome of one lookup, as transcripts carry it.
+type Lookup = Result<Enrichment, String>;
 
 impl DecodeHandler {
     fn message(&self, t: &Transcript, span: &tracing::Span) -> OutMessage {
@@ -33,6 +45,38 @@ impl DecodeHandler {
         .header(headers::EVENT, event)
         .headers(telemetry::inject(span))
     }
+
+    /// Looks the stream up (if there is a store) and lets its features pick
+    /// its grammar. A failed lookup leaves the grammar as it was.
+    async fn lookup(&mut self, stream_id: &str) -> Option<Lookup> {
+        let enricher = self.enricher.as_mut()?;
+        let found = enricher.lookup(stream_id).await.map_err(|e| e.to_string());
+        match &found {
+            Ok(e) => self.stage.choose_grammar(stream_id, e.grammar.as_deref()),
+            Err(reason) => {
+                self.metrics.error("enrich");
+                tracing::debug!(stream_id, %reason, "transcript not enriched");
+            }
+        }
+        Some(found)
+    }
+
+    fn attach(t: &mut Transcript, lookup: &Option<Lookup>) {
+        match lookup {
+            None => {
+                t.enriched = false;
+                t.enrichment_error = Some("no feature store configured (--redis-url)".into());
+            }
+            Some(Ok(e)) => {
+                t.enriched = true;
+                t.features = Some(serde_json::Value::Object(e.features.clone()));
+            }
+            Some(Err(reason)) => {
+                t.enriched = false;
+                t.enrichment_error = Some(reason.clone());
+            }
+        }
+    }
 }
 
 impl Handler for DecodeHandler {
@@ -46,22 +90,33 @@ impl Handler for DecodeHandler {
         );
         telemetry::continue_trace(&span, &msg.headers);
         let started = std::time::Instant::now();
-        let out = tokio::task::block_in_place(|| self.stage.handle(&event, payload)).map_err(
+        let lookup = match event {
+            LogitsEvent::Start(_) => None,
+            _ => self.lookup(event.stream_id()).await,
+        };
+        let mut out = tokio::task::block_in_place(|| self.stage.handle(&event, payload)).map_err(
             |e| match e {
                 DecodeError::Malformed(m) => HandleError::Malformed(m),
                 DecodeError::Grammar(g) => HandleError::Fatal(g.to_string()),
             },
         )?;
+        for t in &mut out {
+            Self::attach(t, &lookup);
+        }
         self.metrics.observe(started.elapsed());
         self.metrics.set_active(self.stage.active_streams() as i64);
         Ok(out.iter().map(|t| self.message(t, &span)).collect())
     }
 
     async fn on_tick(&mut self) -> Result<Vec<OutMessage>, HandleError> {
-        let expired = self.stage.expire_idle(self.idle_timeout);
+        let mut expired = self.stage.expire_idle(self.idle_timeout);
         let span = tracing::info_span!("decode.expire", streams = expired.len());
-        for t in &expired {
+        for t in &mut expired {
             tracing::warn!(stream_id = %t.stream_id, "no end event within the idle timeout; final sent as timed out");
+            let id = t.stream_id.clone();
+            let lookup = self.lookup(&id).await;
+            self.stage.choose_grammar(&id, None);
+            Self::attach(t, &lookup);
         }
         Ok(expired.iter().map(|t| self.message(t, &span)).collect())
     }

@@ -8,6 +8,7 @@
 //! stream's end event, exactly one `final` is published.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use mouthmap_bus::contract::{
@@ -63,8 +64,11 @@ struct StreamState {
 pub struct Decoder {
     settings: DecodeSettings,
     streams: HashMap<String, StreamState>,
-    /// The configured grammar, spelled in the vocabulary it was built for.
-    grammar: Option<(Vec<String>, WordGrammar)>,
+    /// Grammars built so far, by name and the vocabulary they are spelled in
+    /// (a failure is kept too, so it is reported once).
+    grammars: HashMap<(String, Vec<String>), Result<Arc<WordGrammar>, GrammarError>>,
+    /// Grammars chosen for single streams (by their features), over the default.
+    chosen: HashMap<String, String>,
 }
 
 fn now_us() -> i64 {
@@ -73,12 +77,15 @@ fn now_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
+type Chosen = (Option<Arc<WordGrammar>>, Option<String>);
+
 impl Decoder {
     pub fn new(settings: DecodeSettings) -> Self {
         Self {
             settings,
             streams: HashMap::new(),
-            grammar: None,
+            grammars: HashMap::new(),
+            chosen: HashMap::new(),
         }
     }
 
@@ -86,37 +93,108 @@ impl Decoder {
         self.streams.len()
     }
 
-    /// Handles one `logits` event under the configured grammar (if any);
-    /// returns the transcripts it produced.
+    /// Decodes `stream_id` under `grammar` (`grid`, `lexicon:WORDS`) from
+    /// now on, or under the configured default when None. A grammar the
+    /// model's vocabulary cannot spell is reported once and the default used.
+    pub fn choose_grammar(&mut self, stream_id: &str, grammar: Option<&str>) {
+        match grammar {
+            Some(g) => {
+                if self.chosen.get(stream_id).map(String::as_str) != Some(g) {
+                    self.chosen.insert(stream_id.to_string(), g.to_string());
+                }
+            }
+            None => {
+                self.chosen.remove(stream_id);
+            }
+        }
+    }
+
+    fn build(
+        &mut self,
+        name: &str,
+        vocabulary: &[String],
+    ) -> Result<Arc<WordGrammar>, GrammarError> {
+        self.grammars
+            .entry((name.to_string(), vocabulary.to_vec()))
+            .or_insert_with(|| {
+                let built = WordGrammar::named(name, vocabulary).map(Arc::new);
+                if let Err(e) = &built {
+                    tracing::warn!(grammar = name, error = %e, "grammar cannot be used with this model");
+                }
+                built
+            })
+            .clone()
+    }
+
+    /// The constraint a stream decodes under, and its name for transcripts.
+    fn constraint(&mut self, id: &str, vocabulary: &[String]) -> Result<Chosen, DecodeError> {
+        if let Some(name) = self.chosen.get(id).cloned()
+            && let Ok(g) = self.build(&name, vocabulary)
+        {
+            return Ok((Some(g), Some(WordGrammar::kind(&name).to_string())));
+        }
+        match self.settings.grammar.clone() {
+            Some(name) => Ok((
+                Some(self.build(&name, vocabulary)?),
+                Some(WordGrammar::kind(&name).to_string()),
+            )),
+            None => Ok((None, None)),
+        }
+    }
+
+    /// Handles one `logits` event under the stream's grammar (chosen for it,
+    /// or the configured default); returns the transcripts it produced.
     pub fn handle(
         &mut self,
         event: &LogitsEvent,
         payload: &[u8],
     ) -> Result<Vec<Transcript>, DecodeError> {
-        if let (Some(name), LogitsEvent::Window(w)) = (&self.settings.grammar, event)
-            && self
-                .grammar
-                .as_ref()
-                .is_none_or(|(v, _)| *v != w.vocabulary)
-        {
-            self.grammar = Some((
-                w.vocabulary.clone(),
-                WordGrammar::named(name, &w.vocabulary)?,
-            ));
+        let id = event.stream_id().to_string();
+        let vocabulary = match event {
+            LogitsEvent::Window(w) => Some(w.vocabulary.clone()),
+            _ => self.streams.get(&id).map(|s| s.vocabulary.clone()),
+        };
+        let (grammar, kind) = match &vocabulary {
+            Some(v) => self.constraint(&id, v)?,
+            None => (None, None),
+        };
+        let mut out = match &grammar {
+            Some(g) => self.handle_with(event, payload, g.as_ref())?,
+            None => self.handle_with(event, payload, &Open)?,
+        };
+        for t in &mut out {
+            t.grammar = kind.clone();
         }
-        match self.grammar.clone() {
-            Some((_, g)) => self.handle_with(event, payload, &g),
-            None => self.handle_with(event, payload, &Open),
+        if matches!(event, LogitsEvent::End(_)) {
+            self.chosen.remove(&id);
         }
+        Ok(out)
     }
 
-    /// Closes streams whose end never came after `idle` (see [`expire`](Self::expire)),
-    /// under the configured grammar.
+    /// Closes streams whose end never came after `idle`, each with a `final`
+    /// marked `timed_out`, each under its own grammar.
     pub fn expire_idle(&mut self, idle: std::time::Duration) -> Vec<Transcript> {
-        match self.grammar.clone() {
-            Some((_, g)) => self.expire(idle, &g),
-            None => self.expire(idle, &Open),
+        let stale: Vec<String> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.last_seen.elapsed() >= idle)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut out = Vec::new();
+        for id in stale {
+            let vocabulary = self.streams[&id].vocabulary.clone();
+            let (grammar, kind) = self.constraint(&id, &vocabulary).unwrap_or((None, None));
+            let t = match &grammar {
+                Some(g) => self.finish(&id, true, g.as_ref()),
+                None => self.finish(&id, true, &Open),
+            };
+            self.chosen.remove(&id);
+            out.extend(t.map(|mut t| {
+                t.grammar = kind;
+                t
+            }));
         }
+        out
     }
 
     /// As [`handle`](Self::handle), decoding under `constraint`.
@@ -153,25 +231,6 @@ impl Decoder {
         }
     }
 
-    /// Closes streams whose end never came after `idle`, each with a `final`
-    /// marked `timed_out`.
-    pub fn expire(
-        &mut self,
-        idle: std::time::Duration,
-        constraint: &dyn Constraint,
-    ) -> Vec<Transcript> {
-        let stale: Vec<String> = self
-            .streams
-            .iter()
-            .filter(|(_, s)| s.last_seen.elapsed() >= idle)
-            .map(|(id, _)| id.clone())
-            .collect();
-        stale
-            .into_iter()
-            .filter_map(|id| self.finish(&id, true, constraint))
-            .collect()
-    }
-
     fn finish(
         &mut self,
         id: &str,
@@ -192,6 +251,9 @@ impl Decoder {
                 latency_ms: 0.0,
                 timed_out,
                 features: None,
+                enriched: false,
+                enrichment_error: None,
+                grammar: None,
             },
         };
         t.stable_prefix = t.text.clone();
@@ -293,6 +355,9 @@ impl Decoder {
             latency_ms: (now_us() - state.newest_ingest_us).max(0) as f64 / 1000.0,
             timed_out: false,
             features: None,
+            enriched: false,
+            enrichment_error: None,
+            grammar: None,
         })
     }
 }

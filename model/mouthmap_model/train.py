@@ -147,7 +147,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval-every", type=int, default=50, help="steps between evaluations")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--resume", help="checkpoint to continue from")
+    p.add_argument("--resume", help="checkpoint to continue from (same schedule)")
+    p.add_argument(
+        "--init",
+        help="checkpoint whose weights start a fine-tune: a fresh one-cycle schedule of --minutes "
+        "at --peak-lr, curriculum already done",
+    )
     p.add_argument("--no-bf16", action="store_true")
     args = p.parse_args()
 
@@ -189,6 +194,11 @@ def main() -> None:
         mean, std = state["mean"], state["std"]
         total_steps = state["total_steps"]
     else:
+        if args.init:
+            init = torch.load(args.init, weights_only=False)
+            net.load_state_dict(init["model"])
+            mean, std = init["mean"], init["std"]
+            print(f"fine-tuning from {args.init} (step {init['step']}, val WER {init['val_wer']:.4f})", flush=True)
         # Size the one-cycle schedule to the budget from a short timing run.
         t0 = time.time()
         for _ in range(3):
@@ -206,7 +216,8 @@ def main() -> None:
     losses = []
     bar = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps, desc="train")
     for s in bar:
-        losses.append(step([sampler.draw(s / total_steps) for _ in range(args.batch)]))
+        progress = 1.0 if args.init else s / total_steps
+        losses.append(step([sampler.draw(progress) for _ in range(args.batch)]))
         sched.step()
         if (s + 1) % args.eval_every == 0 or s + 1 == total_steps:
             c, w, examples = evaluate(net, manifest, arrays, mean, std)
@@ -238,6 +249,7 @@ def main() -> None:
                 "val_cer": c,
                 "val_wer": w,
                 "data_manifest_sha256": manifest["manifest_sha256"],
+                "init": args.init,
             }
             torch.save(ckpt, run / "last.pt")
             if w <= best_wer:

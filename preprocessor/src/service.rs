@@ -8,13 +8,37 @@ use mouthmap_bus::kafka::{HandleError, Handler, InMessage, OutMessage};
 use mouthmap_bus::metrics::StageMetrics;
 use mouthmap_bus::telemetry;
 
+use mouthmap_bus::contract::{MouthEvent, StreamQuality};
+use mouthmap_feature_store::writer::FeatureWriter;
+use mouthmap_feature_store::{Row, Value};
+
 use crate::stage::{Preprocessor, StageError};
+
+/// The feature view the preprocessor writes.
+pub const STREAM_QUALITY: &str = "stream_quality";
 
 /// [`Handler`] for the consume loop.
 pub struct PreprocessHandler {
     pub stage: Preprocessor,
     pub mouths_topic: String,
     pub metrics: StageMetrics,
+    /// Where the stream's quality goes as frames go by (the feature store).
+    pub features: Option<FeatureWriter>,
+}
+
+/// The `stream_quality` feature row of a stream.
+pub fn quality_row(q: &StreamQuality) -> Row {
+    let mut row = Row::new();
+    row.insert("frames".into(), Value::Int(q.frames as i64));
+    row.insert("face_share".into(), Value::Float(q.face_share as f64));
+    row.insert("brightness".into(), Value::Float(q.mean_brightness as f64));
+    row.insert("sharpness".into(), Value::Float(q.mean_sharpness as f64));
+    row.insert(
+        "mouth_box_width".into(),
+        Value::Float(q.mean_box_width as f64),
+    );
+    row.insert("no_face".into(), Value::Bool(q.no_face));
+    row
 }
 
 impl PreprocessHandler {
@@ -51,6 +75,20 @@ impl PreprocessHandler {
         })?;
         self.metrics.observe(started.elapsed());
         self.metrics.set_active(self.stage.active_streams() as i64);
+        if let Some(writer) = &self.features {
+            for (ev, _) in &out {
+                let quality = match ev {
+                    MouthEvent::Chunk(c) => self.stage.stream_quality(&c.stream_id),
+                    MouthEvent::End(e) => Some(e.quality.clone()),
+                    MouthEvent::Start(_) => None,
+                };
+                if let Some(q) = quality
+                    && !writer.offer(STREAM_QUALITY, ev.stream_id(), quality_row(&q))
+                {
+                    self.metrics.error("features");
+                }
+            }
+        }
         let trace = telemetry::inject(&span);
         Ok(out
             .into_iter()

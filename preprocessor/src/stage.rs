@@ -95,6 +95,11 @@ impl Preprocessor {
         self.streams.len()
     }
 
+    /// The stream's quality so far (None for a stream not open).
+    pub fn stream_quality(&self, stream_id: &str) -> Option<StreamQuality> {
+        self.streams.get(stream_id).map(|s| s.totals.summary())
+    }
+
     /// Processes one `frames` event.
     pub fn handle(
         &mut self,

@@ -9,7 +9,9 @@ use mouthmap_bus::metrics::StageMetrics;
 use mouthmap_decoder::service::DecodeHandler;
 use mouthmap_decoder::stage::{DecodeSettings, Decoder};
 
-use super::{KafkaArgs, ServiceWiring, duration, run_service};
+use mouthmap_feature_store::enrich::Enricher;
+
+use super::{KafkaArgs, ServiceWiring, StageFeatureArgs, duration, run_service};
 
 #[derive(Args, Debug)]
 pub struct DecodeArgs {
@@ -29,7 +31,9 @@ pub struct DecodeArgs {
     #[arg(long, env = "MOUTHMAP_BEAM", default_value_t = 8)]
     beam: usize,
 
-    /// Decode under a word grammar (`grid`: command colour preposition letter digit adverb).
+    /// Decode under a word grammar by default (`grid`: command colour preposition
+    /// letter digit adverb; `lexicon:WORD WORD ...`). A stream's own `grammar` or
+    /// `vocabulary` feature wins over this.
     #[arg(long, env = "MOUTHMAP_GRAMMAR")]
     grammar: Option<String>,
 
@@ -37,6 +41,18 @@ pub struct DecodeArgs {
     /// messages, with a final transcript marked timed out.
     #[arg(long, env = "MOUTHMAP_IDLE_TIMEOUT", value_parser = duration, default_value = "30s")]
     idle_timeout: Duration,
+
+    /// A feature lookup longer than this is given up: the transcript goes
+    /// out on time, `enriched: false`.
+    #[arg(long, env = "MOUTHMAP_FEATURES_DEADLINE", value_parser = duration, default_value = "30ms")]
+    features_deadline: Duration,
+
+    /// Features read from Redis are reused for this long (0s: read every time).
+    #[arg(long, env = "MOUTHMAP_FEATURES_CACHE", value_parser = duration, default_value = "1s")]
+    features_cache: Duration,
+
+    #[command(flatten)]
+    features: StageFeatureArgs,
 
     #[command(flatten)]
     kafka: KafkaArgs,
@@ -53,6 +69,10 @@ pub async fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
         transcripts_topic: args.kafka.transcripts_topic.clone(),
         metrics: metrics.clone(),
         idle_timeout: args.idle_timeout,
+        enricher: args
+            .features
+            .store()?
+            .map(|s| Enricher::new(s, args.features_cache, args.features_deadline)),
     };
     let wiring = ServiceWiring {
         stage: "decode",

@@ -2,6 +2,7 @@
 
 pub mod crops;
 pub mod decode;
+pub mod features;
 pub mod infer;
 pub mod ingest;
 pub mod preprocess;
@@ -114,6 +115,62 @@ impl KafkaArgs {
             })?;
         }
         Ok(())
+    }
+}
+
+/// Where the feature store is, shared by the commands that read or write it.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Feature store")]
+pub struct FeatureStoreArgs {
+    /// Redis holding the online features.
+    #[arg(
+        long,
+        env = "MOUTHMAP_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/0"
+    )]
+    pub redis_url: String,
+
+    /// Feature declarations, TOML (default: the shipped feature-store/features.toml).
+    #[arg(long, env = "MOUTHMAP_FEATURES_FILE", value_name = "FILE")]
+    pub features_file: Option<std::path::PathBuf>,
+
+    /// Prefix of the store's Redis keys (deployments sharing one Redis use different ones).
+    #[arg(long, env = "MOUTHMAP_FEATURES_PREFIX", default_value = "mm:fs")]
+    pub features_prefix: String,
+}
+
+/// Whether a pipeline stage uses the feature store, and where it is.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Feature store")]
+pub struct StageFeatureArgs {
+    /// Use the feature store (false: run without Redis; transcripts then say `enriched: false`).
+    #[arg(long = "feature-store", env = "MOUTHMAP_FEATURE_STORE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enabled: bool,
+
+    #[command(flatten)]
+    pub store: FeatureStoreArgs,
+}
+
+impl StageFeatureArgs {
+    pub fn store(&self) -> anyhow::Result<Option<mouthmap_feature_store::OnlineStore>> {
+        if self.enabled {
+            Ok(Some(self.store.store()?))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+impl FeatureStoreArgs {
+    pub fn store(&self) -> anyhow::Result<mouthmap_feature_store::OnlineStore> {
+        use mouthmap_feature_store::{OnlineStore, Registry, StoreSettings};
+        let registry = match &self.features_file {
+            Some(path) => Registry::load(path)?,
+            None => Registry::builtin(),
+        };
+        let mut settings = StoreSettings::new(&self.redis_url);
+        settings.prefix = self.features_prefix.clone();
+        Ok(OnlineStore::new(settings, std::sync::Arc::new(registry))?)
     }
 }
 

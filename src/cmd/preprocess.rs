@@ -13,7 +13,9 @@ use mouthmap_preprocessor::service::PreprocessHandler;
 use mouthmap_preprocessor::stage::Preprocessor;
 use mouthmap_preprocessor::tracker::TrackerSettings;
 
-use super::{KafkaArgs, ServiceWiring, run_service};
+use mouthmap_feature_store::writer::FeatureWriter;
+
+use super::{KafkaArgs, ServiceWiring, StageFeatureArgs, run_service};
 
 /// Face detection and cropping settings (shared by `preprocess` and `crops`).
 #[derive(Args, Debug, Clone)]
@@ -131,6 +133,9 @@ pub struct PreprocessArgs {
     crop: CropArgs,
 
     #[command(flatten)]
+    features: StageFeatureArgs,
+
+    #[command(flatten)]
     kafka: KafkaArgs,
 }
 
@@ -140,6 +145,10 @@ pub async fn run(args: PreprocessArgs) -> anyhow::Result<ExitCode> {
         stage: args.crop.stage()?,
         mouths_topic: args.kafka.mouths_topic.clone(),
         metrics: metrics.clone(),
+        features: args
+            .features
+            .store()?
+            .map(|s| FeatureWriter::spawn(s, 1024).0),
     };
     let wiring = ServiceWiring {
         stage: "preprocess",

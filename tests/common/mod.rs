@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod otlp;
+pub mod pipeline;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -323,11 +324,65 @@ pub async fn read_until(
     .unwrap();
     let mut out = Vec::new();
     while !done(&out) {
-        let m = tokio::time::timeout(Duration::from_secs(120), c.recv())
+        match tokio::time::timeout(Duration::from_secs(120), c.recv())
             .await
             .unwrap_or_else(|_| panic!("timed out on {topic} after {} messages", out.len()))
-            .unwrap();
-        out.push(InMessage::from_borrowed(&m));
+        {
+            Ok(m) => out.push(InMessage::from_borrowed(&m)),
+            // The topic may not exist yet: the services create it as they start.
+            Err(e) => {
+                eprintln!("reading {topic}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
     }
     out
+}
+
+/// A Redis server of the test's own (`redis-server` from Debian), on its own
+/// port, with an append-only file so a stop and start keeps its data.
+pub struct Redis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    proc: Option<Proc>,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        let mut r = Self {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            proc: None,
+        };
+        r.resume();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn resume(&mut self) {
+        assert!(self.proc.is_none(), "redis already running");
+        let proc = Proc::spawn(
+            "redis-server",
+            Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port"])
+                .arg(self.port.to_string())
+                .arg("--dir")
+                .arg(self.dir.path())
+                .args(["--appendonly", "yes", "--save", "", "--loglevel", "warning"])
+                .stdout(Stdio::null()),
+        );
+        wait_port(self.port, Duration::from_secs(10));
+        self.proc = Some(proc);
+    }
+
+    /// Stops it (SIGTERM: it writes its data first).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.terminate();
+        }
+    }
 }

@@ -1,0 +1,364 @@
+//! The online store: one Redis hash per feature view and entity key
+//! (`{prefix}:{view}:{key}`), expiring after the view's TTL from its last
+//! write. Reads of several views go out as one pipeline: one round trip.
+//!
+//! The connection is made lazily and made again after a failure, so a
+//! service starts and keeps running while Redis is down; every call fails
+//! fast then (a failed connect is not retried for `retry_pause`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+
+use crate::FeatureError;
+use crate::registry::Registry;
+use crate::value::Value;
+
+/// One view's fields for one entity key.
+pub type Row = BTreeMap<String, Value>;
+
+/// Settings of the connection to Redis.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Key prefix, so several deployments can share one Redis.
+    pub prefix: String,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    /// After a failed connect, calls fail at once for this long.
+    pub retry_pause: Duration,
+}
+
+impl StoreSettings {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "mm:fs".into(),
+            connect_timeout: Duration::from_millis(500),
+            response_timeout: Duration::from_millis(500),
+            retry_pause: Duration::from_millis(250),
+        }
+    }
+}
+
+struct Conn {
+    current: Option<MultiplexedConnection>,
+    failed_at: Option<Instant>,
+}
+
+/// The Redis online store. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct OnlineStore {
+    registry: Arc<Registry>,
+    client: redis::Client,
+    settings: StoreSettings,
+    conn: Arc<tokio::sync::Mutex<Conn>>,
+}
+
+impl OnlineStore {
+    pub fn new(settings: StoreSettings, registry: Arc<Registry>) -> Result<Self, FeatureError> {
+        let client = redis::Client::open(settings.url.as_str()).map_err(|e| {
+            FeatureError::Declarations(format!(
+                "Redis URL {:?} is not valid ({e}); write it as redis://HOST:PORT/DB",
+                settings.url
+            ))
+        })?;
+        Ok(Self {
+            registry,
+            client,
+            settings,
+            conn: Arc::new(tokio::sync::Mutex::new(Conn {
+                current: None,
+                failed_at: None,
+            })),
+        })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn url(&self) -> &str {
+        &self.settings.url
+    }
+
+    /// The Redis key of a view's hash for one entity key.
+    pub fn key(&self, view: &str, entity_key: &str) -> String {
+        format!("{}:{view}:{entity_key}", self.settings.prefix)
+    }
+
+    fn contributions_key(&self, view: &str, entity_key: &str) -> String {
+        format!("{}:_parts:{view}:{entity_key}", self.settings.prefix)
+    }
+
+    async fn connection(&self) -> Result<MultiplexedConnection, FeatureError> {
+        let mut c = self.conn.lock().await;
+        if let Some(conn) = &c.current {
+            return Ok(conn.clone());
+        }
+        if let Some(t) = c.failed_at
+            && t.elapsed() < self.settings.retry_pause
+        {
+            return Err(FeatureError::Unavailable(format!(
+                "Redis at {} is unreachable (retrying)",
+                self.settings.url
+            )));
+        }
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.settings.connect_timeout))
+            .set_response_timeout(Some(self.settings.response_timeout));
+        match self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+        {
+            Ok(conn) => {
+                if c.failed_at.take().is_some() {
+                    tracing::info!(url = %self.settings.url, "Redis reachable again");
+                }
+                c.current = Some(conn.clone());
+                Ok(conn)
+            }
+            Err(e) => {
+                c.failed_at = Some(Instant::now());
+                Err(self.unavailable(&e))
+            }
+        }
+    }
+
+    fn unavailable(&self, e: &redis::RedisError) -> FeatureError {
+        FeatureError::Unavailable(format!("Redis at {}: {e}", self.settings.url))
+    }
+
+    /// Runs a pipeline; a connection-level failure drops the connection so
+    /// the next call makes a new one.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, FeatureError> {
+        let mut conn = self.connection().await?;
+        match pipe.query_async(&mut conn).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_timeout()
+                    || e.is_unrecoverable_error()
+                {
+                    let mut c = self.conn.lock().await;
+                    c.current = None;
+                    c.failed_at = Some(Instant::now());
+                }
+                Err(self.unavailable(&e))
+            }
+        }
+    }
+
+    /// Writes some fields of a view for one entity key, checked against the
+    /// declarations, and (re)starts the view's TTL. Atomic.
+    pub async fn write(
+        &self,
+        view: &str,
+        entity_key: &str,
+        values: &Row,
+    ) -> Result<(), FeatureError> {
+        let decl = self.registry.view(view)?;
+        decl.check(values)?;
+        check_key(entity_key)?;
+        if values.is_empty() {
+            return Ok(());
+        }
+        let key = self.key(view, entity_key);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let hset = pipe.cmd("HSET").arg(&key);
+        for (field, value) in values {
+            hset.arg(field).arg(value.encode());
+        }
+        pipe.ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(decl.ttl.as_millis() as u64)
+            .ignore();
+        self.run::<()>(&pipe).await
+    }
+
+    /// Removes fields of a view (all of it when `fields` is empty).
+    pub async fn remove(
+        &self,
+        view: &str,
+        entity_key: &str,
+        fields: &[String],
+    ) -> Result<(), FeatureError> {
+        let decl = self.registry.view(view)?;
+        for f in fields {
+            decl.field_type(f)?;
+        }
+        let key = self.key(view, entity_key);
+        let mut pipe = redis::pipe();
+        if fields.is_empty() {
+            pipe.cmd("DEL").arg(&key).ignore();
+        } else {
+            pipe.cmd("HDEL").arg(&key).arg(fields).ignore();
+        }
+        self.run::<()>(&pipe).await
+    }
+
+    /// Reads views for entity keys, all in one round trip; None where
+    /// nothing is stored (never written, or expired).
+    pub async fn read(&self, lookups: &[(&str, &str)]) -> Result<Vec<Option<Row>>, FeatureError> {
+        let mut pipe = redis::pipe();
+        for (view, entity_key) in lookups {
+            self.registry.view(view)?;
+            pipe.cmd("HGETALL").arg(self.key(view, entity_key));
+        }
+        if lookups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raw: Vec<HashMap<String, String>> = self.run(&pipe).await?;
+        lookups
+            .iter()
+            .zip(raw)
+            .map(|((view, key), fields)| self.decode(view, key, fields))
+            .collect()
+    }
+
+    fn decode(
+        &self,
+        view: &str,
+        entity_key: &str,
+        fields: HashMap<String, String>,
+    ) -> Result<Option<Row>, FeatureError> {
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let decl = self.registry.view(view)?;
+        let mut row = Row::new();
+        for (field, text) in fields {
+            // A field no longer declared (an older deployment wrote it) is skipped.
+            let Ok(ty) = decl.field_type(&field) else {
+                tracing::debug!(
+                    view,
+                    entity_key,
+                    field,
+                    "stored field is not declared; skipped"
+                );
+                continue;
+            };
+            let value = Value::parse(ty, &text).ok_or_else(|| FeatureError::BadStored {
+                key: self.key(view, entity_key),
+                field: field.clone(),
+                expected: ty,
+                text: text.clone(),
+            })?;
+            row.insert(field, value);
+        }
+        Ok(Some(row))
+    }
+
+    /// Entity keys that have the view stored.
+    pub async fn keys(&self, view: &str) -> Result<Vec<String>, FeatureError> {
+        self.registry.view(view)?;
+        let prefix = self.key(view, "");
+        let mut out: Vec<String> = self
+            .scan(&format!("{prefix}*"))
+            .await?
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_string))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>, FeatureError> {
+        let mut cursor = 0u64;
+        let mut keys = Vec::new();
+        loop {
+            let mut pipe = redis::pipe();
+            pipe.cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(500);
+            let ((next, batch),): ((u64, Vec<String>),) = self.run(&pipe).await?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Deletes every stored row of a view (and its contributions): the
+    /// first step of a rebuild. Returns how many keys went.
+    pub async fn clear_view(&self, view: &str) -> Result<u64, FeatureError> {
+        self.registry.view(view)?;
+        let mut keys = self.scan(&format!("{}*", self.key(view, ""))).await?;
+        keys.extend(
+            self.scan(&format!("{}*", self.contributions_key(view, "")))
+                .await?,
+        );
+        let mut deleted = 0;
+        for part in keys.chunks(500) {
+            let mut pipe = redis::pipe();
+            pipe.cmd("DEL").arg(part);
+            let (n,): (u64,) = self.run(&pipe).await?;
+            deleted += n;
+        }
+        Ok(deleted)
+    }
+
+    /// Records one member's contribution to an aggregate view (for example
+    /// one stream's words toward its speaker's totals) and returns all the
+    /// contributions recorded for that entity key. Idempotent: a replayed
+    /// contribution replaces itself. Expires with the view's TTL.
+    pub async fn contribute(
+        &self,
+        view: &str,
+        entity_key: &str,
+        member: &str,
+        contribution: &str,
+    ) -> Result<BTreeMap<String, String>, FeatureError> {
+        let decl = self.registry.view(view)?;
+        check_key(entity_key)?;
+        let key = self.contributions_key(view, entity_key);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HSET")
+            .arg(&key)
+            .arg(member)
+            .arg(contribution)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(decl.ttl.as_millis() as u64)
+            .ignore()
+            .cmd("HGETALL")
+            .arg(&key);
+        let (all,): (HashMap<String, String>,) = self.run(&pipe).await?;
+        Ok(all.into_iter().collect())
+    }
+
+    /// Remaining time to live of a stored row.
+    pub async fn ttl(
+        &self,
+        view: &str,
+        entity_key: &str,
+    ) -> Result<Option<Duration>, FeatureError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("PTTL").arg(self.key(view, entity_key));
+        let (ms,): (i64,) = self.run(&pipe).await?;
+        Ok((ms >= 0).then(|| Duration::from_millis(ms as u64)))
+    }
+}
+
+fn check_key(key: &str) -> Result<(), FeatureError> {
+    if key.is_empty() || key.len() > 256 || key.chars().any(|c| c.is_control() || c == '*') {
+        return Err(FeatureError::BadKey(key.to_string()));
+    }
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! The pipeline's services as processes on their own topics, and the checks
+//! their transcripts must pass.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use mouthmap_bus::contract::{Transcript, TranscriptKind, headers};
+use mouthmap_bus::kafka::InMessage;
+
+use super::{Proc, mouthmap, shared, unique};
+
+/// Validation clips (never trained on, see model/split.json) and their sentences.
+pub const CLIPS: [(&str, &str); 2] = [
+    ("bbie8n", "bin blue in e eight now"),
+    ("bras6n", "bin red at s six now"),
+];
+
+pub fn model() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mouthmap-lipnet-grid-s1.onnx")
+}
+
+pub fn word_errors(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<&str>, Vec<&str>) = (
+        a.split_whitespace().collect(),
+        b.split_whitespace().collect(),
+    );
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, x) in a.iter().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, y) in b.iter().enumerate() {
+            cur.push(
+                (prev[j + 1] + 1)
+                    .min(cur[j] + 1)
+                    .min(prev[j] + usize::from(x != y)),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// One stream's transcripts: JSON with schema and trace headers, partials,
+/// then exactly one final (last), within one word of `sentence`. Returns the final.
+pub fn check_stream(msgs: &[InMessage], id: &str, clip: &str, sentence: &str) -> Transcript {
+    let ours: Vec<Transcript> = msgs
+        .iter()
+        .filter(|m| m.key_str() == Some(id))
+        .map(|m| {
+            assert_eq!(m.header(headers::SCHEMA), Some("transcripts/v1"));
+            assert!(m.header("traceparent").is_some());
+            serde_json::from_slice(&m.payload).expect("transcripts are JSON")
+        })
+        .collect();
+    assert!(
+        ours.iter().any(|t| t.kind == TranscriptKind::Partial),
+        "{clip}: partials"
+    );
+    let finals: Vec<&Transcript> = ours
+        .iter()
+        .filter(|t| t.kind == TranscriptKind::Final)
+        .collect();
+    assert_eq!(finals.len(), 1, "{clip}: exactly one final");
+    assert_eq!(
+        ours.last().unwrap().kind,
+        TranscriptKind::Final,
+        "{clip}: the final comes last"
+    );
+    let f = finals[0].clone();
+    assert!(
+        word_errors(&f.text, sentence) <= 1,
+        "{clip}: {:?} vs {sentence:?}",
+        f.text
+    );
+    f
+}
+
+/// A pipeline's own topics.
+pub struct Topics {
+    pub frames: String,
+    pub mouths: String,
+    pub logits: String,
+    pub transcripts: String,
+    pub dlq: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Topics {
+    pub fn new() -> Self {
+        Self {
+            frames: unique("frames"),
+            mouths: unique("mouths"),
+            logits: unique("logits"),
+            transcripts: unique("transcripts"),
+            dlq: unique("dlq"),
+        }
+    }
+
+    pub fn command(&self, brokers: &str) -> Command {
+        let mut c = mouthmap(brokers, &self.frames);
+        c.env("MOUTHMAP_MOUTHS_TOPIC", &self.mouths)
+            .env("MOUTHMAP_LOGITS_TOPIC", &self.logits)
+            .env("MOUTHMAP_TRANSCRIPTS_TOPIC", &self.transcripts)
+            .env("MOUTHMAP_DEAD_LETTER_TOPIC", &self.dlq)
+            .env(
+                "MOUTHMAP_FACE_MODEL",
+                shared().join("models/yunet/face_detection_yunet_2026may.onnx"),
+            );
+        c
+    }
+
+    pub fn service(&self, brokers: &str, role: &str, extra: &[&str]) -> Proc {
+        Proc::spawn(
+            role,
+            self.command(brokers)
+                .arg(role)
+                .args(["--metrics-listen", "127.0.0.1:0", "--group"])
+                .arg(unique(role))
+                .args(extra),
+        )
+    }
+}
+
+pub fn finals_for(msgs: &[InMessage], key: &str) -> usize {
+    msgs.iter()
+        .filter(|m| m.key_str() == Some(key) && m.header(headers::EVENT) == Some("final"))
+        .count()
+}

@@ -1,0 +1,331 @@
+//! The feature store on the real broker and a real Redis: features set on a
+//! stream pick its grammar and ride along in its transcripts; the speaker's
+//! aggregates count its streams; a replay of `transcripts` rebuilds them;
+//! Redis going away mid-stream loses and holds back nothing.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::pipeline::*;
+use common::*;
+use mouthmap_bus::contract::{Transcript, TranscriptKind};
+use mouthmap_bus::kafka::InMessage;
+use serde_json::Value;
+
+fn features(t: &Topics, brokers: &str, redis: &Redis, args: &[&str]) -> Value {
+    let out = t
+        .command(brokers)
+        .env("MOUTHMAP_REDIS_URL", redis.url())
+        .arg("features")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "features {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+fn transcripts_of(msgs: &[InMessage], id: &str) -> Vec<(i64, Transcript)> {
+    msgs.iter()
+        .filter(|m| m.key_str() == Some(id))
+        .map(|m| {
+            (
+                m.timestamp_ms.unwrap(),
+                serde_json::from_slice(&m.payload).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Polls `features get` until `ok` holds for what it prints.
+fn wait_features(
+    t: &Topics,
+    brokers: &str,
+    redis: &Redis,
+    args: &[&str],
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = features(t, brokers, redis, args);
+        if ok(&v) {
+            return v;
+        }
+        assert!(Instant::now() < until, "features {args:?} still {v}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_features_choose_the_grammar_and_speaker_aggregates_count_streams() {
+    let brokers = brokers();
+    let redis = Redis::start();
+    let t = Topics::new();
+    let speaker = unique("speaker");
+    let model = model().display().to_string();
+    let service = |role: &str, extra: &[&str]| {
+        Proc::spawn(
+            role,
+            t.command(&brokers)
+                .env("MOUTHMAP_REDIS_URL", redis.url())
+                .arg(role)
+                .args(["--metrics-listen", "127.0.0.1:0", "--group"])
+                .arg(unique(role))
+                .args(extra),
+        )
+    };
+    let _pre = service("preprocess", &[]);
+    let _inf = service("infer", &["--model", &model]);
+    let _dec = service("decode", &[]);
+    let _features = Proc::spawn(
+        "features serve",
+        t.command(&brokers)
+            .env("MOUTHMAP_REDIS_URL", redis.url())
+            .args([
+                "features",
+                "serve",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--group",
+            ])
+            .arg(unique("features")),
+    );
+
+    let mut seen_words = 0;
+    for (n, (clip, sentence)) in CLIPS.iter().enumerate() {
+        let id = unique(clip);
+        let set = features(
+            &t,
+            &brokers,
+            &redis,
+            &[
+                "set",
+                "stream",
+                &id,
+                &format!("speaker_id={speaker}"),
+                "grammar=grid",
+            ],
+        );
+        assert_eq!(set["stream_settings"]["grammar"], "grid");
+        let status = t
+            .command(&brokers)
+            .arg("ingest")
+            .arg(format!(
+                "{id}={}",
+                grid_clip(&format!("{clip}.mp4")).display()
+            ))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let msgs = read_until(&brokers, &t.transcripts, |m| finals_for(m, &id) >= 1).await;
+        let f = check_stream(&msgs, &id, clip, sentence);
+        for (_, tr) in transcripts_of(&msgs, &id) {
+            assert!(tr.enriched, "{clip}: {:?}", tr.enrichment_error);
+            assert_eq!(
+                tr.grammar.as_deref(),
+                Some("grid"),
+                "{clip}: the stream's grammar"
+            );
+            let fs = tr.features.as_ref().expect("features");
+            assert_eq!(fs["stream_settings"]["speaker_id"], speaker.as_str());
+            if n > 0 {
+                // The speaker's earlier streams are known while this one goes.
+                assert_eq!(fs["speaker_activity"]["streams_seen"], n as i64, "{fs}");
+            }
+        }
+        // The preprocessor's quality of this stream reached the transcripts.
+        let q = &f.features.as_ref().unwrap()["stream_quality"];
+        assert!(q["face_share"].as_f64().unwrap() > 0.95, "{q}");
+        assert!(q["frames"].as_i64().unwrap() >= 50, "{q}");
+        assert!(q["mouth_box_width"].as_f64().unwrap() > 10.0, "{q}");
+        // After the stream, the speaker's aggregates count it.
+        seen_words += f.words.len() as i64;
+        let s = wait_features(&t, &brokers, &redis, &["get", "speaker", &speaker], |v| {
+            v["speaker_activity"]["streams_seen"] == n as i64 + 1
+        });
+        assert_eq!(s["speaker_activity"]["words"], seen_words, "{s}");
+        assert!(s["speaker_activity"]["words_per_minute"].as_f64().unwrap() > 30.0);
+        let st = features(&t, &brokers, &redis, &["get", "stream", &id]);
+        assert_eq!(st["stream_activity"]["finished"], true, "{st}");
+    }
+
+    // Replaying `transcripts` from the start rebuilds the same aggregates.
+    let live = features(&t, &brokers, &redis, &["get", "speaker", &speaker]);
+    let out = t
+        .command(&brokers)
+        .env("MOUTHMAP_REDIS_URL", redis.url())
+        .args(["features", "rebuild"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        !said.contains("cleared 0 keys"),
+        "the rebuild starts from nothing: {said}"
+    );
+    let rebuilt = features(&t, &brokers, &redis, &["get", "speaker", &speaker]);
+    let strip = |v: &Value| {
+        let mut v = v["speaker_activity"].clone();
+        v.as_object_mut().unwrap().remove("_ttl_s");
+        v
+    };
+    assert_eq!(
+        strip(&rebuilt),
+        strip(&live),
+        "rebuilt {rebuilt} live {live}"
+    );
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_down_mid_stream_loses_and_holds_back_nothing() {
+    let brokers = brokers();
+    let mut redis = Redis::start();
+    let t = Topics::new();
+    let model = model().display().to_string();
+    // One 15 s stream: five validation clips back to back, paced in real time.
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("list.txt");
+    let clips = ["bbie8n", "bras6n", "bwim4n", "bgauzp", "brwt5s"];
+    std::fs::write(
+        &list,
+        clips
+            .iter()
+            .map(|c| format!("file '{}'\n", grid_clip(&format!("{c}.mp4")).display()))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let video = dir.path().join("five.mp4");
+    let ok = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-f", "concat", "-safe", "0", "-i"])
+        .arg(&list)
+        .args(["-c", "copy"])
+        .arg(&video)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+
+    let id = unique("gap");
+    features(
+        &t,
+        &brokers,
+        &redis,
+        &[
+            "set",
+            "stream",
+            &id,
+            "speaker_id=gap-speaker",
+            "grammar=grid",
+        ],
+    );
+    let service = |role: &str, extra: &[&str]| {
+        Proc::spawn(
+            role,
+            t.command(&brokers)
+                .env("MOUTHMAP_REDIS_URL", redis.url())
+                .arg(role)
+                .args(["--metrics-listen", "127.0.0.1:0", "--group"])
+                .arg(unique(role))
+                .args(extra),
+        )
+    };
+    let _pre = service("preprocess", &[]);
+    let _inf = service("infer", &["--model", &model]);
+    let _dec = service(
+        "decode",
+        &["--features-deadline", "30ms", "--features-cache", "200ms"],
+    );
+    let _ingest = Proc::spawn(
+        "ingest",
+        t.command(&brokers)
+            .args(["ingest", "--realtime"])
+            .arg(format!("{id}={}", video.display())),
+    );
+    // Wait for the first transcript, then take Redis away for five seconds.
+    read_until(&brokers, &t.transcripts, |m| {
+        m.iter().any(|m| m.key_str() == Some(id.as_str()))
+    })
+    .await;
+    std::thread::sleep(Duration::from_secs(1));
+    let stopped = now_ms();
+    redis.stop();
+    std::thread::sleep(Duration::from_secs(5));
+    redis.resume();
+    let resumed = now_ms();
+
+    let msgs = read_until(&brokers, &t.transcripts, |m| finals_for(m, &id) >= 1).await;
+    let all = transcripts_of(&msgs, &id);
+    let finals = all
+        .iter()
+        .filter(|(_, t)| t.kind == TranscriptKind::Final)
+        .count();
+    assert_eq!(finals, 1, "exactly one final");
+    let before: Vec<_> = all.iter().filter(|(ts, _)| *ts < stopped).collect();
+    let gap: Vec<_> = all
+        .iter()
+        .filter(|(ts, _)| *ts > stopped + 400 && *ts < resumed)
+        .collect();
+    let after: Vec<_> = all.iter().filter(|(ts, _)| *ts > resumed + 1500).collect();
+    assert!(
+        !before.is_empty() && !gap.is_empty() && !after.is_empty(),
+        "transcripts before {}, in the gap {}, after {}",
+        before.len(),
+        gap.len(),
+        after.len()
+    );
+    for (_, tr) in &before {
+        assert!(tr.enriched, "before the gap: {:?}", tr.enrichment_error);
+    }
+    for (_, tr) in &gap {
+        assert!(!tr.enriched, "in the gap: not enriched");
+        let why = tr.enrichment_error.as_deref().unwrap_or_default();
+        assert!(why.contains("Redis") || why.contains("deadline"), "{why}");
+        assert_eq!(
+            tr.grammar.as_deref(),
+            Some("grid"),
+            "the stream keeps its grammar"
+        );
+    }
+    for (_, tr) in &after {
+        assert!(
+            tr.enriched,
+            "after Redis is back: {:?}",
+            tr.enrichment_error
+        );
+        assert_eq!(
+            tr.features.as_ref().unwrap()["stream_settings"]["speaker_id"],
+            "gap-speaker"
+        );
+    }
+    // Nothing held back: a transcript in the gap is as fresh as the others.
+    let worst_outside = before
+        .iter()
+        .chain(&after)
+        .map(|(_, t)| t.latency_ms)
+        .fold(0.0, f64::max);
+    for (_, tr) in &gap {
+        assert!(
+            tr.latency_ms < worst_outside + 1000.0,
+            "in the gap {} ms, outside at worst {worst_outside} ms",
+            tr.latency_ms
+        );
+    }
+    // A transcript in every second of the stream: none lost to the gap.
+    let partials: Vec<i64> = all
+        .iter()
+        .filter(|(_, t)| t.kind == TranscriptKind::Partial)
+        .map(|(ts, _)| *ts)
+        .collect();
+    assert!(partials.len() >= 8, "{} partials over 15 s", partials.len());
+}
