@@ -583,6 +583,9 @@ pub struct Transcript {
     pub model_version: String,
     /// From the ingest of the newest frame covered to this publication.
     pub latency_ms: f64,
+    /// The transcript covers the stream up to here (ms from its first frame).
+    #[serde(default)]
+    pub covered_ms: u64,
     /// Set on a `final` sent because the stream's end never came.
     #[serde(default)]
     pub timed_out: bool,

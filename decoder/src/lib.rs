@@ -8,9 +8,13 @@
 //! * [`stage`]: `logits` events in, partial and final transcripts out:
 //!   windows stitched (each frame from the window where it sits nearest the
 //!   centre), a stable prefix, word times, confidence, latency, and exactly
-//!   one final per stream. Free of transport.
+//!   one final per stream; bounded re-decoding for long streams. Free of
+//!   transport.
+//! * [`service`]: the Kafka edge, with feature-store enrichment.
+//! * [`synth`]: synthetic posteriors and windows, for tests and benchmarks.
 
 pub mod ctc;
 pub mod grammar;
 pub mod service;
 pub mod stage;
+pub mod synth;

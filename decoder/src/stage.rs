@@ -27,6 +27,11 @@ pub struct DecodeSettings {
     pub prune: f32,
     /// A word grammar to decode under (`grid`), or none for open characters.
     pub grammar: Option<String>,
+    /// Bounded re-decoding: once a stream holds more frames than this, the
+    /// settled words before a gap between words are committed and their
+    /// frames dropped, so each window decodes at most about this many frames
+    /// however long the stream runs. 0 keeps everything (re-decodes all).
+    pub max_decode_frames: usize,
 }
 
 impl Default for DecodeSettings {
@@ -35,6 +40,7 @@ impl Default for DecodeSettings {
             beam: 8,
             prune: 1e-4,
             grammar: None,
+            max_decode_frames: 250,
         }
     }
 }
@@ -57,6 +63,14 @@ struct StreamState {
     newest_ingest_us: i64,
     settled_until: u64,
     last_text: Option<String>,
+    /// Words committed by bounded re-decoding; their frames are gone.
+    committed: Vec<TimedWord>,
+    /// (sum of ln confidence per frame, frames) of the committed part.
+    committed_log_conf: (f64, u64),
+    /// One past the newest frame seen.
+    covered_until: u64,
+    /// Frames before this were committed and dropped; later windows' copies are ignored.
+    dropped_until: u64,
     last_seen: Instant,
 }
 
@@ -213,7 +227,12 @@ impl Decoder {
                 w.validate(payload)
                     .map_err(|e| DecodeError::Malformed(e.to_string()))?;
                 self.add_window(w, payload)?;
-                let t = self.transcript(&w.stream_id, TranscriptKind::Partial, constraint);
+                let t = self
+                    .transcript_parts(&w.stream_id, TranscriptKind::Partial, constraint)
+                    .map(|(t, rest_confidence)| {
+                        self.commit_settled(&w.stream_id, &t.words, rest_confidence);
+                        t
+                    });
                 // A partial only when the text changed.
                 let state = self.streams.get_mut(&w.stream_id).expect("just added");
                 match t {
@@ -249,6 +268,7 @@ impl Decoder {
                 confidence: 0.0,
                 model_version: String::new(),
                 latency_ms: 0.0,
+                covered_ms: 0,
                 timed_out,
                 features: None,
                 enriched: false,
@@ -275,6 +295,10 @@ impl Decoder {
                 newest_ingest_us: 0,
                 settled_until: 0,
                 last_text: None,
+                committed: Vec::new(),
+                committed_log_conf: (0.0, 0),
+                covered_until: 0,
+                dropped_until: 0,
                 last_seen: Instant::now(),
             });
         if state.vocabulary != w.vocabulary || state.blank != w.blank as usize {
@@ -292,6 +316,9 @@ impl Decoder {
             let dist = (j as f32 + 0.5 - centre).abs();
             let row = probs[j * classes..(j + 1) * classes].to_vec();
             let f = w.first_frame + j as u64;
+            if f < state.dropped_until {
+                continue;
+            }
             match state.frames.get(&f) {
                 Some((d, _)) if *d <= dist => {}
                 _ => {
@@ -303,6 +330,9 @@ impl Decoder {
             .settled_until
             .max(w.first_frame + (w.frames / 2) as u64);
         state.newest_ingest_us = state.newest_ingest_us.max(w.newest_ingest_us);
+        state.covered_until = state
+            .covered_until
+            .max(w.first_frame + w.valid_frames as u64);
         state.model_version = w.model_version.clone();
         state.last_seen = Instant::now();
         Ok(())
@@ -314,6 +344,17 @@ impl Decoder {
         kind: TranscriptKind,
         constraint: &dyn Constraint,
     ) -> Option<Transcript> {
+        self.transcript_parts(id, kind, constraint).map(|(t, _)| t)
+    }
+
+    /// The transcript, and the confidence of the part decoded now (after
+    /// the committed words).
+    fn transcript_parts(
+        &self,
+        id: &str,
+        kind: TranscriptKind,
+        constraint: &dyn Constraint,
+    ) -> Option<(Transcript, f32)> {
         let state = self.streams.get(id)?;
         let indexes: Vec<u64> = state.frames.keys().copied().collect();
         let classes = state.vocabulary.len();
@@ -332,33 +373,96 @@ impl Decoder {
         } else {
             ctc::beam_search(post, self.settings.beam, self.settings.prune, constraint)
         };
-        let words = words(&decoded, &state.vocabulary, &indexes);
-        let text = words
+        let mut words_all = state.committed.clone();
+        words_all.extend(words(&decoded, &state.vocabulary, &indexes));
+        let text = words_all
             .iter()
             .map(|w| w.word.as_str())
             .collect::<Vec<_>>()
             .join(" ");
         let settled_ms = state.settled_until * FRAME_DURATION_NS / 1_000_000;
-        let stable: Vec<&str> = words
+        let stable: Vec<&str> = words_all
             .iter()
-            .take_while(|w| w.end_ms + 80 <= settled_ms)
-            .map(|w| w.word.as_str())
+            .enumerate()
+            .take_while(|(i, w)| *i < state.committed.len() || w.end_ms + 80 <= settled_ms)
+            .map(|(_, w)| w.word.as_str())
             .collect();
-        Some(Transcript {
-            stream_id: id.to_string(),
-            kind,
-            stable_prefix: stable.join(" "),
-            text,
-            words,
-            confidence: decoded.confidence,
-            model_version: state.model_version.clone(),
-            latency_ms: (now_us() - state.newest_ingest_us).max(0) as f64 / 1000.0,
-            timed_out: false,
-            features: None,
-            enriched: false,
-            enrichment_error: None,
-            grammar: None,
-        })
+        let (log_sum, n) = state.committed_log_conf;
+        let rest_frames = indexes.len() as f64;
+        let confidence = if n == 0 {
+            decoded.confidence
+        } else {
+            (((log_sum + (decoded.confidence.max(1e-9) as f64).ln() * rest_frames)
+                / (n as f64 + rest_frames))
+                .exp()) as f32
+        };
+        Some((
+            Transcript {
+                stream_id: id.to_string(),
+                kind,
+                stable_prefix: stable.join(" "),
+                text,
+                words: words_all,
+                confidence,
+                model_version: state.model_version.clone(),
+                latency_ms: (now_us() - state.newest_ingest_us).max(0) as f64 / 1000.0,
+                covered_ms: state.covered_until * FRAME_DURATION_NS / 1_000_000,
+                timed_out: false,
+                features: None,
+                enriched: false,
+                enrichment_error: None,
+                grammar: None,
+            },
+            decoded.confidence,
+        ))
+    }
+
+    /// Bounded re-decoding: past `max_decode_frames`, commits the settled
+    /// words before the last settled gap between two words and drops their
+    /// frames. `words` is the stream's transcript just decoded.
+    fn commit_settled(&mut self, id: &str, words: &[TimedWord], rest_confidence: f32) {
+        let max = self.settings.max_decode_frames;
+        let Some(state) = self.streams.get_mut(id) else {
+            return;
+        };
+        if max == 0 || state.frames.len() <= max {
+            return;
+        }
+        let Some(&first) = state.frames.keys().next() else {
+            return;
+        };
+        let frame = |ms: u64| ms * 1_000_000 / FRAME_DURATION_NS;
+        let rest = &words[state.committed.len().min(words.len())..];
+        let settled = state.settled_until;
+        let mut cut = None;
+        for k in 0..rest.len().saturating_sub(1) {
+            let gap_end = frame(rest[k + 1].start_ms);
+            if gap_end + 2 > settled {
+                break;
+            }
+            cut = Some((k + 1, (frame(rest[k].end_ms) + gap_end) / 2));
+        }
+        let (n_commit, cut_frame) = match cut {
+            Some(c) => c,
+            // Nothing said in the settled part: drop it, but a margin.
+            None if rest.first().is_none_or(|w| frame(w.start_ms) > settled) => (
+                0,
+                rest.first()
+                    .map_or(settled, |w| frame(w.start_ms).min(settled))
+                    .saturating_sub(10),
+            ),
+            None => return,
+        };
+        if cut_frame <= first {
+            return;
+        }
+        state.committed.extend(rest[..n_commit].iter().cloned());
+        let kept = state.frames.split_off(&cut_frame);
+        let dropped = state.frames.len() as u64;
+        state.frames = kept;
+        state.committed_log_conf.0 += (rest_confidence.max(1e-9) as f64).ln() * dropped as f64;
+        state.committed_log_conf.1 += dropped;
+        state.dropped_until = cut_frame;
     }
 }
 
@@ -397,4 +501,119 @@ pub fn words(d: &Decoded, vocabulary: &[String], frame_index: &[u64]) -> Vec<Tim
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth;
+    use mouthmap_bus::contract::{EndReason, StreamEnd};
+
+    const SENTENCES: [&str; 4] = [
+        "bin blue at f two now",
+        "lay green by x nine again",
+        "place red in q one please",
+        "set white with a zero soon",
+    ];
+
+    fn end(id: &str) -> LogitsEvent {
+        LogitsEvent::End(StreamEnd {
+            stream_id: id.into(),
+            reason: EndReason::Eos,
+            error: None,
+            frames: 0,
+            chunks: 0,
+            ended_at_ms: 0,
+        })
+    }
+
+    /// Runs a stream's windows and end through a decoder; returns every transcript.
+    fn run(d: &mut Decoder, id: &str, text: &str) -> Vec<Transcript> {
+        let probs = synth::posteriors(text, 12, 0.9);
+        let mut out = Vec::new();
+        for (ev, payload) in synth::windows(id, &probs, 25) {
+            out.extend(d.handle(&ev, &payload).unwrap());
+        }
+        out.extend(d.handle(&end(id), &[]).unwrap());
+        out
+    }
+
+    #[test]
+    fn stitched_windows_spell_the_text_with_one_final_last() {
+        let text = SENTENCES[..2].join(" | ");
+        let mut d = Decoder::new(DecodeSettings::default());
+        let out = run(&mut d, "s", &text);
+        let last = out.last().unwrap();
+        assert_eq!(last.kind, TranscriptKind::Final);
+        assert_eq!(
+            out.iter()
+                .filter(|t| t.kind == TranscriptKind::Final)
+                .count(),
+            1
+        );
+        assert_eq!(last.text, SENTENCES[..2].join(" "));
+        assert_eq!(last.stable_prefix, last.text);
+        // Partials grow, and their stable prefix is never taken back.
+        let mut stable = String::new();
+        for t in &out {
+            assert!(t.text.starts_with(&t.stable_prefix), "{t:?}");
+            assert!(
+                t.stable_prefix.starts_with(&stable),
+                "{stable:?} then {:?}",
+                t.stable_prefix
+            );
+            stable = t.stable_prefix.clone();
+        }
+        assert_eq!(d.active_streams(), 0);
+    }
+
+    #[test]
+    fn bounded_re_decoding_keeps_the_text_of_a_long_stream() {
+        // About 43 s of speech: twelve sentences.
+        let text = SENTENCES.repeat(3).join(" | ");
+        let mut all = Decoder::new(DecodeSettings {
+            max_decode_frames: 0,
+            ..DecodeSettings::default()
+        });
+        let mut bounded = Decoder::new(DecodeSettings {
+            max_decode_frames: 250,
+            ..DecodeSettings::default()
+        });
+        let a = run(&mut all, "s", &text);
+        let probs = synth::posteriors(&text, 12, 0.9);
+        let mut b = Vec::new();
+        let mut most_frames = 0;
+        for (ev, payload) in synth::windows("s", &probs, 25) {
+            b.extend(bounded.handle(&ev, &payload).unwrap());
+            most_frames = most_frames.max(bounded.streams["s"].frames.len());
+        }
+        b.extend(bounded.handle(&end("s"), &[]).unwrap());
+        assert!(probs.len() / 28 > 1000, "{} frames", probs.len() / 28);
+        assert!(most_frames <= 250 + 75, "held {most_frames} frames");
+        let (fa, fb) = (a.last().unwrap(), b.last().unwrap());
+        assert_eq!(fb.text, SENTENCES.repeat(3).join(" "));
+        assert_eq!(fa.text, fb.text);
+        assert_eq!(fa.words, fb.words, "word times survive the commits");
+        assert!((fa.confidence - fb.confidence).abs() < 0.05);
+    }
+
+    #[test]
+    fn a_stream_can_choose_its_grammar() {
+        // Posteriors that spell "nuw", not a GRID adverb: the grammar
+        // chosen for stream g turns it into "now"; stream o decodes openly.
+        let mut d = Decoder::new(DecodeSettings::default());
+        d.choose_grammar("g", Some("grid"));
+        let out = run(&mut d, "g", "bin blue at f two nuw");
+        let last = out.last().unwrap();
+        assert_eq!(last.grammar.as_deref(), Some("grid"));
+        assert_eq!(last.text, SENTENCES[0]);
+        let out = run(&mut d, "o", "bin blue at f two nuw");
+        assert_eq!(out.last().unwrap().grammar, None);
+        assert_eq!(out.last().unwrap().text, "bin blue at f two nuw");
+        // A grammar the vocabulary cannot spell falls back to the default.
+        d.choose_grammar("h", Some("lexicon:Ünïcode"));
+        let out = run(&mut d, "h", SENTENCES[1]);
+        assert_eq!(out.last().unwrap().grammar, None);
+        assert_eq!(out.last().unwrap().text, SENTENCES[1]);
+    }
 }

@@ -37,6 +37,12 @@ pub struct DecodeArgs {
     #[arg(long, env = "MOUTHMAP_GRAMMAR")]
     grammar: Option<String>,
 
+    /// Bounded re-decoding: past this many frames, settled words are committed
+    /// and their frames dropped, so a window's decoding cost stays flat
+    /// however long the stream runs (0 re-decodes the whole stream each time).
+    #[arg(long, env = "MOUTHMAP_MAX_DECODE_FRAMES", default_value_t = 250)]
+    max_decode_frames: usize,
+
     /// Close a stream whose end event never came after this long without
     /// messages, with a final transcript marked timed out.
     #[arg(long, env = "MOUTHMAP_IDLE_TIMEOUT", value_parser = duration, default_value = "30s")]
@@ -64,6 +70,7 @@ pub async fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
         stage: Decoder::new(DecodeSettings {
             beam: args.beam,
             grammar: args.grammar.clone(),
+            max_decode_frames: args.max_decode_frames,
             ..DecodeSettings::default()
         }),
         transcripts_topic: args.kafka.transcripts_topic.clone(),
