@@ -95,6 +95,16 @@ pub trait Constraint {
     fn complete(&self, _prefix: &[usize]) -> bool {
         true
     }
+    /// Every label that may extend `prefix`, at once (None: ask [`allows`]
+    /// label by label). A constraint that answers is searched without
+    /// pruning by probability: a grammar must be able to reach an unlikely
+    /// but allowed label (a space the model missed between two sentences),
+    /// or its beams would die there and lose the rest of the stream.
+    ///
+    /// [`allows`]: Constraint::allows
+    fn allowed(&self, _prefix: &[usize], _classes: usize) -> Option<Vec<bool>> {
+        None
+    }
 }
 
 /// No constraint: any character sequence.
@@ -107,7 +117,8 @@ impl Constraint for Open {
 }
 
 /// CTC prefix beam search keeping `width` prefixes. Classes whose probability
-/// is below `prune` at a frame are not tried there.
+/// is below `prune` at a frame are not tried there, unless the constraint
+/// lists its allowed labels (see [`Constraint::allowed`]).
 pub fn beam_search(
     p: Posteriors<'_>,
     width: usize,
@@ -161,8 +172,13 @@ pub fn beam_search(
                     &|| b.frames.clone(),
                 );
             }
+            let allowed = constraint.allowed(prefix, row.len());
             for (k, &pk) in row.iter().enumerate() {
-                if k == p.blank || pk < prune || !constraint.allows(prefix, k) {
+                let skip = match &allowed {
+                    Some(a) => !a.get(k).copied().unwrap_or(false),
+                    None => pk < prune || !constraint.allows(prefix, k),
+                };
+                if k == p.blank || skip {
                     continue;
                 }
                 let mut extended = prefix.clone();

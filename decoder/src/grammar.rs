@@ -154,6 +154,28 @@ impl Constraint for WordGrammar {
         })
     }
 
+    fn allowed(&self, prefix: &[usize], classes: usize) -> Option<Vec<bool>> {
+        let mut out = vec![false; classes];
+        let Some((slots, word)) = self.state(prefix) else {
+            return Some(out);
+        };
+        for &s in &slots {
+            for w in &self.slots[s] {
+                if w.len() > word.len() && w.starts_with(word) {
+                    if let Some(x) = out.get_mut(w[word.len()]) {
+                        *x = true;
+                    }
+                } else if !word.is_empty()
+                    && w.as_slice() == word
+                    && let Some(x) = out.get_mut(self.space)
+                {
+                    *x = true;
+                }
+            }
+        }
+        Some(out)
+    }
+
     fn complete(&self, prefix: &[usize]) -> bool {
         match self.state(prefix) {
             Some((slots, word)) => {
@@ -242,5 +264,26 @@ mod tests {
             WordGrammar::named("lexicon: ,", &vocab()),
             Err(GrammarError::EmptyLexicon(_))
         ));
+    }
+
+    #[test]
+    fn allowed_lists_what_allows_allows() {
+        let v = vocab();
+        let g = WordGrammar::named("grid", &v).unwrap();
+        for prefix in [
+            "",
+            "bi",
+            "bin",
+            "bin ",
+            "bin blue at",
+            "bin blue at f two now ",
+            "bx",
+        ] {
+            let p = labels(prefix);
+            let all = g.allowed(&p, v.len()).unwrap();
+            for (k, &a) in all.iter().enumerate() {
+                assert_eq!(a, g.allows(&p, k), "{prefix:?} then {:?}", v[k]);
+            }
+        }
     }
 }

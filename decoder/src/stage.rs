@@ -598,6 +598,28 @@ mod tests {
     }
 
     #[test]
+    fn a_missed_space_does_not_end_a_grammar_decode() {
+        // Confident posteriors (everything else under the prune threshold)
+        // that run two sentences together: the grammar puts the space in
+        // and decodes on, instead of losing the rest of the stream.
+        let text = "bin blue at f two nowlay green by x nine again";
+        let probs = synth::posteriors(text, 12, 0.99999);
+        let mut d = Decoder::new(DecodeSettings {
+            grammar: Some("grid".into()),
+            ..DecodeSettings::default()
+        });
+        let mut out = Vec::new();
+        for (ev, payload) in synth::windows("j", &probs, 25) {
+            out.extend(d.handle(&ev, &payload).unwrap());
+        }
+        out.extend(d.handle(&end("j"), &[]).unwrap());
+        assert_eq!(
+            out.last().unwrap().text,
+            "bin blue at f two now lay green by x nine again"
+        );
+    }
+
+    #[test]
     fn a_stream_can_choose_its_grammar() {
         // Posteriors that spell "nuw", not a GRID adverb: the grammar
         // chosen for stream g turns it into "now"; stream o decodes openly.

@@ -1,0 +1,375 @@
+//! The whole pipeline under load, every service its own process on the real
+//! broker (and Redis): N streams of 30 s (ten validation clips back to back)
+//! ingested in real time at once, for N = 1, 4, 8, ... Per N: whether the
+//! pipeline keeps up, the latency from a frame's ingest to the first partial
+//! transcript that covers it (p50/p95/p99), and each service's peak memory
+//! and CPU time.
+//!
+//!     scripts/stack up --infra
+//!     cargo bench --bench pipeline [-- --streams 1,4,8,12,16 --seconds 30]
+//!
+//! Writes target/bench/pipeline.json (scripts/bench renders the report).
+//!
+//! A load is sustained when every stream's final arrives, the median
+//! latency over the last third of the frames is within a second of the
+//! first third's (no growing backlog), and p99 stays under 5 s.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mouthmap_bus::contract::{Transcript, TranscriptKind};
+use mouthmap_bus::kafka::{InMessage, KafkaSettings, StartAt, consumer};
+use serde_json::json;
+
+const CLIPS: [&str; 10] = [
+    "bbie8n", "bgauzp", "bgbh4n", "bras6n", "brbt3a", "brwt5s", "bwanzp", "bwim4n", "bwwh2n",
+    "bwwh4p",
+];
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn shared() -> PathBuf {
+    std::env::var_os("MOUTHMAP_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared"))
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000
+    )
+}
+
+/// Ten validation clips back to back: one 30 s video.
+fn long_video(dir: &Path) -> PathBuf {
+    let video = dir.join("validation-30s.mp4");
+    if video.exists() {
+        return video;
+    }
+    let list = dir.join("validation-30s.txt");
+    let lines: String = CLIPS
+        .iter()
+        .map(|c| {
+            format!(
+                "file '{}'\n",
+                shared().join(format!("data/grid/s1/{c}.mp4")).display()
+            )
+        })
+        .collect();
+    std::fs::write(&list, lines).unwrap();
+    let ok = Command::new("ffmpeg")
+        .args([
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "concat",
+            "-safe",
+            "0",
+            "-i",
+        ])
+        .arg(&list)
+        .args(["-c", "copy"])
+        .arg(&video)
+        .status()
+        .expect("ffmpeg");
+    assert!(ok.success(), "ffmpeg could not join the clips");
+    video
+}
+
+struct Service {
+    role: String,
+    child: Child,
+    log: PathBuf,
+}
+
+/// (peak resident memory in MiB, CPU seconds) of a live process.
+fn usage(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses).
+    let after = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat: 12 and 13 after the name.
+    (hwm_kb / 1024.0, (ticks(11) + ticks(12)) / 100.0)
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Latency of every frame to the first partial covering it, in stream order.
+fn frame_latencies(partials: &[(i64, Transcript)]) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut covered_before = 0u64;
+    for (ts, t) in partials {
+        if t.kind != TranscriptKind::Partial || t.covered_ms <= covered_before {
+            continue;
+        }
+        // The newest frame covered was ingested latency_ms before publication;
+        // frames were ingested 40 ms apart (real-time pacing).
+        let newest_ingest = *ts as f64 - t.latency_ms;
+        let newest_ms = t.covered_ms - 40;
+        let mut f = covered_before;
+        while f < t.covered_ms {
+            let ingest = newest_ingest - (newest_ms - f) as f64;
+            out.push(*ts as f64 - ingest);
+            f += 40;
+        }
+        covered_before = t.covered_ms;
+    }
+    out
+}
+
+struct Run {
+    report: serde_json::Value,
+    sustained: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_load(
+    n: usize,
+    video: &Path,
+    logs: &Path,
+    brokers: &str,
+    bin: &Path,
+    model: &Path,
+    face: &Path,
+    seconds: u64,
+) -> Run {
+    let topics: HashMap<&str, String> = [
+        ("MOUTHMAP_FRAMES_TOPIC", unique("bench-frames")),
+        ("MOUTHMAP_MOUTHS_TOPIC", unique("bench-mouths")),
+        ("MOUTHMAP_LOGITS_TOPIC", unique("bench-logits")),
+        ("MOUTHMAP_TRANSCRIPTS_TOPIC", unique("bench-transcripts")),
+        ("MOUTHMAP_DEAD_LETTER_TOPIC", unique("bench-dlq")),
+    ]
+    .into_iter()
+    .collect();
+    let command = |role: &str| {
+        let mut c = Command::new(bin);
+        c.envs(topics.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("MOUTHMAP_BROKERS", brokers)
+            .env("MOUTHMAP_PARTITIONS", "6")
+            .env("MOUTHMAP_FACE_MODEL", face)
+            .env("MOUTHMAP_LOG", "warn")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdin(Stdio::null())
+            .arg(role);
+        c
+    };
+    let mut services = Vec::new();
+    for role in ["preprocess", "infer", "decode"] {
+        let log = logs.join(format!("{role}-{n}.log"));
+        let mut c = command(role);
+        c.args(["--metrics-listen", "127.0.0.1:0", "--group"])
+            .arg(unique(role))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if role == "infer" {
+            c.arg("--model").arg(model);
+        }
+        services.push(Service {
+            role: role.into(),
+            child: c.spawn().expect("service starts"),
+            log,
+        });
+    }
+    // Let the services create the topics and join their groups.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let ids: Vec<String> = (0..n).map(|i| unique(&format!("bench{i}"))).collect();
+    let mut ingest = command("ingest");
+    ingest.arg("--realtime");
+    for id in &ids {
+        ingest.arg(format!("{id}={}", video.display()));
+    }
+    let ingest_log = logs.join(format!("ingest-{n}.log"));
+    ingest
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&ingest_log).unwrap());
+    let started = Instant::now();
+    let mut ingest = Service {
+        role: "ingest".into(),
+        child: ingest.spawn().expect("ingest starts"),
+        log: ingest_log,
+    };
+
+    let c = consumer(
+        &KafkaSettings::new(brokers, "bench"),
+        &unique("bench-reader"),
+        &[&topics["MOUTHMAP_TRANSCRIPTS_TOPIC"]],
+        StartAt::Earliest,
+    )
+    .unwrap();
+    let mut per_stream: HashMap<String, Vec<(i64, Transcript)>> = HashMap::new();
+    let mut finals = 0;
+    let deadline = started + Duration::from_secs(seconds + 90);
+    let mut peak_ingest = (0.0, 0.0);
+    while finals < n && Instant::now() < deadline {
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(500), c.recv()).await {
+            let m = InMessage::from_borrowed(&m);
+            if let Ok(t) = serde_json::from_slice::<Transcript>(&m.payload) {
+                if t.kind == TranscriptKind::Final {
+                    finals += 1;
+                }
+                per_stream
+                    .entry(t.stream_id.clone())
+                    .or_default()
+                    .push((m.timestamp_ms.unwrap_or(0), t));
+            }
+        }
+        if let Ok(None) = ingest.child.try_wait() {
+            peak_ingest = usage(ingest.child.id());
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut memory = serde_json::Map::new();
+    let mut cpu = serde_json::Map::new();
+    memory.insert("ingest".into(), json!(peak_ingest.0));
+    cpu.insert("ingest".into(), json!(peak_ingest.1));
+    for s in &mut services {
+        let (mib, secs) = usage(s.child.id());
+        memory.insert(s.role.clone(), json!(mib));
+        cpu.insert(s.role.clone(), json!(secs));
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(s.child.id().to_string())
+            .status();
+    }
+    for s in services.iter_mut().chain(std::iter::once(&mut ingest)) {
+        let until = Instant::now() + Duration::from_secs(20);
+        while s.child.try_wait().ok().flatten().is_none() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = s.child.kill();
+        let _ = s.child.wait();
+        let _ = &s.log;
+    }
+
+    let mut all = Vec::new();
+    let (mut first_third, mut last_third) = (Vec::new(), Vec::new());
+    let mut uncovered = 0usize;
+    for id in &ids {
+        let ts = per_stream.remove(id).unwrap_or_default();
+        let lat = frame_latencies(&ts);
+        uncovered += (seconds as usize * 25).saturating_sub(lat.len());
+        let third = lat.len() / 3;
+        first_third.extend_from_slice(&lat[..third]);
+        last_third.extend_from_slice(&lat[lat.len() - third..]);
+        all.extend(lat);
+    }
+    let (p50, p95, p99) = (
+        percentile(&mut all, 0.5),
+        percentile(&mut all, 0.95),
+        percentile(&mut all, 0.99),
+    );
+    let (m_first, m_last) = (
+        percentile(&mut first_third, 0.5),
+        percentile(&mut last_third, 0.5),
+    );
+    let sustained = finals == n && m_last <= m_first + 1000.0 && p99 < 5000.0;
+    println!(
+        "{n:>3} streams: finals {finals}/{n}, frame-to-first-partial p50 {p50:.0} ms p95 {p95:.0} ms p99 {p99:.0} ms (median first third {m_first:.0}, last third {m_last:.0}): {}",
+        if sustained {
+            "sustained"
+        } else {
+            "NOT sustained"
+        }
+    );
+    println!("     peak memory MiB {memory:?}\n     CPU s {cpu:?}");
+    Run {
+        report: json!({
+            "streams": n, "finals": finals, "sustained": sustained,
+            "elapsed_s": elapsed,
+            "frames_measured": all.len(), "frames_never_in_a_partial": uncovered,
+            "latency_ms": {"p50": p50, "p95": p95, "p99": p99,
+                "median_first_third": m_first, "median_last_third": m_last},
+            "peak_memory_mib": memory, "cpu_s": cpu,
+        }),
+        sustained,
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let brokers = std::env::var("MOUTHMAP_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    assert!(
+        std::net::TcpStream::connect_timeout(
+            &brokers
+                .split(',')
+                .next()
+                .unwrap()
+                .parse()
+                .expect("host:port"),
+            Duration::from_secs(2)
+        )
+        .is_ok(),
+        "no broker at {brokers}: run scripts/stack up --infra"
+    );
+    let counts: Vec<usize> = arg("--streams")
+        .unwrap_or_else(|| "1,4,8,12,16,20".into())
+        .split(',')
+        .map(|s| s.trim().parse().expect("--streams 1,4,8"))
+        .collect();
+    let out = root().join("target/bench");
+    let logs = out.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let video = long_video(&out);
+    let seconds = 30;
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_mouthmap"));
+    let model = root().join("models/mouthmap-lipnet-grid-s1.onnx");
+    let face = shared().join("models/yunet/face_detection_yunet_2026may.onnx");
+    let mut runs = Vec::new();
+    let mut max_sustained = 0;
+    for n in counts {
+        let r = run_load(n, &video, &logs, &brokers, &bin, &model, &face, seconds).await;
+        if r.sustained {
+            max_sustained = max_sustained.max(n);
+        }
+        let stop = !r.sustained;
+        runs.push(r.report);
+        if stop {
+            break;
+        }
+    }
+    let report = json!({
+        "stream_seconds": seconds,
+        "max_sustained_streams": max_sustained,
+        "runs": runs,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+    });
+    std::fs::write(
+        out.join("pipeline.json"),
+        serde_json::to_string_pretty(&report).unwrap(),
+    )
+    .unwrap();
+    println!("max sustained: {max_sustained} streams; wrote target/bench/pipeline.json");
+}
