@@ -188,6 +188,29 @@ def enrichment_section(en) -> list[str]:
     return out
 
 
+def decoding_section(ev) -> list[str]:
+    out = ["## Decoding: open characters against the GRID grammar", ""]
+    if not ev:
+        return out + ["(no model/eval-report.json)", ""]
+    name, r = next(iter(ev.items()))
+    if "serving" not in r:
+        return out + ["(the evaluation ran without the serving path)", ""]
+    sv, st = r["serving"], r["streaming"]
+    out += [
+        f"The validation set (model/split.json) through the serving code (`mouthmap transcribe`), "
+        f"model `{name}`, open and grammar decoding measured in one run: "
+        "`cd model && python -m mouthmap_model.evaluate --models ../models/mouthmap-lipnet-grid-s1.onnx --report ../model/eval-report.json`.",
+        "The grammar is what a stream gets when its `grammar` feature is `grid`.",
+        "",
+        "| | open: CER | open: WER | GRID grammar: CER | GRID grammar: WER |",
+        "|---|---:|---:|---:|---:|",
+        f"| 50 clips, one at a time | {sv['open']['cer']:.1%} | {sv['open']['wer']:.1%} | {sv['grid']['cer']:.1%} | {sv['grid']['wer']:.1%} |",
+        f"| 10 streams of 5 clips joined | {st['cer']:.1%} | {st['wer']:.1%} | {st['grid_cer']:.1%} | {st['grid_wer']:.1%} |",
+        "",
+    ]
+    return out
+
+
 def main():
     bench, docs = Path(sys.argv[1]), Path(sys.argv[2])
     (docs / "benchmarks").mkdir(parents=True, exist_ok=True)
@@ -209,6 +232,8 @@ def main():
     lines += inferencer_section(inf, naive, docs)
     lines += pipeline_section(pipe, docs)
     lines += enrichment_section(en)
+    ev_path = Path(__file__).resolve().parents[1] / "model" / "eval-report.json"
+    lines += decoding_section(json.loads(ev_path.read_text()) if ev_path.exists() else None)
     (docs / "benchmarks.md").write_text("\n".join(lines))
     print(f"wrote {docs / 'benchmarks.md'}")
 

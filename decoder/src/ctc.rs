@@ -194,7 +194,7 @@ pub fn beam_search(
                     f.push(t);
                     f
                 };
-                add(extended, f32::NEG_INFINITY, from + pk.ln(), &frames);
+                add(extended, f32::NEG_INFINITY, from + lp(k), &frames);
             }
         }
         let mut ranked: Vec<(Vec<usize>, Beam)> = next.into_iter().collect();

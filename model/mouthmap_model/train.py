@@ -47,6 +47,19 @@ class Sampler:
         x = self._frames(e["clip"])[:T]
         return x, e["text"]
 
+    def shifted(self):
+        """A whole clip that does not start at the window's first frame: the
+        end of another clip comes first (a streaming window rarely starts
+        exactly where a sentence does). Without these the model learns to
+        emit a sentence's first letter at frame 0 and misses it mid-stream."""
+        a, b = self.rng.choice(self.train), self.rng.choice(self.train)
+        xa, xb = self._frames(a["clip"]), self._frames(b["clip"])
+        joined = np.concatenate([xa, xb])
+        words = [(w, s, e) for w, s, e in a["words"]] + [(w, s + len(xa), e + len(xa)) for w, s, e in b["words"]]
+        o = len(xa) - self.rng.randint(1, 30)
+        inside = [w for w, s, e in words if o <= (s + e) / 2 < o + T]
+        return joined[o : o + T], " ".join(inside)
+
     def segment(self):
         e = self.rng.choice(self.train)
         words = e["words"]
@@ -67,11 +80,12 @@ class Sampler:
         inside = [w for w, s, e in words if o <= (s + e) / 2 < o + T]
         return joined[o : o + T], " ".join(inside)
 
-    def draw(self, progress: float):
+    def draw(self, progress: float, window_share: float = 0.35):
         if progress < 0.15:
             kinds, weights = ("segment", "whole"), (0.7, 0.3)
         else:
-            kinds, weights = ("segment", "whole", "window"), (0.15, 0.5, 0.35)
+            rest = 1.0 - 0.15 - window_share
+            kinds, weights = ("segment", "whole", "window", "shifted"), (0.15, rest / 2, window_share, rest / 2)
         kind = self.rng.choices(kinds, weights)[0]
         x, text = getattr(self, kind)()
         if not text.strip():
@@ -154,6 +168,12 @@ def main() -> None:
         "at --peak-lr, curriculum already done",
     )
     p.add_argument("--no-bf16", action="store_true")
+    p.add_argument(
+        "--window-share",
+        type=float,
+        default=0.35,
+        help="share of samples that are windows across two clips (after the curriculum)",
+    )
     args = p.parse_args()
 
     torch.manual_seed(args.seed)
@@ -217,7 +237,7 @@ def main() -> None:
     bar = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps, desc="train")
     for s in bar:
         progress = 1.0 if args.init else s / total_steps
-        losses.append(step([sampler.draw(progress) for _ in range(args.batch)]))
+        losses.append(step([sampler.draw(progress, args.window_share) for _ in range(args.batch)]))
         sched.step()
         if (s + 1) % args.eval_every == 0 or s + 1 == total_steps:
             c, w, examples = evaluate(net, manifest, arrays, mean, std)

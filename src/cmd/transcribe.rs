@@ -105,6 +105,11 @@ pub struct TranscribeArgs {
     #[arg(long)]
     realtime: bool,
 
+    /// Bounded re-decoding: past this many frames, settled words are committed
+    /// (0 re-decodes the whole stream each window); as `mouthmap decode`.
+    #[arg(long, env = "MOUTHMAP_MAX_DECODE_FRAMES", default_value_t = 250)]
+    max_decode_frames: usize,
+
     #[command(flatten)]
     model: ModelArgs,
 
@@ -189,6 +194,7 @@ fn run_blocking(args: TranscribeArgs) -> anyhow::Result<ExitCode> {
         decode: Decoder::new(DecodeSettings {
             beam: args.model.beam,
             grammar: args.model.grammar.clone(),
+            max_decode_frames: args.max_decode_frames,
             ..DecodeSettings::default()
         }),
         json: args.json,
