@@ -1,12 +1,13 @@
 //! The whole pipeline under load, every service its own process on the real
 //! broker (and Redis): N streams of 30 s (ten validation clips back to back)
-//! ingested in real time at once, for N = 1, 4, 8, ... Per N: whether the
+//! ingested in real time at once, for N = 1, 2, 4, 6, ... Per N: whether the
 //! pipeline keeps up, the latency from a frame's ingest to the first partial
-//! transcript that covers it (p50/p95/p99), and each service's peak memory
-//! and CPU time.
+//! transcript that covers it (p50/p95/p99), each service's peak memory and
+//! CPU time, and the CPU time of the broker and Redis meanwhile (when they
+//! run on this machine).
 //!
 //!     scripts/stack up --infra
-//!     cargo bench --bench pipeline [-- --streams 1,4,8,12,16 --seconds 30]
+//!     cargo bench --bench pipeline [-- --streams 1,2,4,6,8]
 //!
 //! Writes target/bench/pipeline.json (scripts/bench renders the report).
 //!
@@ -118,6 +119,24 @@ fn usage(pid: u32) -> (f64, f64) {
     (hwm_kb / 1024.0, (ticks(11) + ticks(12)) / 100.0)
 }
 
+/// Pids of running processes named `name` (the broker, Redis).
+fn pids_named(name: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .collect()
+}
+
+/// CPU seconds used so far by the processes named `name`.
+fn cpu_of(name: &str) -> f64 {
+    pids_named(name).into_iter().map(|p| usage(p).1).sum()
+}
+
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -216,6 +235,7 @@ async fn run_load(
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&ingest_log).unwrap());
     let started = Instant::now();
+    let (broker_cpu0, redis_cpu0) = (cpu_of("tansu"), cpu_of("redis-server"));
     let mut ingest = Service {
         role: "ingest".into(),
         child: ingest.spawn().expect("ingest starts"),
@@ -255,6 +275,8 @@ async fn run_load(
     let mut cpu = serde_json::Map::new();
     memory.insert("ingest".into(), json!(peak_ingest.0));
     cpu.insert("ingest".into(), json!(peak_ingest.1));
+    cpu.insert("broker".into(), json!(cpu_of("tansu") - broker_cpu0));
+    cpu.insert("redis".into(), json!(cpu_of("redis-server") - redis_cpu0));
     for s in &mut services {
         let (mib, secs) = usage(s.child.id());
         memory.insert(s.role.clone(), json!(mib));
@@ -335,7 +357,7 @@ async fn main() {
         "no broker at {brokers}: run scripts/stack up --infra"
     );
     let counts: Vec<usize> = arg("--streams")
-        .unwrap_or_else(|| "1,4,8,12,16,20".into())
+        .unwrap_or_else(|| "1,2,4,6,8,12,16".into())
         .split(',')
         .map(|s| s.trim().parse().expect("--streams 1,4,8"))
         .collect();
@@ -354,7 +376,8 @@ async fn main() {
         if r.sustained {
             max_sustained = max_sustained.max(n);
         }
-        let stop = !r.sustained;
+        // Past the first load not sustained, but always through 4 streams.
+        let stop = !r.sustained && n >= 4;
         runs.push(r.report);
         if stop {
             break;

@@ -121,17 +121,18 @@ def pipeline_section(pipe, docs: Path) -> list[str]:
         "",
         "`scripts/stack up --infra && cargo bench --bench pipeline`",
         "",
-        "| streams | sustained | p50 | p95 | p99 | peak MiB ingest / preprocess / infer / decode | CPU s ingest / preprocess / infer / decode |",
-        "|---:|:---:|---:|---:|---:|---|---|",
+        "| streams | sustained | p50 | p95 | p99 | peak MiB ingest / preprocess / infer / decode | CPU s ingest / preprocess / infer / decode | CPU s broker / Redis |",
+        "|---:|:---:|---:|---:|---:|---|---|---|",
     ]
     roles = ["ingest", "preprocess", "infer", "decode"]
     for r in pipe["runs"]:
         l = r["latency_ms"]
         mem = " / ".join(f"{r['peak_memory_mib'].get(k, 0):.0f}" for k in roles)
         cpu = " / ".join(f"{r['cpu_s'].get(k, 0):.0f}" for k in roles)
+        infra = " / ".join(f"{r['cpu_s'].get(k, 0):.0f}" for k in ["broker", "redis"])
         out.append(
             f"| {r['streams']} | {'yes' if r['sustained'] else '**no**'} | {l['p50']:.0f} ms | "
-            f"{l['p95']:.0f} ms | {l['p99']:.0f} ms | {mem} | {cpu} |"
+            f"{l['p95']:.0f} ms | {l['p99']:.0f} ms | {mem} | {cpu} | {infra} |"
         )
     out += [
         "",

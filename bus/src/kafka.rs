@@ -274,6 +274,10 @@ pub fn consumer(
             },
         )
         .set("session.timeout.ms", "10000")
+        // Return a fetch within 20 ms even when little has arrived: stages
+        // hand messages on one by one, and some brokers (Tansu) hold a
+        // fetch for the whole wait. Override with --kafka-option.
+        .set("fetch.wait.max.ms", "20")
         .set("fetch.message.max.bytes", "2097152");
     let consumer: StreamConsumer =
         settings
@@ -389,11 +393,40 @@ pub struct StageSettings {
     pub max_backoff: Duration,
 }
 
-/// The at-least-once consume loop, one `tokio::select!` over input, a flush
-/// tick and the shutdown signal. For each message: handle it, produce every
-/// output, wait for all acknowledgements, then store its offset. A malformed
-/// message is produced to the dead-letter topic (with the reason in
-/// [`headers::DLQ_REASON`]) before its offset is stored.
+/// Messages handled whose output is produced but not yet acknowledged, at
+/// most this many: the loop goes on consuming meanwhile (a broker round trip
+/// per message would cap a stage at a few hundred messages a second).
+pub const MAX_IN_FLIGHT: usize = 256;
+
+type Acked = std::pin::Pin<Box<dyn Future<Output = Result<(String, i32, i64), BusError>> + Send>>;
+
+/// Enqueues every output of the message at `key` and returns a future that
+/// resolves to `key` once all of them are acknowledged.
+fn enqueue(
+    producer: &Producer,
+    out: Vec<OutMessage>,
+    key: (String, i32, i64),
+) -> Result<Acked, BusError> {
+    let mut acks = Vec::with_capacity(out.len());
+    for m in out {
+        acks.push(producer.send(m)?);
+    }
+    Ok(Box::pin(async move {
+        for a in acks {
+            a.await?;
+        }
+        Ok(key)
+    }))
+}
+
+/// The at-least-once consume loop, one `tokio::select!` over input, broker
+/// acknowledgements, a flush tick and the shutdown signal. For each message:
+/// handle it and enqueue every output; the loop goes on with the next
+/// message while up to [`MAX_IN_FLIGHT`] are unacknowledged. A message's
+/// offset is stored only once all its outputs are acknowledged, in input
+/// order, and while the handler holds no output back. A malformed message
+/// is produced to the dead-letter topic (with the reason in
+/// [`headers::DLQ_REASON`]) and its offset stored once that is acknowledged.
 pub async fn run_stage<H: Handler>(
     consumer: &StreamConsumer,
     producer: &Producer,
@@ -404,8 +437,10 @@ pub async fn run_stage<H: Handler>(
 ) -> Result<(), BusError> {
     let mut tick = tokio::time::interval(settings.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Handled messages whose output the handler still holds back.
+    // Acknowledged messages whose offsets wait for the handler to release
+    // what it holds back.
     let mut held: Vec<(String, i32, i64)> = Vec::new();
+    let mut in_flight: FuturesOrdered<Acked> = FuturesOrdered::new();
     let release = |held: &mut Vec<(String, i32, i64)>| -> Result<(), BusError> {
         for (topic, partition, offset) in held.drain(..) {
             consumer.store_offset(&topic, partition, offset)?;
@@ -415,8 +450,21 @@ pub async fn run_stage<H: Handler>(
     loop {
         tokio::select! {
             _ = shutdown.changed() => {
-                tracing::info!(stage = %settings.stage, "shutdown requested; stopping consume loop");
+                tracing::info!(stage = %settings.stage, in_flight = in_flight.len(),
+                    "shutdown requested; waiting for acknowledgements, then stopping");
+                while let Some(done) = in_flight.next().await {
+                    held.push(done?);
+                }
+                if !handler.holding() {
+                    release(&mut held)?;
+                }
                 break;
+            }
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                held.push(done?);
+                if !handler.holding() {
+                    release(&mut held)?;
+                }
             }
             _ = tick.tick() => {
                 match handler.on_tick().await {
@@ -436,7 +484,7 @@ pub async fn run_stage<H: Handler>(
                     }
                 }
             }
-            received = consumer.recv() => {
+            received = consumer.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
                 let borrowed = match received {
                     Ok(m) => m,
                     Err(e) => {
@@ -447,13 +495,14 @@ pub async fn run_stage<H: Handler>(
                 };
                 let msg = InMessage::from_borrowed(&borrowed);
                 metrics.received(&msg.topic);
+                let key = (msg.topic.clone(), msg.partition, msg.offset);
                 let started = std::time::Instant::now();
                 let mut backoff = settings.min_backoff;
                 loop {
                     match handler.handle(&msg).await {
                         Ok(out) => {
                             let n = out.len();
-                            produce_all(producer, out).await?;
+                            in_flight.push_back(enqueue(producer, out, key)?);
                             metrics.sent_n(n as u64);
                             break;
                         }
@@ -462,8 +511,8 @@ pub async fn run_stage<H: Handler>(
                             tracing::warn!(stage = %settings.stage, topic = %msg.topic,
                                 partition = msg.partition, offset = msg.offset, %reason,
                                 "malformed message sent to the dead-letter topic");
-                            producer.send_and_wait(dead_letter(&msg, &settings.stage,
-                                &settings.dead_letter_topic, &reason)).await?;
+                            let dl = dead_letter(&msg, &settings.stage, &settings.dead_letter_topic, &reason);
+                            in_flight.push_back(enqueue(producer, vec![dl], key)?);
                             break;
                         }
                         Err(HandleError::Retryable(reason)) => {
@@ -471,7 +520,16 @@ pub async fn run_stage<H: Handler>(
                             tracing::warn!(stage = %settings.stage, %reason, ?backoff, "retrying message");
                             tokio::select! {
                                 _ = tokio::time::sleep(backoff) => {}
-                                _ = shutdown.changed() => return Ok(()),
+                                _ = shutdown.changed() => {
+                                    // Stored offsets end before this message: it comes again.
+                                    while let Some(done) = in_flight.next().await {
+                                        held.push(done?);
+                                    }
+                                    if !handler.holding() {
+                                        release(&mut held)?;
+                                    }
+                                    return Ok(());
+                                }
                             }
                             backoff = (backoff * 2).min(settings.max_backoff);
                         }
@@ -482,10 +540,6 @@ pub async fn run_stage<H: Handler>(
                     }
                 }
                 metrics.observe(started.elapsed());
-                held.push((msg.topic.clone(), msg.partition, msg.offset));
-                if !handler.holding() {
-                    release(&mut held)?;
-                }
             }
         }
     }

@@ -23,7 +23,12 @@ fn main() {
         classes: vocab.len(),
         blank: 27,
     };
-    let text = |d: &ctc::Decoded| d.labels.iter().map(|&l| vocab[l].as_str()).collect::<String>();
+    let text = |d: &ctc::Decoded| {
+        d.labels
+            .iter()
+            .map(|&l| vocab[l].as_str())
+            .collect::<String>()
+    };
     println!("greedy: {}", text(&ctc::greedy(post)));
     println!("beam:   {}", text(&ctc::beam_search(post, 8, 1e-4, &Open)));
     if let Some(name) = args.get(2) {

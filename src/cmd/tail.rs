@@ -64,6 +64,7 @@ pub fn describe(msg: &InMessage) -> Value {
         "topic": msg.topic,
         "partition": msg.partition,
         "offset": msg.offset,
+        "timestamp_ms": msg.timestamp_ms,
         "key": msg.key_str(),
         "headers": headers,
     });
