@@ -267,7 +267,8 @@ async fn run_load(
             }
         }
         if let Ok(None) = ingest.child.try_wait() {
-            peak_ingest = usage(ingest.child.id());
+            let (mib, secs) = usage(ingest.child.id());
+            peak_ingest = (f64::max(peak_ingest.0, mib), f64::max(peak_ingest.1, secs));
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
