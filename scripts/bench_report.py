@@ -153,6 +153,7 @@ def pipeline_section(pipe, docs: Path) -> list[str]:
         "runs 1, 2 and 4).",
         "",
     ]
+    runs = pipe["runs"]
     last = runs[-1]
     secs = max(last["elapsed_s"], 1.0)
     per_stream = {k: last["cpu_s"].get(k, 0) / last["streams"] / secs for k in roles}
