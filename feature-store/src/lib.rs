@@ -43,7 +43,7 @@ pub enum FeatureError {
     UnknownEntity { entity: String, known: String },
     #[error("unknown feature view {view:?}; declared views: {known}")]
     UnknownView { view: String, known: String },
-    #[error("view {view} has no field {field:?}; its fields: {known}")]
+    #[error("{view} has no field {field:?}; declared fields: {known}")]
     UnknownField {
         view: String,
         field: String,
@@ -68,7 +68,9 @@ pub enum FeatureError {
     #[error("entity key {0:?} is not usable: 1 to 256 characters, no control characters or `*`")]
     BadKey(String),
     /// Redis is down or did not answer: passing, retry later.
-    #[error("feature store unavailable: {0}")]
+    #[error(
+        "feature store unavailable: {0} (is Redis up there? set --redis-url or MOUTHMAP_REDIS_URL)"
+    )]
     Unavailable(String),
     /// The lookup took longer than the reader may wait.
     #[error("feature lookup took longer than its {0:?} deadline")]

@@ -51,6 +51,17 @@ struct RawRegistry {
     views: BTreeMap<String, RawView>,
 }
 
+/// A TTL as people write it: `30d`, `12h`, `90s`.
+pub fn format_ttl(ttl: Duration) -> String {
+    let s = ttl.as_secs();
+    match s {
+        s if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s > 0 && s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        _ => humantime::format_duration(ttl).to_string(),
+    }
+}
+
 /// All declarations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registry {
@@ -169,7 +180,7 @@ impl Registry {
         self.views_of(entity)
             .find(|v| v.fields.contains_key(field))
             .ok_or_else(|| FeatureError::UnknownField {
-                view: format!("(any view of {entity})"),
+                view: format!("entity {entity}"),
                 field: field.to_string(),
                 known: self
                     .views_of(entity)
@@ -203,7 +214,7 @@ impl View {
             .get(field)
             .copied()
             .ok_or_else(|| FeatureError::UnknownField {
-                view: self.name.clone(),
+                view: format!("view {}", self.name),
                 field: field.to_string(),
                 known: self.fields.keys().cloned().collect::<Vec<_>>().join(", "),
             })

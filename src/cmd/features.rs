@@ -193,7 +193,7 @@ pub async fn run(args: FeaturesArgs) -> anyhow::Result<ExitCode> {
                             v.name,
                             v.entity,
                             v.writer,
-                            humantime::format_duration(v.ttl),
+                            mouthmap_feature_store::registry::format_ttl(v.ttl),
                             if v.description.is_empty() {
                                 String::new()
                             } else {
