@@ -246,6 +246,12 @@ def decoding_section(ev) -> list[str]:
         f"| 50 clips, one at a time | {sv['open']['cer']:.1%} | {sv['open']['wer']:.1%} | {sv['grid']['cer']:.1%} | {sv['grid']['wer']:.1%} |",
         f"| 10 streams of 5 clips joined | {st['cer']:.1%} | {st['wer']:.1%} | {st['grid_cer']:.1%} | {st['grid_wer']:.1%} |",
         "",
+        "On single clips the grammar helps (letters and digits the model half-saw become words "
+        "of the right slot). On joined streams it hurts: the model drops the space and the first "
+        "letter at most sentence joins (see model/MODEL_CARD.md), and where the open decoder "
+        "writes `nowin green`, the grammar has to find some sentence that fits and often "
+        "replaces or drops words around the join.",
+        "",
     ]
     return out
 
