@@ -80,9 +80,9 @@ def inferencer_section(inf, naive, docs: Path) -> list[str]:
             f"{inf['saturated'][-1]['windows_per_s'] / inf['saturated'][0]['windows_per_s']:.2f}x the "
             "windows per second of single windows, so waiting to fill a batch buys little and costs "
             f"latency (p50 {by[(16, 20)]['p50_ms']:.0f} ms with max batch 16 and 20 ms delay, "
-            f"{by[(1, 0)]['p50_ms']:.0f} ms with no delay). On CPU run `mouthmap infer "
-            "--max-queue-delay 0ms` (every window runs as soon as it forms); the 20 ms default is "
-            "for GPUs, where a batch costs little more than one window.",
+            f"{by[(1, 0)]['p50_ms']:.0f} ms with no delay). So `mouthmap infer` defaults to no "
+            "queue delay on the CPU (every window runs as soon as it forms) and to 20 ms on CUDA, "
+            "where a batch should cost little more than one window.",
             "",
         ]
     if naive:

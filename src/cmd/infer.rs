@@ -9,7 +9,7 @@ use mouthmap_bus::metrics::StageMetrics;
 use mouthmap_inferencer::service::InferHandler;
 use mouthmap_inferencer::stage::{InferSettings, Inferencer};
 
-use super::transcribe::ModelArgs;
+use super::transcribe::{DeviceArg, ModelArgs};
 use super::{KafkaArgs, ServiceWiring, duration, run_service};
 
 #[derive(Args, Debug)]
@@ -26,9 +26,12 @@ pub struct InferArgs {
     #[arg(long, env = "MOUTHMAP_MAX_BATCH", default_value_t = 16)]
     max_batch: usize,
 
-    /// How long a ready window may wait for a fuller batch.
-    #[arg(long, env = "MOUTHMAP_MAX_QUEUE_DELAY", value_parser = duration, default_value = "20ms")]
-    max_queue_delay: Duration,
+    /// How long a ready window may wait for a fuller batch. Default: 0 on the
+    /// CPU (each window runs as soon as it forms: on a CPU a batch costs
+    /// nearly its windows' sum, so waiting only adds latency; see
+    /// docs/benchmarks.md), 20ms on CUDA.
+    #[arg(long, env = "MOUTHMAP_MAX_QUEUE_DELAY", value_parser = duration)]
+    max_queue_delay: Option<Duration>,
 
     #[command(flatten)]
     model: ModelArgs,
@@ -41,10 +44,14 @@ pub async fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     let model = args.model.load()?;
     tracing::info!(model = %model.info().name, version = %model.info().version, path = %model.path().display(), "model loaded");
     let metrics = StageMetrics::new("infer");
+    let max_delay = args.max_queue_delay.unwrap_or(match args.model.device {
+        DeviceArg::Cpu => Duration::ZERO,
+        DeviceArg::Cuda => Duration::from_millis(20),
+    });
     let settings = InferSettings {
         hop: args.model.hop.max(1),
         max_batch: args.max_batch.max(1),
-        max_delay: args.max_queue_delay,
+        max_delay,
     };
     let mut handler = InferHandler {
         stage: Inferencer::new(model, settings),
@@ -58,7 +65,12 @@ pub async fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         input_topic: &args.kafka.mouths_topic,
         output_topic: &args.kafka.logits_topic,
         metrics_listen: args.metrics_listen,
-        tick: (args.max_queue_delay / 2).max(Duration::from_millis(2)),
+        // With no delay windows run as they form; the tick only serves a wait.
+        tick: if max_delay.is_zero() {
+            Duration::from_millis(100)
+        } else {
+            (max_delay / 2).max(Duration::from_millis(2))
+        },
     };
     run_service(wiring, &mut handler, &metrics).await
 }
