@@ -315,13 +315,16 @@ pub async fn read_until(
     topic: &str,
     done: impl Fn(&[InMessage]) -> bool,
 ) -> Vec<InMessage> {
-    let c = consumer(
-        &KafkaSettings::new(brokers, "t"),
-        &unique("reader"),
-        &[topic],
-        StartAt::Earliest,
-    )
-    .unwrap();
+    let subscribe = || {
+        consumer(
+            &KafkaSettings::new(brokers, "t"),
+            &unique("reader"),
+            &[topic],
+            StartAt::Earliest,
+        )
+        .unwrap()
+    };
+    let mut c = subscribe();
     let mut out = Vec::new();
     while !done(&out) {
         match tokio::time::timeout(Duration::from_secs(120), c.recv())
@@ -329,10 +332,14 @@ pub async fn read_until(
             .unwrap_or_else(|_| panic!("timed out on {topic} after {} messages", out.len()))
         {
             Ok(m) => out.push(InMessage::from_borrowed(&m)),
-            // The topic may not exist yet: the services create it as they start.
+            // The topic may not exist yet (the services create it as they
+            // start); a fresh subscription sees it once it does.
             Err(e) => {
-                eprintln!("reading {topic}: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                eprintln!("reading {topic}: {e}; subscribing again");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if out.is_empty() {
+                    c = subscribe();
+                }
             }
         }
     }
