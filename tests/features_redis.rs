@@ -30,6 +30,26 @@ fn features(t: &Topics, brokers: &str, redis: &Redis, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
+/// A pipeline service on the test's topics and Redis, in its own group.
+fn service(
+    t: &Topics,
+    brokers: &str,
+    redis: &Redis,
+    role: &str,
+    metrics: &str,
+    extra: &[&str],
+) -> Proc {
+    Proc::spawn(
+        role,
+        t.command(brokers)
+            .env("MOUTHMAP_REDIS_URL", redis.url())
+            .arg(role)
+            .args(["--metrics-listen", metrics, "--group"])
+            .arg(unique(role))
+            .args(extra),
+    )
+}
+
 fn transcripts_of(msgs: &[InMessage], id: &str) -> Vec<(i64, Transcript)> {
     msgs.iter()
         .filter(|m| m.key_str() == Some(id))
@@ -68,20 +88,10 @@ async fn stream_features_choose_the_grammar_and_speaker_aggregates_count_streams
     let t = Topics::new();
     let speaker = unique("speaker");
     let model = model().display().to_string();
-    let service = |role: &str, extra: &[&str]| {
-        Proc::spawn(
-            role,
-            t.command(&brokers)
-                .env("MOUTHMAP_REDIS_URL", redis.url())
-                .arg(role)
-                .args(["--metrics-listen", "127.0.0.1:0", "--group"])
-                .arg(unique(role))
-                .args(extra),
-        )
-    };
-    let _pre = service("preprocess", &[]);
-    let _inf = service("infer", &["--model", &model]);
-    let _dec = service("decode", &[]);
+    let any = "127.0.0.1:0";
+    let _pre = service(&t, &brokers, &redis, "preprocess", any, &[]);
+    let _inf = service(&t, &brokers, &redis, "infer", any, &["--model", &model]);
+    let _dec = service(&t, &brokers, &redis, "decode", any, &[]);
     let _features = Proc::spawn(
         "features serve",
         t.command(&brokers)
@@ -239,21 +249,14 @@ async fn redis_down_mid_stream_loses_and_holds_back_nothing() {
             "grammar=grid",
         ],
     );
-    let service = |role: &str, metrics: &str, extra: &[&str]| {
-        Proc::spawn(
-            role,
-            t.command(&brokers)
-                .env("MOUTHMAP_REDIS_URL", redis.url())
-                .arg(role)
-                .args(["--metrics-listen", metrics, "--group"])
-                .arg(unique(role))
-                .args(extra),
-        )
-    };
     let decode_metrics = format!("127.0.0.1:{}", free_port());
-    let _pre = service("preprocess", "127.0.0.1:0", &[]);
-    let _inf = service("infer", "127.0.0.1:0", &["--model", &model]);
+    let any = "127.0.0.1:0";
+    let _pre = service(&t, &brokers, &redis, "preprocess", any, &[]);
+    let _inf = service(&t, &brokers, &redis, "infer", any, &["--model", &model]);
     let _dec = service(
+        &t,
+        &brokers,
+        &redis,
         "decode",
         &decode_metrics,
         &["--features-deadline", "30ms", "--features-cache", "200ms"],
