@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mouthmap_bus::contract::{EndReason, LogitsEvent, StreamEnd, encode_envelope};
+use mouthmap_bus::contract::{LogitsEvent, encode_envelope};
 use mouthmap_bus::kafka::{Handler, InMessage};
 use mouthmap_bus::metrics::StageMetrics;
 use mouthmap_decoder::service::DecodeHandler;
@@ -42,17 +42,7 @@ fn messages() -> Vec<InMessage> {
     for s in 0..STREAMS {
         let id = format!("stream-{s}");
         let mut events: Vec<(LogitsEvent, Vec<u8>)> = synth::windows(&id, &probs, 25);
-        events.push((
-            LogitsEvent::End(StreamEnd {
-                stream_id: id.clone(),
-                reason: EndReason::Eos,
-                error: None,
-                frames: 0,
-                chunks: 0,
-                ended_at_ms: 0,
-            }),
-            Vec::new(),
-        ));
+        events.push((synth::end(&id), Vec::new()));
         for (offset, (ev, payload)) in events.into_iter().enumerate() {
             out.push(InMessage {
                 topic: "logits".into(),

@@ -89,7 +89,6 @@ impl Handler for DecodeHandler {
             event = event.name()
         );
         telemetry::continue_trace(&span, &msg.headers);
-        let started = std::time::Instant::now();
         let lookup = match event {
             LogitsEvent::Start(_) => None,
             _ => self.lookup(event.stream_id()).await,
@@ -103,7 +102,6 @@ impl Handler for DecodeHandler {
         for t in &mut out {
             Self::attach(t, &lookup);
         }
-        self.metrics.observe(started.elapsed());
         self.metrics.set_active(self.stage.active_streams() as i64);
         Ok(out.iter().map(|t| self.message(t, &span)).collect())
     }

@@ -506,8 +506,7 @@ pub fn words(d: &Decoded, vocabulary: &[String], frame_index: &[u64]) -> Vec<Tim
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synth;
-    use mouthmap_bus::contract::{EndReason, StreamEnd};
+    use crate::synth::{self, end};
 
     const SENTENCES: [&str; 4] = [
         "bin blue at f two now",
@@ -515,17 +514,6 @@ mod tests {
         "place red in q one please",
         "set white with a zero soon",
     ];
-
-    fn end(id: &str) -> LogitsEvent {
-        LogitsEvent::End(StreamEnd {
-            stream_id: id.into(),
-            reason: EndReason::Eos,
-            error: None,
-            frames: 0,
-            chunks: 0,
-            ended_at_ms: 0,
-        })
-    }
 
     /// Runs a stream's windows and end through a decoder; returns every transcript.
     fn run(d: &mut Decoder, id: &str, text: &str) -> Vec<Transcript> {

@@ -2,7 +2,7 @@
 //! windows a 75-frame, hop-`h` inferencer would cut from them: for tests
 //! and benchmarks of the decoder without a model.
 
-use mouthmap_bus::contract::{LogitsEvent, LogitsWindow};
+use mouthmap_bus::contract::{EndReason, LogitsEvent, LogitsWindow, StreamEnd};
 
 /// LipNet's classes: `a`-`z`, space, blank (last).
 pub fn vocabulary() -> Vec<String> {
@@ -40,6 +40,18 @@ pub fn posteriors(text: &str, pause: usize, peak: f32) -> Vec<f32> {
         .iter()
         .flat_map(|&l| (0..classes).map(move |c| if c == l { peak } else { rest }))
         .collect()
+}
+
+/// A stream's end event (it ended normally).
+pub fn end(stream_id: &str) -> LogitsEvent {
+    LogitsEvent::End(StreamEnd {
+        stream_id: stream_id.into(),
+        reason: EndReason::Eos,
+        error: None,
+        frames: 0,
+        chunks: 0,
+        ended_at_ms: 0,
+    })
 }
 
 /// The windows (75 frames, every `hop` frames, the last one end-aligned) of

@@ -343,6 +343,15 @@ impl OnlineStore {
         Ok(all.into_iter().collect())
     }
 
+    /// Connects (if not yet) and checks Redis answers: a reader calls it at
+    /// startup so its first lookup does not pay for the connection.
+    pub async fn ping(&self) -> Result<(), FeatureError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("PING");
+        let (_pong,): (String,) = self.run(&pipe).await?;
+        Ok(())
+    }
+
     /// Remaining time to live of a stored row.
     pub async fn ttl(
         &self,

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 
 use mouthmap_bus::contract::{Transcript, TranscriptKind};
 use mouthmap_bus::kafka::{HandleError, Handler, InMessage, OutMessage};
-use mouthmap_bus::metrics::StageMetrics;
 
 use crate::FeatureError;
 use crate::aggregate::{self, Contribution, TranscriptFacts};
@@ -81,7 +80,6 @@ pub async fn apply(store: &OnlineStore, f: &TranscriptFacts) -> Result<(), Featu
 /// [`Handler`] for the consume loop.
 pub struct FeaturesHandler {
     pub store: OnlineStore,
-    pub metrics: StageMetrics,
 }
 
 impl Handler for FeaturesHandler {
@@ -90,12 +88,8 @@ impl Handler for FeaturesHandler {
         let span =
             tracing::info_span!("features.transcript", stream_id = %t.stream_id, kind = ?t.kind);
         mouthmap_bus::telemetry::continue_trace(&span, &msg.headers);
-        let started = std::time::Instant::now();
         match apply(&self.store, &f).await {
-            Ok(()) => {
-                self.metrics.observe(started.elapsed());
-                Ok(Vec::new())
-            }
+            Ok(()) => Ok(Vec::new()),
             Err(e) if e.is_transient() => Err(HandleError::Retryable(e.to_string())),
             Err(e) => Err(HandleError::Fatal(e.to_string())),
         }

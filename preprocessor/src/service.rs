@@ -1,8 +1,6 @@
 //! The Kafka edge of the preprocess service: `frames` messages in, `mouths`
 //! messages out, through [`Preprocessor`].
 
-use std::time::Instant;
-
 use mouthmap_bus::contract::{FrameEvent, TopicKind, encode_envelope, headers};
 use mouthmap_bus::kafka::{HandleError, Handler, InMessage, OutMessage};
 use mouthmap_bus::metrics::StageMetrics;
@@ -68,12 +66,10 @@ impl PreprocessHandler {
         );
         telemetry::continue_trace(&span, &msg.headers);
         let _entered = span.enter();
-        let started = Instant::now();
         let out = self.stage.handle(&event, payload).map_err(|e| match e {
             StageError::Malformed(m) => HandleError::Malformed(m),
             StageError::Detector(d) => HandleError::Fatal(d.to_string()),
         })?;
-        self.metrics.observe(started.elapsed());
         self.metrics.set_active(self.stage.active_streams() as i64);
         if let Some(writer) = &self.features {
             for (ev, _) in &out {

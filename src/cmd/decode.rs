@@ -66,6 +66,12 @@ pub struct DecodeArgs {
 
 pub async fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
     let metrics = StageMetrics::new("decode");
+    let store = args.features.store()?;
+    if let Some(s) = &store
+        && let Err(e) = s.ping().await
+    {
+        tracing::warn!(error = %e, "feature store unreachable at startup; transcripts say enriched: false until it answers");
+    }
     let mut handler = DecodeHandler {
         stage: Decoder::new(DecodeSettings {
             beam: args.beam,
@@ -76,10 +82,7 @@ pub async fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
         transcripts_topic: args.kafka.transcripts_topic.clone(),
         metrics: metrics.clone(),
         idle_timeout: args.idle_timeout,
-        enricher: args
-            .features
-            .store()?
-            .map(|s| Enricher::new(s, args.features_cache, args.features_deadline)),
+        enricher: store.map(|s| Enricher::new(s, args.features_cache, args.features_deadline)),
     };
     let wiring = ServiceWiring {
         stage: "decode",

@@ -253,7 +253,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let metrics = StageMetrics::new("features");
     let mut handler = FeaturesHandler {
         store: args.store.store()?,
-        metrics: metrics.clone(),
     };
     let wiring = ServiceWiring {
         stage: "features",
