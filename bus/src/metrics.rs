@@ -7,6 +7,12 @@
 //! | `mouthmap_errors_total` | counter | `stage`, `kind` |
 //! | `mouthmap_processing_seconds` | histogram | `stage` |
 //! | `mouthmap_active_streams` | gauge | `stage` |
+//! | `mouthmap_batch_seconds` | histogram | `stage` (stages that batch: one run of a batch) |
+//! | `mouthmap_batch_size` | histogram | `stage` (items in one batch run) |
+//!
+//! `mouthmap_processing_seconds` is always per event, observed by the
+//! consume loop; a stage that batches reports its batch runs apart, so the two
+//! never mix.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -23,6 +29,8 @@ struct Families {
     errors: IntCounterVec,
     latency: HistogramVec,
     active: IntGaugeVec,
+    batch_seconds: HistogramVec,
+    batch_size: HistogramVec,
 }
 
 fn families() -> &'static Families {
@@ -64,14 +72,28 @@ fn families() -> &'static Families {
             &["stage"],
         )
         .expect("valid metric");
+        let batch_seconds = HistogramVec::new(
+            HistogramOpts::new("mouthmap_batch_seconds", "Time of one batch run, by stage")
+                .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")),
+            &["stage"],
+        )
+        .expect("valid metric");
+        let batch_size = HistogramVec::new(
+            HistogramOpts::new("mouthmap_batch_size", "Items in one batch run, by stage")
+                .buckets(prometheus::exponential_buckets(1.0, 2.0, 9).expect("valid buckets")),
+            &["stage"],
+        )
+        .expect("valid metric");
         for c in [&received, &sent, &errors] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
         }
-        registry
-            .register(Box::new(latency.clone()))
-            .expect("unique metric");
+        for h in [&latency, &batch_seconds, &batch_size] {
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+        }
         registry
             .register(Box::new(active.clone()))
             .expect("unique metric");
@@ -82,6 +104,8 @@ fn families() -> &'static Families {
             errors,
             latency,
             active,
+            batch_seconds,
+            batch_size,
         }
     })
 }
@@ -129,6 +153,17 @@ impl StageMetrics {
             .latency
             .with_label_values(&[&self.stage])
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// One batch run of `size` items that took `elapsed` (stages that batch).
+    pub fn observe_batch(&self, elapsed: Duration, size: usize) {
+        let f = families();
+        f.batch_seconds
+            .with_label_values(&[&self.stage])
+            .observe(elapsed.as_secs_f64());
+        f.batch_size
+            .with_label_values(&[&self.stage])
+            .observe(size as f64);
     }
 
     pub fn set_active(&self, n: i64) {
@@ -184,5 +219,18 @@ mod tests {
         assert!(text.contains("mouthmap_events_sent_total{stage=\"unit-test\"} 3"));
         assert!(text.contains("mouthmap_errors_total{kind=\"malformed\",stage=\"unit-test\"} 1"));
         assert!(text.contains("mouthmap_processing_seconds_count{stage=\"unit-test\"} 1"));
+    }
+
+    #[test]
+    fn batches_are_counted_apart_from_events() {
+        let m = StageMetrics::new("unit-test-batch");
+        m.observe(Duration::from_millis(1));
+        m.observe_batch(Duration::from_millis(40), 6);
+        let text = render();
+        assert!(text.contains("mouthmap_processing_seconds_count{stage=\"unit-test-batch\"} 1"));
+        assert!(text.contains("mouthmap_batch_seconds_count{stage=\"unit-test-batch\"} 1"));
+        assert!(text.contains("mouthmap_batch_size_sum{stage=\"unit-test-batch\"} 6"));
+        assert!(text.contains("mouthmap_batch_size_bucket{stage=\"unit-test-batch\",le=\"4\"} 0"));
+        assert!(text.contains("mouthmap_batch_size_bucket{stage=\"unit-test-batch\",le=\"8\"} 1"));
     }
 }

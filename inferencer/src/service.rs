@@ -55,7 +55,7 @@ impl InferHandler {
                     span.add_link(sc);
                 }
             }
-            self.metrics.observe(batch.elapsed);
+            self.metrics.observe_batch(batch.elapsed, batch.windows);
         }
         self.metrics.set_active(self.stage.active_streams() as i64);
         out.into_iter()
