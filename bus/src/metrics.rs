@@ -9,6 +9,7 @@
 //! | `mouthmap_active_streams` | gauge | `stage` |
 //! | `mouthmap_batch_seconds` | histogram | `stage` (stages that batch: one run of a batch) |
 //! | `mouthmap_batch_size` | histogram | `stage` (items in one batch run) |
+//! | `mouthmap_feature_lookup_seconds` | histogram | `stage` (one feature-store lookup, cache included, deadline included) |
 //!
 //! `mouthmap_processing_seconds` is always per event, observed by the
 //! consume loop; a stage that batches reports its batch runs apart, so the two
@@ -31,6 +32,7 @@ struct Families {
     active: IntGaugeVec,
     batch_seconds: HistogramVec,
     batch_size: HistogramVec,
+    lookup: HistogramVec,
 }
 
 fn families() -> &'static Families {
@@ -84,12 +86,21 @@ fn families() -> &'static Families {
             &["stage"],
         )
         .expect("valid metric");
+        let lookup = HistogramVec::new(
+            HistogramOpts::new(
+                "mouthmap_feature_lookup_seconds",
+                "Time of one feature-store lookup (cache and deadline included), by stage",
+            )
+            .buckets(prometheus::exponential_buckets(0.000125, 2.0, 14).expect("valid buckets")),
+            &["stage"],
+        )
+        .expect("valid metric");
         for c in [&received, &sent, &errors] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
         }
-        for h in [&latency, &batch_seconds, &batch_size] {
+        for h in [&latency, &batch_seconds, &batch_size, &lookup] {
             registry
                 .register(Box::new(h.clone()))
                 .expect("unique metric");
@@ -106,6 +117,7 @@ fn families() -> &'static Families {
             active,
             batch_seconds,
             batch_size,
+            lookup,
         }
     })
 }
@@ -164,6 +176,14 @@ impl StageMetrics {
         f.batch_size
             .with_label_values(&[&self.stage])
             .observe(size as f64);
+    }
+
+    /// One feature-store lookup that took `elapsed`, answered or not.
+    pub fn observe_lookup(&self, elapsed: Duration) {
+        families()
+            .lookup
+            .with_label_values(&[&self.stage])
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn set_active(&self, n: i64) {

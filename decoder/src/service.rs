@@ -50,7 +50,9 @@ impl DecodeHandler {
     /// its grammar. A failed lookup leaves the grammar as it was.
     async fn lookup(&mut self, stream_id: &str) -> Option<Lookup> {
         let enricher = self.enricher.as_mut()?;
+        let started = std::time::Instant::now();
         let found = enricher.lookup(stream_id).await.map_err(|e| e.to_string());
+        self.metrics.observe_lookup(started.elapsed());
         match &found {
             Ok(e) => self.stage.choose_grammar(stream_id, e.grammar.as_deref()),
             Err(reason) => {
