@@ -5,9 +5,10 @@
 //!   character.
 //! * [`grammar`]: cyclic word-slot grammars (the GRID grammar ships) as
 //!   beam-search constraints.
+//! * [`stitch`]: overlapping windows into one posterior stream, cut at word
+//!   boundaries both windows agree on (the model's edge letters mistimed).
 //! * [`stage`]: `logits` events in, partial and final transcripts out:
-//!   windows stitched (each frame from the window where it sits nearest the
-//!   centre), a stable prefix, word times, confidence, latency, and exactly
+//!   windows stitched, a stable prefix, word times, confidence, latency, and exactly
 //!   one final per stream; bounded re-decoding for long streams. Free of
 //!   transport.
 //! * [`service`]: the Kafka edge, with feature-store enrichment.
@@ -17,4 +18,5 @@ pub mod ctc;
 pub mod grammar;
 pub mod service;
 pub mod stage;
+pub mod stitch;
 pub mod synth;

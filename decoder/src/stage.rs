@@ -1,11 +1,12 @@
 //! The decode stage, free of transport: `logits` events in, transcripts out.
 //!
 //! Overlapping windows are stitched into one posterior stream per stream:
-//! each frame is taken from the window where it sits nearest the centre.
-//! Frames up to the centre of the newest window are settled (no later
-//! window can be nearer their centre); the partial transcript's
-//! `stable_prefix` is the words that end before that point. After the
-//! stream's end event, exactly one `final` is published.
+//! each new window takes over from the previous one at a word boundary both
+//! agree on ([`crate::stitch`]). Frames before the newest window's start
+//! plus the hop are settled (the next window cannot cut before its own
+//! start); the partial transcript's `stable_prefix` is the words that end
+//! before that point. After the stream's end event, exactly one `final` is
+//! published.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use mouthmap_bus::contract::{
 
 use crate::ctc::{self, Constraint, Decoded, Open, Posteriors};
 use crate::grammar::{GrammarError, WordGrammar};
+use crate::stitch::{self, Classes, WindowRows};
 
 /// Decoding settings.
 #[derive(Debug, Clone)]
@@ -55,8 +57,12 @@ pub enum DecodeError {
 }
 
 struct StreamState {
-    /// frame index -> (distance from its window's centre, probabilities)
-    frames: BTreeMap<u64, (f32, Vec<f32>)>,
+    /// frame index -> probabilities, stitched
+    frames: BTreeMap<u64, Vec<f32>>,
+    /// The newest window (first label repaired), which the next one cuts into.
+    last_window: Option<WindowRows>,
+    /// Where the newest window's part of `frames` begins.
+    last_cut: u64,
     vocabulary: Vec<String>,
     blank: usize,
     model_version: String,
@@ -289,6 +295,8 @@ impl Decoder {
             .entry(w.stream_id.clone())
             .or_insert_with(|| StreamState {
                 frames: BTreeMap::new(),
+                last_window: None,
+                last_cut: 0,
                 vocabulary: w.vocabulary.clone(),
                 blank: w.blank as usize,
                 model_version: w.model_version.clone(),
@@ -307,28 +315,58 @@ impl Decoder {
                 w.stream_id, w.model_name, w.model_version
             )));
         }
-        let probs: Vec<f32> = payload
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        let centre = w.frames as f32 / 2.0;
-        for j in 0..w.valid_frames as usize {
-            let dist = (j as f32 + 0.5 - centre).abs();
-            let row = probs[j * classes..(j + 1) * classes].to_vec();
-            let f = w.first_frame + j as u64;
-            if f < state.dropped_until {
-                continue;
-            }
-            match state.frames.get(&f) {
-                Some((d, _)) if *d <= dist => {}
-                _ => {
-                    state.frames.insert(f, (dist, row));
-                }
-            }
+        let classes = Classes {
+            count: classes,
+            blank: state.blank,
+            space: state.vocabulary.iter().position(|v| v == " "),
+        };
+        let prev_first = state.last_window.as_ref().map(|p| p.first);
+        if prev_first.is_some_and(|p| w.first_frame <= p) {
+            // A window already stitched (redelivered) or older: nothing new.
+            state.last_seen = Instant::now();
+            return Ok(());
         }
-        state.settled_until = state
-            .settled_until
-            .max(w.first_frame + (w.frames / 2) as u64);
+        let mut rows = WindowRows {
+            first: w.first_frame,
+            rows: payload[..w.valid_frames as usize * classes.count * 4]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            classes: classes.count,
+        };
+        let word = if w.first_frame > 0 {
+            stitch::repair_first_label(&mut rows, classes)
+        } else {
+            None
+        };
+        let floor = state
+            .last_cut
+            .max(state.dropped_until)
+            .max(state.settled_until);
+        let cut = match &state.last_window {
+            Some(a) => stitch::choose_cut(a, state.last_cut, &rows, word, floor, classes),
+            None => stitch::Cut {
+                frame: w.first_frame,
+                space_at: None,
+            },
+        };
+        for f in cut.frame.max(state.dropped_until)..rows.end() {
+            state.frames.insert(f, rows.row(f).to_vec());
+        }
+        if let Some(row) = cut
+            .space_at
+            .filter(|&f| f >= floor)
+            .and_then(|f| state.frames.get_mut(&f))
+        {
+            stitch::make_space(row, classes);
+        }
+        if let Some(p) = prev_first {
+            // The next window starts a hop later and cannot cut before that.
+            let hop = w.first_frame - p;
+            state.settled_until = state.settled_until.max(w.first_frame + hop);
+        }
+        state.last_cut = cut.frame;
+        state.last_window = Some(rows);
         state.newest_ingest_us = state.newest_ingest_us.max(w.newest_ingest_us);
         state.covered_until = state
             .covered_until
@@ -361,7 +399,7 @@ impl Decoder {
         let probs: Vec<f32> = state
             .frames
             .values()
-            .flat_map(|(_, row)| row.iter().copied())
+            .flat_map(|row| row.iter().copied())
             .collect();
         let post = Posteriors {
             probs: &probs,
