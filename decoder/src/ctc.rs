@@ -207,10 +207,25 @@ pub fn beam_search(
         beams = ranked;
     }
     let n = p.frames().max(1) as f32;
-    let best = beams
-        .into_iter()
+    // The best complete hypothesis; when every beam is inside a word (the
+    // frames end mid-word, as a live stream's do), the best beam with that
+    // unfinished word taken off, so a partial never loses what came before.
+    let best = match beams
+        .iter()
         .filter(|(prefix, _)| constraint.complete(prefix))
-        .max_by(|a, b| a.1.total().total_cmp(&b.1.total()));
+        .max_by(|a, b| a.1.total().total_cmp(&b.1.total()))
+    {
+        Some(found) => Some(found.clone()),
+        None => beams.first().map(|(prefix, b)| {
+            let mut prefix = prefix.clone();
+            let mut b = b.clone();
+            while !prefix.is_empty() && !constraint.complete(&prefix) {
+                prefix.pop();
+                b.frames.pop();
+            }
+            (prefix, b)
+        }),
+    };
     match best {
         Some((labels, b)) => Decoded {
             labels,
