@@ -246,11 +246,12 @@ def decoding_section(ev) -> list[str]:
         f"| 50 clips, one at a time | {sv['open']['cer']:.1%} | {sv['open']['wer']:.1%} | {sv['grid']['cer']:.1%} | {sv['grid']['wer']:.1%} |",
         f"| 10 streams of 5 clips joined | {st['cer']:.1%} | {st['wer']:.1%} | {st['grid_cer']:.1%} | {st['grid_wer']:.1%} |",
         "",
-        "On single clips the grammar helps (letters and digits the model half-saw become words "
-        "of the right slot). On joined streams it hurts: the model drops the space and the first "
-        "letter at most sentence joins (see model/MODEL_CARD.md), and where the open decoder "
-        "writes `nowin green`, the grammar has to find some sentence that fits and often "
-        "replaces or drops words around the join.",
+        "The grammar helps on single clips and on joined streams alike: letters and digits "
+        "the model half-saw become words of the right slot. Streams are a few points worse "
+        "than single clips; the decoder stitches windows at word boundaries both windows "
+        "agree on, because the model mistimes letters at a window's edges (nearest-centre "
+        "stitching lost the space and first letter at most sentence joins: 36.7% open, 45.7% "
+        "under the grammar; see model/MODEL_CARD.md and decoder/src/stitch.rs).",
         "",
     ]
     return out
