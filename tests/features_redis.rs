@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::pipeline::*;
@@ -234,25 +233,10 @@ async fn redis_down_mid_stream_loses_and_holds_back_nothing() {
     let model = model().display().to_string();
     // One 15 s stream: five validation clips back to back, paced in real time.
     let dir = tempfile::tempdir().unwrap();
-    let list = dir.path().join("list.txt");
-    let clips = ["bbie8n", "bras6n", "bwim4n", "bgauzp", "brwt5s"];
-    std::fs::write(
-        &list,
-        clips
-            .iter()
-            .map(|c| format!("file '{}'\n", grid_clip(&format!("{c}.mp4")).display()))
-            .collect::<String>(),
-    )
-    .unwrap();
-    let video = dir.path().join("five.mp4");
-    let ok = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-f", "concat", "-safe", "0", "-i"])
-        .arg(&list)
-        .args(["-c", "copy"])
-        .arg(&video)
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    let video = join_clips(
+        dir.path(),
+        &["bbie8n", "bras6n", "bwim4n", "bgauzp", "brwt5s"],
+    );
 
     let id = unique("gap");
     features(

@@ -11,12 +11,9 @@ use serde_json::Value;
 
 fn crops_cmd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mouthmap"));
-    c.env(
-        "MOUTHMAP_FACE_MODEL",
-        shared().join("models/yunet/face_detection_yunet_2026may.onnx"),
-    )
-    .env("MOUTHMAP_LOG", "warn")
-    .arg("crops");
+    c.env("MOUTHMAP_FACE_MODEL", face_model())
+        .env("MOUTHMAP_LOG", "warn")
+        .arg("crops");
     c
 }
 

@@ -70,10 +70,7 @@ async fn clip_becomes_75_ordered_crops_and_bad_frames_become_dead_letters() {
         mouthmap(&brokers, &frames)
             .env("MOUTHMAP_MOUTHS_TOPIC", &mouths)
             .env("MOUTHMAP_DEAD_LETTER_TOPIC", &dlq)
-            .env(
-                "MOUTHMAP_FACE_MODEL",
-                shared().join("models/yunet/face_detection_yunet_2026may.onnx"),
-            )
+            .env("MOUTHMAP_FACE_MODEL", face_model())
             .args(["preprocess", "--metrics-listen", "127.0.0.1:0", "--group"])
             .arg(unique("pre")),
     );

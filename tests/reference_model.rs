@@ -13,6 +13,28 @@ fn model_path() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mouthmap-lipnet-grid-s1.onnx")
 }
 
+/// `mouthmap transcribe` with the committed model; its printed lines.
+fn transcribe(video: &Path, grammar: Option<&str>) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mouthmap"));
+    cmd.env("MOUTHMAP_FACE_MODEL", face_model())
+        .arg("transcribe");
+    if let Some(g) = grammar {
+        cmd.args(["--grammar", g]);
+    }
+    let out = cmd
+        .arg("--model")
+        .arg(model_path())
+        .arg(video)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn committed_model_matches_its_checksum_and_the_contract() {
     let path = model_path();
@@ -56,22 +78,7 @@ fn reads_a_validation_clip() {
             .any(|c| c == "bbie8n"),
         "bbie8n is a validation clip"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_mouthmap"))
-        .env(
-            "MOUTHMAP_FACE_MODEL",
-            shared().join("models/yunet/face_detection_yunet_2026may.onnx"),
-        )
-        .args(["transcribe", "--grammar", "grid", "--model"])
-        .arg(model_path())
-        .arg(grid_clip("bbie8n.mp4"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = transcribe(&grid_clip("bbie8n.mp4"), Some("grid"));
     assert_eq!(
         stdout.lines().last(),
         Some("final: bin blue in e eight now"),
@@ -95,48 +102,10 @@ fn reads_five_validation_clips_back_to_back() {
         "bin red by t three again",
     ];
     let dir = tempfile::tempdir().unwrap();
-    let list = dir.path().join("list.txt");
-    std::fs::write(
-        &list,
-        clips
-            .iter()
-            .map(|c| format!("file '{}'\n", grid_clip(&format!("{c}.mp4")).display()))
-            .collect::<String>(),
-    )
-    .unwrap();
-    let video = dir.path().join("five.mp4");
-    let ok = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-f", "concat", "-safe", "0", "-i"])
-        .arg(&list)
-        .args(["-c", "copy"])
-        .arg(&video)
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    let video = join_clips(dir.path(), &clips);
     let reference = sentences.join(" ");
-    for (grammar, most) in [("open", 5), ("grid", 4)] {
-        let out = Command::new(env!("CARGO_BIN_EXE_mouthmap"))
-            .env(
-                "MOUTHMAP_FACE_MODEL",
-                shared().join("models/yunet/face_detection_yunet_2026may.onnx"),
-            )
-            .arg("transcribe")
-            .args(if grammar == "grid" {
-                &["--grammar", "grid"][..]
-            } else {
-                &[]
-            })
-            .arg("--model")
-            .arg(model_path())
-            .arg(&video)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
+    for (grammar, most) in [(None, 5), (Some("grid"), 4)] {
+        let stdout = transcribe(&video, grammar);
         let text = stdout
             .lines()
             .last()
@@ -145,12 +114,12 @@ fn reads_five_validation_clips_back_to_back() {
         let errors = pipeline::word_errors(text, &reference);
         assert!(
             errors <= most,
-            "grammar {grammar}: {errors} word errors in 30\n  got  {text}\n  want {reference}"
+            "grammar {grammar:?}: {errors} word errors in 30\n  got  {text}\n  want {reference}"
         );
         assert_eq!(
             text.split_whitespace().filter(|w| *w == "bin").count(),
             5,
-            "grammar {grammar}: every sentence's first word: {text}"
+            "grammar {grammar:?}: every sentence's first word: {text}"
         );
     }
 }

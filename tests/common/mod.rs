@@ -61,6 +61,44 @@ pub fn grid_clip(name: &str) -> PathBuf {
     p
 }
 
+/// The YuNet face detector in `../shared`.
+pub fn face_model() -> PathBuf {
+    shared().join("models/yunet/face_detection_yunet_2026may.onnx")
+}
+
+/// GRID clips of speaker 1 joined back to back (ffmpeg concat, no
+/// re-encoding) into `dir/joined.mp4`: a continuous stream of sentences.
+pub fn join_clips(dir: &Path, clips: &[&str]) -> PathBuf {
+    let list = dir.join("list.txt");
+    std::fs::write(
+        &list,
+        clips
+            .iter()
+            .map(|c| format!("file '{}'\n", grid_clip(&format!("{c}.mp4")).display()))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let video = dir.join("joined.mp4");
+    let ok = std::process::Command::new("ffmpeg")
+        .args([
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "concat",
+            "-safe",
+            "0",
+            "-i",
+        ])
+        .arg(&list)
+        .args(["-c", "copy"])
+        .arg(&video)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "ffmpeg could not join {clips:?}");
+    video
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

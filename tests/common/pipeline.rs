@@ -8,7 +8,7 @@ use std::process::Command;
 use mouthmap_bus::contract::{Transcript, TranscriptKind, headers};
 use mouthmap_bus::kafka::InMessage;
 
-use super::{Proc, mouthmap, shared, unique};
+use super::{Proc, face_model, mouthmap, unique};
 
 /// Validation clips (never trained on, see model/split.json) and their sentences.
 pub const CLIPS: [(&str, &str); 2] = [
@@ -107,10 +107,7 @@ impl Topics {
             .env("MOUTHMAP_LOGITS_TOPIC", &self.logits)
             .env("MOUTHMAP_TRANSCRIPTS_TOPIC", &self.transcripts)
             .env("MOUTHMAP_DEAD_LETTER_TOPIC", &self.dlq)
-            .env(
-                "MOUTHMAP_FACE_MODEL",
-                shared().join("models/yunet/face_detection_yunet_2026may.onnx"),
-            );
+            .env("MOUTHMAP_FACE_MODEL", face_model());
         c
     }
 
