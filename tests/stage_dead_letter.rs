@@ -12,7 +12,7 @@ use mouthmap_bus::contract::{
 };
 use mouthmap_bus::kafka::{
     HandleError, Handler, InMessage, KafkaSettings, OutMessage, Producer, StageSettings, StartAt,
-    consumer, ensure_topics, run_stage,
+    consumer, ensure_topics, run_stage, store_offset,
 };
 use mouthmap_bus::metrics::StageMetrics;
 use rdkafka::consumer::Consumer;
@@ -285,4 +285,25 @@ async fn offsets_of_held_back_messages_are_not_committed() {
     // stopped: message 2 is handled again (at least once, never lost).
     let replay = run_pairs(&settings, &group, &input, &output).await;
     assert!(replay.contains(&2), "{replay:?}");
+}
+
+/// What a rebalance leaves behind: outputs acknowledged for a message whose
+/// partition this consumer no longer holds. librdkafka refuses to store that
+/// offset ("Erroneous state"); the stage loop leaves it to the partition's
+/// new owner and goes on (once, this stopped a replica mid-test).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_offset_of_a_partition_not_assigned_is_left_to_its_owner() {
+    let settings = KafkaSettings::new(brokers(), "mouthmap-test");
+    let topic = unique("unassigned");
+    ensure_topics(&settings, &[&topic], 1, 1).await.unwrap();
+    // Subscribed, but never polled: the partition is known, not assigned.
+    let c = consumer(&settings, &unique("g"), &[&topic], StartAt::Earliest).unwrap();
+    c.fetch_metadata(Some(&topic), Duration::from_secs(10))
+        .unwrap();
+    let got = c.store_offset(&topic, 0, 5);
+    assert!(
+        matches!(got, Err(KafkaError::StoreOffset(RDKafkaErrorCode::State))),
+        "{got:?}"
+    );
+    store_offset(&c, &topic, 0, 5).unwrap();
 }

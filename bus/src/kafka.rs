@@ -443,7 +443,7 @@ pub async fn run_stage<H: Handler>(
     let mut in_flight: FuturesOrdered<Acked> = FuturesOrdered::new();
     let release = |held: &mut Vec<(String, i32, i64)>| -> Result<(), BusError> {
         for (topic, partition, offset) in held.drain(..) {
-            consumer.store_offset(&topic, partition, offset)?;
+            store_offset(consumer, &topic, partition, offset)?;
         }
         Ok(())
     };
@@ -544,6 +544,31 @@ pub async fn run_stage<H: Handler>(
         }
     }
     Ok(())
+}
+
+/// Stores the offset after `offset` for the next commit. A partition that a
+/// rebalance took away while the message's outputs were in flight is no
+/// longer this consumer's to commit (librdkafka answers "Erroneous state"):
+/// its new owner reads on from the last committed offset, so the message is
+/// handled again there (at-least-once), and this consumer goes on.
+pub fn store_offset(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<(), BusError> {
+    match consumer.store_offset(topic, partition, offset) {
+        Err(KafkaError::StoreOffset(RDKafkaErrorCode::State)) => {
+            tracing::info!(
+                topic,
+                partition,
+                offset,
+                "partition reassigned while its outputs were in flight; its new owner handles it again"
+            );
+            Ok(())
+        }
+        other => Ok(other?),
+    }
 }
 
 /// Produces all messages (in order) and waits for every acknowledgement.
