@@ -56,6 +56,47 @@ async fn file_clip_arrives_complete_and_in_order() {
     assert_eq!(end.reason, EndReason::Eos);
 }
 
+/// `--pixel-format gray8` publishes each frame's luma plane alone: the same
+/// first bytes as the I420 frame, two thirds of its size.
+#[tokio::test(flavor = "multi_thread")]
+async fn gray8_frames_are_the_luma_plane_of_the_i420_ones() {
+    let brokers = brokers();
+    let clip = grid_clip("bbaf2n.mp4");
+    let mut frames = Vec::new();
+    for format in ["i420", "gray8"] {
+        let topic = unique("frames");
+        let id = unique(format);
+        let status = mouthmap(&brokers, &topic)
+            .args(["ingest", "--pixel-format", format])
+            .arg(format!("{id}={}", clip.display()))
+            .status()
+            .unwrap();
+        assert!(status.success(), "ingest exited with {status}");
+        let streams = collect_streams(&brokers, &topic, &[&id], Duration::from_secs(60)).await;
+        assert_complete(&streams[&id], 75);
+        let mut pixels: Vec<(PixelFormat, Vec<u8>)> = Vec::new();
+        for s in &streams[&id] {
+            let (FrameEvent::Chunk(c), payload) = FrameEvent::decode(&s.msg.payload).unwrap()
+            else {
+                continue;
+            };
+            let n = c.frame_bytes();
+            pixels.extend(payload.chunks(n).map(|f| (c.format, f.to_vec())));
+        }
+        frames.push(pixels);
+    }
+    let (colour, grey) = (&frames[0], &frames[1]);
+    assert_eq!((colour.len(), grey.len()), (75, 75));
+    for (i, ((cf, c), (gf, g))) in colour.iter().zip(grey).enumerate() {
+        assert_eq!((*cf, *gf), (PixelFormat::I420, PixelFormat::Gray8));
+        assert_eq!((c.len(), g.len()), (360 * 288 * 3 / 2, 360 * 288));
+        assert!(
+            c[..g.len()] == g[..],
+            "frame {i}: gray8 is not the luma plane"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rtmp_publish_through_nginx_arrives_complete() {
     let brokers = brokers();

@@ -19,6 +19,10 @@ use crate::source::Source;
 pub struct StreamSettings {
     pub capture: CaptureSettings,
     pub chunk: ChunkPolicy,
+    /// What frames are published as: `I420` (colour) or `Gray8` (the luma
+    /// plane alone, two thirds of the bytes; the face detector then sees a
+    /// grey image and the mouth crops are the same grey pixels).
+    pub pixel_format: PixelFormat,
     /// A live source that shows no frame this long after opening has failed.
     pub connect_timeout: Duration,
     /// A live source that stops sending frames this long has dropped.
@@ -36,6 +40,7 @@ impl Default for StreamSettings {
         Self {
             capture: CaptureSettings::default(),
             chunk: ChunkPolicy::default(),
+            pixel_format: PixelFormat::I420,
             connect_timeout: Duration::from_secs(15),
             stall_timeout: Duration::from_secs(10),
             retries: 3,
@@ -257,15 +262,18 @@ impl Run<'_> {
                 None => {}
             }
             match capture.poll(Duration::from_millis(50)) {
-                Ok(Polled::Frame(f)) => {
+                Ok(Polled::Frame(mut f)) => {
                     last_frame = Some(Instant::now());
+                    let format = self.settings.pixel_format;
+                    // I420's first plane is the grey image: Gray8 keeps it alone.
+                    f.data.truncate(format.frame_bytes(f.width, f.height));
                     let frame = RawFrame {
                         index: self.next_index,
                         pts_ns: f.pts_ns,
                         ingest_us: now_us(),
                         width: f.width,
                         height: f.height,
-                        format: PixelFormat::I420,
+                        format,
                         data: f.data,
                     };
                     self.next_index += 1;

@@ -14,7 +14,7 @@ use mouthmap_ingest::service::{self, ApiSettings, IngestSettings};
 use mouthmap_ingest::source::Source;
 use mouthmap_ingest::stream::StreamSettings;
 
-use super::{KafkaArgs, duration, shutdown_signal};
+use super::{KafkaArgs, PixelFormatArg, duration, shutdown_signal};
 
 pub const LONG_ABOUT: &str = "\
 Read video and publish it as 25 fps frame chunks to the `frames` topic.
@@ -71,6 +71,17 @@ pub struct IngestArgs {
         help_heading = "Capture"
     )]
     max_width: u32,
+
+    /// What frames are published as: i420 (colour) or gray8 (the luma plane
+    /// alone, two thirds of the bytes through the broker).
+    #[arg(
+        long,
+        env = "MOUTHMAP_PIXEL_FORMAT",
+        value_enum,
+        default_value_t = PixelFormatArg::I420,
+        help_heading = "Capture"
+    )]
+    pixel_format: PixelFormatArg,
 
     /// Frames per message at most (each frame is 40 ms of latency).
     #[arg(
@@ -183,6 +194,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
                 frames_per_chunk: args.frames_per_chunk.max(1),
                 max_payload_bytes: args.max_chunk_bytes,
             },
+            pixel_format: args.pixel_format.into(),
             connect_timeout: args.connect_timeout,
             stall_timeout: args.stall_timeout,
             retries: args.retries,

@@ -13,9 +13,29 @@ pub mod transcribe;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
+use mouthmap_bus::contract::PixelFormat;
 use mouthmap_bus::kafka::KafkaSettings;
 use tokio::sync::watch;
+
+/// How ingest publishes frames (`--pixel-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PixelFormatArg {
+    /// Colour, planar YUV 4:2:0 (1.5 bytes per pixel).
+    I420,
+    /// The luma plane alone (1 byte per pixel): the face detector sees a grey
+    /// image, the mouth crops are the same pixels.
+    Gray8,
+}
+
+impl From<PixelFormatArg> for PixelFormat {
+    fn from(a: PixelFormatArg) -> Self {
+        match a {
+            PixelFormatArg::I420 => PixelFormat::I420,
+            PixelFormatArg::Gray8 => PixelFormat::Gray8,
+        }
+    }
+}
 
 /// Kafka settings shared by every command.
 #[derive(Args, Debug, Clone)]

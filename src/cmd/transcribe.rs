@@ -15,6 +15,7 @@ use mouthmap_ingest::source::Source;
 use mouthmap_ingest::stream::{Emitter, StreamControl, StreamSettings, run_stream};
 use mouthmap_preprocessor::stage::Preprocessor;
 
+use super::PixelFormatArg;
 use super::preprocess::CropArgs;
 
 pub const LONG_ABOUT: &str = "\
@@ -104,6 +105,10 @@ pub struct TranscribeArgs {
     /// Pace a file in real time, as a live stream would arrive.
     #[arg(long)]
     realtime: bool,
+
+    /// Frames as ingest would publish them (as `mouthmap ingest`): i420 or gray8.
+    #[arg(long, env = "MOUTHMAP_PIXEL_FORMAT", value_enum, default_value_t = PixelFormatArg::I420)]
+    pixel_format: PixelFormatArg,
 
     /// Bounded re-decoding: past this many frames, settled words are committed
     /// (0 re-decodes the whole stream each window); as `mouthmap decode`.
@@ -204,6 +209,7 @@ fn run_blocking(args: TranscribeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(model = %info.name, version = %info.version, "transcribing");
     let mut settings = StreamSettings::default();
     settings.capture.realtime = args.realtime;
+    settings.pixel_format = args.pixel_format.into();
     let id = source.default_stream_id();
     let end = run_stream(
         &id,
