@@ -56,14 +56,16 @@ async fn file_clip_arrives_complete_and_in_order() {
     assert_eq!(end.reason, EndReason::Eos);
 }
 
-/// `--pixel-format gray8` publishes each frame's luma plane alone: the same
-/// first bytes as the I420 frame, two thirds of its size.
+/// `--pixel-format gray8` publishes each frame's luma plane alone (the same
+/// first bytes as the I420 frame, two thirds of its size); `jpeg` one JPEG
+/// per frame, which decodes back to nearly the I420 frame at a fraction of
+/// the bytes.
 #[tokio::test(flavor = "multi_thread")]
-async fn gray8_frames_are_the_luma_plane_of_the_i420_ones() {
+async fn gray8_and_jpeg_frames_carry_the_i420_picture() {
     let brokers = brokers();
     let clip = grid_clip("bbaf2n.mp4");
     let mut frames = Vec::new();
-    for format in ["i420", "gray8"] {
+    for format in ["i420", "gray8", "jpeg"] {
         let topic = unique("frames");
         let id = unique(format);
         let status = mouthmap(&brokers, &topic)
@@ -80,21 +82,44 @@ async fn gray8_frames_are_the_luma_plane_of_the_i420_ones() {
             else {
                 continue;
             };
-            let n = c.frame_bytes();
-            pixels.extend(payload.chunks(n).map(|f| (c.format, f.to_vec())));
+            assert_eq!((c.width, c.height), (360, 288));
+            pixels.extend(
+                c.frame_ranges()
+                    .into_iter()
+                    .map(|r| (c.format, payload[r].to_vec())),
+            );
         }
+        assert_eq!(pixels.len(), 75, "{format}");
         frames.push(pixels);
     }
-    let (colour, grey) = (&frames[0], &frames[1]);
-    assert_eq!((colour.len(), grey.len()), (75, 75));
-    for (i, ((cf, c), (gf, g))) in colour.iter().zip(grey).enumerate() {
-        assert_eq!((*cf, *gf), (PixelFormat::I420, PixelFormat::Gray8));
-        assert_eq!((c.len(), g.len()), (360 * 288 * 3 / 2, 360 * 288));
-        assert!(
-            c[..g.len()] == g[..],
-            "frame {i}: gray8 is not the luma plane"
+    let luma = 360 * 288;
+    let (mut jpeg_bytes, mut diff) = (0usize, 0f64);
+    let mut decoded = Vec::new();
+    for (i, (((cf, c), (gf, g)), (jf, j))) in
+        frames[0].iter().zip(&frames[1]).zip(&frames[2]).enumerate()
+    {
+        assert_eq!(
+            (*cf, *gf, *jf),
+            (PixelFormat::I420, PixelFormat::Gray8, PixelFormat::Jpeg)
         );
+        assert_eq!((c.len(), g.len()), (luma * 3 / 2, luma));
+        assert!(c[..luma] == g[..], "frame {i}: gray8 is not the luma plane");
+        mouthmap_preprocessor::jpeg::decode_i420(j, 360, 288, &mut decoded).unwrap();
+        assert_eq!(decoded.len(), c.len());
+        jpeg_bytes += j.len();
+        diff += decoded[..luma]
+            .iter()
+            .zip(&c[..luma])
+            .map(|(a, b)| f64::from(a.abs_diff(*b)))
+            .sum::<f64>()
+            / luma as f64;
     }
+    let (mean_jpeg, mean_diff) = (jpeg_bytes / 75, diff / 75.0);
+    assert!(
+        mean_jpeg < luma * 3 / 2 / 5,
+        "a jpeg frame is {mean_jpeg} bytes on average"
+    );
+    assert!(mean_diff < 3.0, "jpeg luma differs by {mean_diff} levels");
 }
 
 #[tokio::test(flavor = "multi_thread")]

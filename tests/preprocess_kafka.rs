@@ -39,12 +39,19 @@ async fn clip_becomes_75_ordered_crops_and_bad_frames_become_dead_letters() {
             pts_ns: 0,
             ingest_us: 0,
         }],
+        sizes: Vec::new(),
         discontinuity: false,
     };
     let tiny = FrameChunk {
         stream_id: "bad-tiny".into(),
         width: 8,
         height: 8,
+        ..short.clone()
+    };
+    let broken_jpeg = FrameChunk {
+        stream_id: "bad-jpeg".into(),
+        format: PixelFormat::Jpeg,
+        sizes: vec![24],
         ..short.clone()
     };
     let bad = [
@@ -56,6 +63,10 @@ async fn clip_becomes_75_ordered_crops_and_bad_frames_become_dead_letters() {
         (
             "bad-tiny",
             contract::encode_envelope(&FrameEvent::Chunk(tiny), &[0u8; 96]),
+        ),
+        (
+            "bad-jpeg",
+            contract::encode_envelope(&FrameEvent::Chunk(broken_jpeg), &[0xFFu8; 24]),
         ),
     ];
     for (key, payload) in bad {
@@ -145,7 +156,7 @@ async fn clip_becomes_75_ordered_crops_and_bad_frames_become_dead_letters() {
         );
     }
 
-    let dead = read_until(&brokers, &dlq, |s| s.len() >= 3).await;
+    let dead = read_until(&brokers, &dlq, |s| s.len() >= 4).await;
     let reasons: HashMap<String, String> = dead
         .iter()
         .map(|m| {
@@ -164,6 +175,10 @@ async fn clip_becomes_75_ordered_crops_and_bad_frames_become_dead_letters() {
         "{reasons:?}"
     );
     assert!(reasons["bad-tiny"].contains("too small"), "{reasons:?}");
+    assert!(
+        reasons["bad-jpeg"].contains("frame 0 of chunk 0: not a decodable JPEG"),
+        "{reasons:?}"
+    );
     assert!(
         dead.iter()
             .all(|m| m.header(headers::DLQ_STAGE) == Some("preprocess"))

@@ -168,15 +168,19 @@ pub enum PixelFormat {
     I420,
     /// One byte of luma per pixel.
     Gray8,
+    /// A baseline JPEG (YCbCr) per frame; the chunk lists each one's size.
+    Jpeg,
 }
 
 impl PixelFormat {
-    /// Bytes of one `width` x `height` frame, tightly packed (no row padding).
-    pub fn frame_bytes(self, width: u32, height: u32) -> usize {
+    /// Bytes of one raw `width` x `height` frame, tightly packed (no row
+    /// padding); None for a compressed format, whose sizes the chunk lists.
+    pub fn frame_bytes(self, width: u32, height: u32) -> Option<usize> {
         let (w, h) = (width as usize, height as usize);
         match self {
-            PixelFormat::I420 => w * h + 2 * (w.div_ceil(2) * h.div_ceil(2)),
-            PixelFormat::Gray8 => w * h,
+            PixelFormat::I420 => Some(w * h + 2 * (w.div_ceil(2) * h.div_ceil(2))),
+            PixelFormat::Gray8 => Some(w * h),
+            PixelFormat::Jpeg => None,
         }
     }
 }
@@ -256,8 +260,13 @@ pub struct FrameChunk {
     pub height: u32,
     pub format: PixelFormat,
     /// The frames, in order; the payload holds their pixels back to back,
-    /// each `format.frame_bytes(width, height)` long.
+    /// each `format.frame_bytes(width, height)` long (raw formats) or
+    /// `sizes[i]` long (jpeg).
     pub frames: Vec<FrameInfo>,
+    /// Each frame's bytes in the payload, for a compressed format (jpeg);
+    /// empty for raw formats.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sizes: Vec<u32>,
     /// True on the first chunk after the source reconnected: frames between
     /// the previous chunk and this one were not captured.
     #[serde(default)]
@@ -265,9 +274,19 @@ pub struct FrameChunk {
 }
 
 impl FrameChunk {
-    /// Bytes of one frame in the payload.
-    pub fn frame_bytes(&self) -> usize {
-        self.format.frame_bytes(self.width, self.height)
+    /// Where each frame lies in the payload (once [`validate`](Self::validate)d).
+    pub fn frame_ranges(&self) -> Vec<std::ops::Range<usize>> {
+        let mut at = 0;
+        (0..self.frames.len())
+            .map(|i| {
+                let n = match self.format.frame_bytes(self.width, self.height) {
+                    Some(n) => n,
+                    None => self.sizes.get(i).copied().unwrap_or(0) as usize,
+                };
+                at += n;
+                at - n..at
+            })
+            .collect()
     }
 
     /// Checks the metadata against the payload it came with.
@@ -287,7 +306,24 @@ impl FrameChunk {
                 "frame indexes in a chunk must increase".into(),
             ));
         }
-        let expected = self.frame_bytes() * self.frames.len();
+        match self.format.frame_bytes(self.width, self.height) {
+            Some(_) if !self.sizes.is_empty() => {
+                return Err(ContractError::Invalid(format!(
+                    "{:?} frames are all one size: `sizes` is only for jpeg",
+                    self.format
+                )));
+            }
+            None if self.sizes.len() != self.frames.len() || self.sizes.contains(&0) => {
+                return Err(ContractError::Invalid(format!(
+                    "a jpeg chunk of {} frames needs {} non-zero `sizes`, has {:?}",
+                    self.frames.len(),
+                    self.frames.len(),
+                    self.sizes
+                )));
+            }
+            _ => {}
+        }
+        let expected = self.frame_ranges().last().map_or(0, |r| r.end);
         if payload.len() != expected {
             return Err(ContractError::PayloadSize {
                 expected,
@@ -624,6 +660,7 @@ mod tests {
                     ingest_us: 1,
                 })
                 .collect(),
+            sizes: Vec::new(),
             discontinuity: false,
         }
     }
@@ -631,7 +668,7 @@ mod tests {
     #[test]
     fn envelope_round_trips() {
         let c = chunk(2);
-        let payload = vec![7u8; c.frame_bytes() * 2];
+        let payload = vec![7u8; c.frame_ranges()[1].end];
         let bytes = encode_envelope(&FrameEvent::Chunk(c.clone()), &payload);
         let (event, body) = FrameEvent::decode(&bytes).unwrap();
         assert_eq!(event, FrameEvent::Chunk(c));
@@ -640,9 +677,43 @@ mod tests {
 
     #[test]
     fn i420_size_counts_half_size_chroma_rounded_up() {
-        assert_eq!(PixelFormat::I420.frame_bytes(360, 288), 155_520);
-        assert_eq!(PixelFormat::I420.frame_bytes(3, 3), 9 + 2 * 4);
-        assert_eq!(PixelFormat::Gray8.frame_bytes(140, 46), 6_440);
+        assert_eq!(PixelFormat::I420.frame_bytes(360, 288), Some(155_520));
+        assert_eq!(PixelFormat::I420.frame_bytes(3, 3), Some(9 + 2 * 4));
+        assert_eq!(PixelFormat::Gray8.frame_bytes(140, 46), Some(6_440));
+        assert_eq!(PixelFormat::Jpeg.frame_bytes(360, 288), None);
+    }
+
+    #[test]
+    fn jpeg_chunks_list_each_frames_size() {
+        let mut c = chunk(3);
+        c.format = PixelFormat::Jpeg;
+        c.sizes = vec![5, 7, 2];
+        c.validate(&[0; 14]).unwrap();
+        assert_eq!(c.frame_ranges(), vec![0..5, 5..12, 12..14]);
+        assert_eq!(
+            c.validate(&[0; 13]).unwrap_err(),
+            ContractError::PayloadSize {
+                expected: 14,
+                actual: 13
+            }
+        );
+        c.sizes = vec![5, 7];
+        assert!(matches!(
+            c.validate(&[0; 12]),
+            Err(ContractError::Invalid(_))
+        ));
+        c.sizes = vec![5, 0, 9];
+        assert!(matches!(
+            c.validate(&[0; 14]),
+            Err(ContractError::Invalid(_))
+        ));
+        // A raw chunk has no sizes.
+        let mut raw = chunk(1);
+        raw.sizes = vec![24];
+        assert!(matches!(
+            raw.validate(&[0; 24]),
+            Err(ContractError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -672,12 +743,13 @@ mod tests {
     #[test]
     fn rejects_payload_that_disagrees_with_metadata() {
         let c = chunk(2);
-        let bytes = encode_envelope(&FrameEvent::Chunk(c.clone()), &vec![0; c.frame_bytes()]);
+        let one = c.frame_ranges()[0].len();
+        let bytes = encode_envelope(&FrameEvent::Chunk(c.clone()), &vec![0; one]);
         assert_eq!(
             FrameEvent::decode(&bytes).unwrap_err(),
             ContractError::PayloadSize {
-                expected: c.frame_bytes() * 2,
-                actual: c.frame_bytes()
+                expected: one * 2,
+                actual: one
             }
         );
     }

@@ -9,7 +9,9 @@
 //! ```
 //!
 //! Non-video streams (audio) are sent to a fakesink. Frames wider than
-//! `max_width` are scaled down, keeping the display aspect ratio.
+//! `max_width` are scaled down, keeping the display aspect ratio. With
+//! `jpeg_quality` set, a `jpegenc` before the appsink compresses each frame
+//! (`image/jpeg`).
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -41,12 +43,13 @@ pub enum CaptureError {
     NoVideo(String),
 }
 
-/// A decoded frame with its timestamp, tightly packed I420.
+/// A decoded frame with its timestamp: tightly packed I420, or one JPEG.
 #[derive(Debug)]
 pub struct Decoded {
     pub pts_ns: u64,
     pub width: u32,
     pub height: u32,
+    pub format: PixelFormat,
     pub data: Vec<u8>,
 }
 
@@ -67,6 +70,8 @@ pub struct CaptureSettings {
     pub realtime: bool,
     /// Frames wider than this are scaled down (0 = never scale).
     pub max_width: u32,
+    /// Compress each frame to a JPEG of this quality (1-100); None keeps I420.
+    pub jpeg_quality: Option<u8>,
 }
 
 impl Default for CaptureSettings {
@@ -74,6 +79,7 @@ impl Default for CaptureSettings {
         Self {
             realtime: false,
             max_width: 640,
+            jpeg_quality: None,
         }
     }
 }
@@ -162,21 +168,27 @@ impl Capture {
         let rate = make("videorate")?;
         let filter = make("capsfilter")?;
         filter.set_property("caps", output_caps(None));
+        let mut chain = vec![queue.clone(), convert, scale, rate, filter.clone()];
+        let sink_caps = match settings.jpeg_quality {
+            Some(q) => {
+                let enc = make("jpegenc")?;
+                enc.set_property("quality", i32::from(q.clamp(1, 100)));
+                chain.push(enc);
+                gst::Caps::builder("image/jpeg").build()
+            }
+            None => gst::Caps::builder("video/x-raw")
+                .field("format", "I420")
+                .build(),
+        };
         let sink = gst_app::AppSink::builder()
-            .caps(
-                &gst::Caps::builder("video/x-raw")
-                    .field("format", "I420")
-                    .build(),
-            )
+            .caps(&sink_caps)
             .sync(settings.realtime && !source.is_live())
             .max_buffers(16)
             .drop(false)
             .build();
-        pipeline
-            .add_many([&queue, &convert, &scale, &rate, &filter, sink.upcast_ref()])
-            .map_err(build)?;
-        gst::Element::link_many([&queue, &convert, &scale, &rate, &filter, sink.upcast_ref()])
-            .map_err(build)?;
+        chain.push(sink.clone().upcast());
+        pipeline.add_many(&chain).map_err(build)?;
+        gst::Element::link_many(&chain).map_err(build)?;
 
         let pads = Arc::new(Mutex::new(PadState::default()));
         let max_width = settings.max_width;
@@ -296,11 +308,31 @@ impl Capture {
         let caps = sample
             .caps()
             .ok_or_else(|| fail("sample without caps".into()))?;
+        let pts = buffer.pts().unwrap_or(gst::ClockTime::ZERO);
+        let first = *self.first_pts.get_or_insert(pts);
+        let pts_ns = pts.saturating_sub(first).nseconds();
+        if let Some(s) = caps.structure(0).filter(|s| s.name() == "image/jpeg") {
+            let dim = |f: &str| {
+                s.get::<i32>(f)
+                    .map_err(|e| fail(format!("jpeg caps without {f}: {e}")))
+            };
+            let (w, h) = (dim("width")? as u32, dim("height")? as u32);
+            let map = buffer
+                .map_readable()
+                .map_err(|e| fail(format!("unreadable jpeg: {e}")))?;
+            return Ok(Decoded {
+                pts_ns,
+                width: w,
+                height: h,
+                format: PixelFormat::Jpeg,
+                data: map.as_slice().to_vec(),
+            });
+        }
         let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| fail(e.to_string()))?;
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
             .map_err(|e| fail(format!("unreadable frame: {e}")))?;
         let (w, h) = (frame.width(), frame.height());
-        let mut data = Vec::with_capacity(PixelFormat::I420.frame_bytes(w, h));
+        let mut data = Vec::with_capacity(PixelFormat::I420.frame_bytes(w, h).unwrap_or(0));
         for plane in 0..3u32 {
             let (pw, ph) = if plane == 0 {
                 (w as usize, h as usize)
@@ -315,12 +347,11 @@ impl Capture {
                 data.extend_from_slice(&bytes[row * stride..row * stride + pw]);
             }
         }
-        let pts = buffer.pts().unwrap_or(gst::ClockTime::ZERO);
-        let first = *self.first_pts.get_or_insert(pts);
         Ok(Decoded {
-            pts_ns: pts.saturating_sub(first).nseconds(),
+            pts_ns,
             width: w,
             height: h,
+            format: PixelFormat::I420,
             data,
         })
     }

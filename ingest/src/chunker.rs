@@ -58,6 +58,8 @@ pub struct Chunker {
     policy: ChunkPolicy,
     seq: u64,
     frames: Vec<FrameInfo>,
+    /// Each pending frame's bytes (listed in chunks of compressed frames).
+    sizes: Vec<u32>,
     payload: Vec<u8>,
     shape: Option<(u32, u32, PixelFormat)>,
     discontinuity: bool,
@@ -70,6 +72,7 @@ impl Chunker {
             policy,
             seq: 0,
             frames: Vec::new(),
+            sizes: Vec::new(),
             payload: Vec::new(),
             shape: None,
             discontinuity: false,
@@ -94,7 +97,11 @@ impl Chunker {
         }
         let mut out = Vec::new();
         let shape = (frame.width, frame.height, frame.format);
-        if self.shape.is_some_and(|s| s != shape) {
+        // A new shape, or a compressed frame the pending chunk has no room
+        // for, closes the pending chunk first.
+        if self.shape.is_some_and(|s| s != shape)
+            || self.payload.len() + frame.data.len() > self.policy.max_payload_bytes
+        {
             out.extend(self.flush());
         }
         self.shape = Some(shape);
@@ -103,6 +110,7 @@ impl Chunker {
             pts_ns: frame.pts_ns,
             ingest_us: frame.ingest_us,
         });
+        self.sizes.push(frame.data.len() as u32);
         self.payload.extend_from_slice(&frame.data);
         if self.frames.len() >= self.policy.frames_for(frame.data.len()) {
             out.extend(self.flush());
@@ -128,6 +136,13 @@ impl Chunker {
             height,
             format,
             frames: std::mem::take(&mut self.frames),
+            sizes: match format.frame_bytes(width, height) {
+                Some(_) => {
+                    self.sizes.clear();
+                    Vec::new()
+                }
+                None => std::mem::take(&mut self.sizes),
+            },
             discontinuity: std::mem::take(&mut self.discontinuity),
         };
         self.seq += 1;
@@ -148,7 +163,7 @@ mod tests {
             width: w,
             height: h,
             format,
-            data: vec![index as u8; format.frame_bytes(w, h)],
+            data: vec![index as u8; format.frame_bytes(w, h).unwrap()],
         }
     }
 
@@ -179,7 +194,7 @@ mod tests {
 
     #[test]
     fn large_frames_make_smaller_chunks_and_huge_ones_fail() {
-        let one = PixelFormat::I420.frame_bytes(360, 288);
+        let one = PixelFormat::I420.frame_bytes(360, 288).unwrap();
         let policy = ChunkPolicy {
             frames_per_chunk: 5,
             max_payload_bytes: 2 * one + 10,
@@ -189,7 +204,7 @@ mod tests {
         assert!(c.push(frame(0, 360, 288)).unwrap().is_empty());
         assert_eq!(c.push(frame(1, 360, 288)).unwrap().len(), 1);
         let err = c.push(frame(2, 720, 576)).unwrap_err();
-        assert_eq!(err.bytes, PixelFormat::I420.frame_bytes(720, 576));
+        assert_eq!(err.bytes, PixelFormat::I420.frame_bytes(720, 576).unwrap());
     }
 
     #[test]
@@ -206,5 +221,34 @@ mod tests {
         let (next, _) = c.flush().unwrap();
         assert!(next.discontinuity);
         assert_eq!(next.seq, 2);
+    }
+
+    #[test]
+    fn compressed_frames_list_their_sizes_and_fill_chunks_by_bytes() {
+        let policy = ChunkPolicy {
+            frames_per_chunk: 3,
+            max_payload_bytes: 100,
+        };
+        let mut c = Chunker::new("s", policy);
+        let jpeg = |index: u64, n: usize| RawFrame {
+            index,
+            pts_ns: index * 40_000_000,
+            ingest_us: 0,
+            width: 360,
+            height: 288,
+            format: PixelFormat::Jpeg,
+            data: vec![index as u8; n],
+        };
+        let mut chunks = Vec::new();
+        for (i, n) in [40, 50, 30, 20, 10, 5].into_iter().enumerate() {
+            chunks.extend(c.push(jpeg(i as u64, n)).unwrap());
+        }
+        chunks.extend(c.flush());
+        // Two frames of about 50 bytes fill 100; then three smaller ones.
+        let sizes: Vec<Vec<u32>> = chunks.iter().map(|(m, _)| m.sizes.clone()).collect();
+        assert_eq!(sizes, [vec![40, 50], vec![30, 20, 10], vec![5]]);
+        for (meta, payload) in &chunks {
+            meta.validate(payload).unwrap();
+        }
     }
 }

@@ -14,14 +14,18 @@ use crate::capture::{Capture, CaptureError, CaptureSettings, Polled};
 use crate::chunker::{ChunkPolicy, Chunker, RawFrame};
 use crate::source::Source;
 
+/// JPEG quality when frames are published as `Jpeg` and none was set.
+pub const DEFAULT_JPEG_QUALITY: u8 = 90;
+
 /// Settings of every stream an ingest process runs.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamSettings {
     pub capture: CaptureSettings,
     pub chunk: ChunkPolicy,
-    /// What frames are published as: `I420` (colour) or `Gray8` (the luma
+    /// What frames are published as: `I420` (colour), `Gray8` (the luma
     /// plane alone, two thirds of the bytes; the face detector then sees a
-    /// grey image and the mouth crops are the same grey pixels).
+    /// grey image and the mouth crops are the same grey pixels) or `Jpeg`
+    /// (set `capture.jpeg_quality` too: the capture compresses).
     pub pixel_format: PixelFormat,
     /// A live source that shows no frame this long after opening has failed.
     pub connect_timeout: Duration,
@@ -196,7 +200,13 @@ impl Run<'_> {
         let mut failures = 0u32;
         loop {
             let frames_before = self.next_index;
-            let outcome = match Capture::open(source, self.settings.capture) {
+            let mut capture_settings = self.settings.capture;
+            if self.settings.pixel_format == PixelFormat::Jpeg {
+                capture_settings
+                    .jpeg_quality
+                    .get_or_insert(DEFAULT_JPEG_QUALITY);
+            }
+            let outcome = match Capture::open(source, capture_settings) {
                 Ok(capture) => {
                     emitter.playing();
                     self.attempt(capture, source, emitter)
@@ -264,9 +274,15 @@ impl Run<'_> {
             match capture.poll(Duration::from_millis(50)) {
                 Ok(Polled::Frame(mut f)) => {
                     last_frame = Some(Instant::now());
-                    let format = self.settings.pixel_format;
-                    // I420's first plane is the grey image: Gray8 keeps it alone.
-                    f.data.truncate(format.frame_bytes(f.width, f.height));
+                    // I420's first plane is the grey image: Gray8 keeps it
+                    // alone. JPEG frames come compressed from the capture.
+                    let format = match (self.settings.pixel_format, f.format) {
+                        (PixelFormat::Gray8, PixelFormat::I420) => {
+                            f.data.truncate(f.width as usize * f.height as usize);
+                            PixelFormat::Gray8
+                        }
+                        (_, captured) => captured,
+                    };
                     let frame = RawFrame {
                         index: self.next_index,
                         pts_ns: f.pts_ns,

@@ -21,10 +21,8 @@ struct Frames(Vec<(Vec<u8>, u32, u32)>);
 impl Emitter for Frames {
     fn emit(&mut self, event: FrameEvent, payload: Vec<u8>, _: tracing::Span) -> bool {
         if let FrameEvent::Chunk(c) = event {
-            let fb = c.frame_bytes();
-            for i in 0..c.frames.len() {
-                self.0
-                    .push((payload[i * fb..(i + 1) * fb].to_vec(), c.width, c.height));
+            for r in c.frame_ranges() {
+                self.0.push((payload[r].to_vec(), c.width, c.height));
             }
         }
         true

@@ -9,6 +9,7 @@
 //!   corners, sized by the eye distance, rotated upright by the eye line.
 //! * [`crop`]: area-filtered, rotation-aware resampling to the model's input
 //!   size, and per-crop brightness and sharpness.
+//! * [`jpeg`]: JPEG frames (ingest `--pixel-format jpeg`) back to I420.
 //! * [`tracker`]: one stream's state: detector every N frames with a cheap
 //!   change check between, smoothing, held boxes over short gaps, the
 //!   `no_face` flag after long ones.
@@ -21,6 +22,7 @@ pub mod crop;
 pub mod detector;
 pub mod export;
 pub mod geometry;
+pub mod jpeg;
 pub mod runtime;
 pub mod service;
 pub mod stage;

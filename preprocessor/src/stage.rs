@@ -160,7 +160,27 @@ impl Preprocessor {
                 "frames of {w}x{h} are too small to find a face in"
             )));
         }
-        let frame_bytes = chunk.frame_bytes();
+        let ranges = chunk.frame_ranges();
+        // Compressed frames are all decoded before any is used, so a broken
+        // one dead-letters its chunk without touching the stream's state.
+        let decoded: Vec<Vec<u8>> = match chunk.format {
+            PixelFormat::Jpeg => ranges
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let mut out = Vec::new();
+                    crate::jpeg::decode_i420(&payload[r.clone()], w, h, &mut out)
+                        .map(|()| out)
+                        .map_err(|e| {
+                            StageError::Malformed(format!(
+                                "frame {} of chunk {}: {e}",
+                                chunk.frames[i].index, chunk.seq
+                            ))
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+            _ => Vec::new(),
+        };
         let (cw, ch) = (self.settings.crop_width, self.settings.crop_height);
         let mut crops = Vec::with_capacity((cw * ch) as usize * chunk.frames.len());
         let mut quality = Vec::with_capacity(chunk.frames.len());
@@ -172,13 +192,17 @@ impl Preprocessor {
             .entry(chunk.stream_id.clone())
             .or_insert_with(|| StreamState::new(settings));
         for i in 0..chunk.frames.len() {
-            let frame = &payload[i * frame_bytes..(i + 1) * frame_bytes];
+            let frame = &payload[ranges[i].clone()];
             let frame = match chunk.format {
                 PixelFormat::I420 => frame,
+                PixelFormat::Jpeg => &decoded[i],
                 PixelFormat::Gray8 => {
                     gray_as_i420.clear();
                     gray_as_i420.extend_from_slice(frame);
-                    gray_as_i420.resize(PixelFormat::I420.frame_bytes(w, h), 128);
+                    gray_as_i420.resize(
+                        frame.len() + 2 * (w.div_ceil(2) * h.div_ceil(2)) as usize,
+                        128,
+                    );
                     &gray_as_i420
                 }
             };

@@ -117,13 +117,8 @@ impl Emitter for Collector<'_> {
         // With --check, find each frame's true mouth corners first.
         let mut truth: Vec<Option<Face>> = Vec::new();
         if let (Some(det), FrameEvent::Chunk(c)) = (self.checker.as_deref_mut(), &event) {
-            let fb = c.frame_bytes();
-            for i in 0..c.frames.len() {
-                match det.detect_i420(
-                    &payload[i * fb..(i + 1) * fb],
-                    c.width as usize,
-                    c.height as usize,
-                ) {
+            for r in c.frame_ranges() {
+                match det.detect_i420(&payload[r], c.width as usize, c.height as usize) {
                     Ok(faces) => truth.push(faces.into_iter().next()),
                     Err(e) => {
                         self.error = Some(e.to_string());
@@ -133,13 +128,13 @@ impl Emitter for Collector<'_> {
             }
         }
         let mut frame_no = 0usize;
-        let (chunk_frames, fb, dims) = match &event {
+        let (chunk_frames, ranges, dims) = match &event {
             FrameEvent::Chunk(c) => (
                 c.frames.clone(),
-                c.frame_bytes(),
+                c.frame_ranges(),
                 (c.width as usize, c.height as usize),
             ),
-            _ => (Vec::new(), 0, (0, 0)),
+            _ => (Vec::new(), Vec::new(), (0, 0)),
         };
         let records = &mut self.records;
         let want = self.want;
@@ -164,7 +159,7 @@ impl Emitter for Collector<'_> {
                 corners_inside,
             });
             if want == Some(info.index) {
-                let frame = payload[frame_no * fb..(frame_no + 1) * fb].to_vec();
+                let frame = payload[ranges[frame_no].clone()].to_vec();
                 *shown = Some(Shown {
                     frame,
                     width: dims.0,

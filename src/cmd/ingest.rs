@@ -72,8 +72,9 @@ pub struct IngestArgs {
     )]
     max_width: u32,
 
-    /// What frames are published as: i420 (colour) or gray8 (the luma plane
-    /// alone, two thirds of the bytes through the broker).
+    /// What frames are published as: i420 (colour, raw), gray8 (the luma
+    /// plane alone, two thirds of the bytes) or jpeg (compressed per frame,
+    /// see --jpeg-quality). See ingest/README.md for what each costs.
     #[arg(
         long,
         env = "MOUTHMAP_PIXEL_FORMAT",
@@ -82,6 +83,16 @@ pub struct IngestArgs {
         help_heading = "Capture"
     )]
     pixel_format: PixelFormatArg,
+
+    /// JPEG quality (1-100) with --pixel-format jpeg.
+    #[arg(
+        long,
+        env = "MOUTHMAP_JPEG_QUALITY",
+        default_value_t = mouthmap_ingest::stream::DEFAULT_JPEG_QUALITY,
+        value_parser = clap::value_parser!(u8).range(1..=100),
+        help_heading = "Capture"
+    )]
+    jpeg_quality: u8,
 
     /// Frames per message at most (each frame is 40 ms of latency).
     #[arg(
@@ -189,6 +200,8 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
             capture: CaptureSettings {
                 realtime: args.realtime,
                 max_width: args.max_width,
+                jpeg_quality: (args.pixel_format == PixelFormatArg::Jpeg)
+                    .then_some(args.jpeg_quality),
             },
             chunk: ChunkPolicy {
                 frames_per_chunk: args.frames_per_chunk.max(1),

@@ -26,6 +26,8 @@ pub enum PixelFormatArg {
     /// The luma plane alone (1 byte per pixel): the face detector sees a grey
     /// image, the mouth crops are the same pixels.
     Gray8,
+    /// A JPEG per frame (`--jpeg-quality`), decoded by the preprocessor.
+    Jpeg,
 }
 
 impl From<PixelFormatArg> for PixelFormat {
@@ -33,6 +35,7 @@ impl From<PixelFormatArg> for PixelFormat {
         match a {
             PixelFormatArg::I420 => PixelFormat::I420,
             PixelFormatArg::Gray8 => PixelFormat::Gray8,
+            PixelFormatArg::Jpeg => PixelFormat::Jpeg,
         }
     }
 }

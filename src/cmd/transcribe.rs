@@ -106,9 +106,19 @@ pub struct TranscribeArgs {
     #[arg(long)]
     realtime: bool,
 
-    /// Frames as ingest would publish them (as `mouthmap ingest`): i420 or gray8.
+    /// Frames as ingest would publish them (as `mouthmap ingest`): i420,
+    /// gray8 or jpeg.
     #[arg(long, env = "MOUTHMAP_PIXEL_FORMAT", value_enum, default_value_t = PixelFormatArg::I420)]
     pixel_format: PixelFormatArg,
+
+    /// JPEG quality (1-100) with --pixel-format jpeg.
+    #[arg(
+        long,
+        env = "MOUTHMAP_JPEG_QUALITY",
+        default_value_t = mouthmap_ingest::stream::DEFAULT_JPEG_QUALITY,
+        value_parser = clap::value_parser!(u8).range(1..=100)
+    )]
+    jpeg_quality: u8,
 
     /// Bounded re-decoding: past this many frames, settled words are committed
     /// (0 re-decodes the whole stream each window); as `mouthmap decode`.
@@ -210,6 +220,8 @@ fn run_blocking(args: TranscribeArgs) -> anyhow::Result<ExitCode> {
     let mut settings = StreamSettings::default();
     settings.capture.realtime = args.realtime;
     settings.pixel_format = args.pixel_format.into();
+    settings.capture.jpeg_quality =
+        (args.pixel_format == PixelFormatArg::Jpeg).then_some(args.jpeg_quality);
     let id = source.default_stream_id();
     let end = run_stream(
         &id,

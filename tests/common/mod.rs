@@ -329,7 +329,7 @@ pub fn assert_complete(seen: &[Seen], frames: u64) {
             assert_eq!(f.index, next_frame, "frames arrive in order without gaps");
             next_frame += 1;
         }
-        assert_eq!(s.payload_len, c.frame_bytes() * c.frames.len());
+        assert_eq!(s.payload_len, c.frame_ranges().last().unwrap().end);
         assert!(
             s.msg.payload.len() < 1_000_000,
             "every message stays under 1 MB"
