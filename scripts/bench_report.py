@@ -165,10 +165,16 @@ def pipeline_section(pipe, docs: Path) -> list[str]:
         + ", ".join(f"{k} {v:.2f}" for k, v in per_stream.items())
         + f" cores; about {sum(per_stream.values()):.2f} cores per real-time stream in all.",
         f"- The broker itself (Tansu, SQLite storage, on the same machine) used about {broker:.2f} "
-        "cores throughout, at every load: on this 2-core machine it takes a large share of what "
-        "the stages could use. Raw I420 frames are the heavy hop (about 3.9 MB/s per stream, "
-        "ingest to preprocess). With the broker elsewhere (a production Kafka cluster), the stages "
-        "alone need the per-stream figure above.",
+        "cores, a large share of this 2-core machine, most of it a fixed cost of serving the "
+        "stages' consumers (the same at every load, and with the consumers' fetch.wait.max.ms at "
+        "20 or 100 ms). On top of it come the frames' bytes (ingest to preprocess is the heavy "
+        "hop): four real-time streams ingested with nothing "
+        "consuming cost it 20.4 CPU-s per 30 s as raw I420 (about 60 kB a frame after zstd), 4.2 s "
+        "as JPEG quality 95 (about 21 kB a frame). So ingest publishes JPEG frames by default "
+        "(`--pixel-format`, see ingest/README.md for the measurement and the accuracy check): with "
+        "raw I420 frames the same benchmark sustained 2 streams (4 streams: p50 7.4 s, not "
+        "sustained). With the broker elsewhere (a production Kafka cluster), the stages alone need "
+        "the per-stream figure above.",
         "- About a second from a frame's ingest to the first partial covering it at low load: a frame "
         "waits for the window that ends after it (hop 25 = 1 s), then a model run and a decode of "
         "tens of milliseconds; the first 75 frames of a stream wait for the first whole window.",

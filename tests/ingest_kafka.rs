@@ -34,7 +34,8 @@ async fn file_clip_arrives_complete_and_in_order() {
     };
     assert_eq!(
         (first.width, first.height, first.format),
-        (360, 288, PixelFormat::I420)
+        (360, 288, PixelFormat::Jpeg),
+        "JPEG frames by default"
     );
     // 25 fps: frame n is presented at n * 40 ms.
     for s in &seen[1..seen.len() - 1] {

@@ -15,7 +15,7 @@ use crate::chunker::{ChunkPolicy, Chunker, RawFrame};
 use crate::source::Source;
 
 /// JPEG quality when frames are published as `Jpeg` and none was set.
-pub const DEFAULT_JPEG_QUALITY: u8 = 90;
+pub const DEFAULT_JPEG_QUALITY: u8 = 95;
 
 /// Settings of every stream an ingest process runs.
 #[derive(Debug, Clone, Copy)]

@@ -72,14 +72,15 @@ pub struct IngestArgs {
     )]
     max_width: u32,
 
-    /// What frames are published as: i420 (colour, raw), gray8 (the luma
-    /// plane alone, two thirds of the bytes) or jpeg (compressed per frame,
-    /// see --jpeg-quality). See ingest/README.md for what each costs.
+    /// What frames are published as: jpeg (one JPEG per frame, see
+    /// --jpeg-quality: about a third of raw I420's compressed bytes, and on
+    /// this project's benchmark machine twice the streams), i420 (colour,
+    /// raw) or gray8 (the luma plane alone). See ingest/README.md.
     #[arg(
         long,
         env = "MOUTHMAP_PIXEL_FORMAT",
         value_enum,
-        default_value_t = PixelFormatArg::I420,
+        default_value_t = PixelFormatArg::Jpeg,
         help_heading = "Capture"
     )]
     pixel_format: PixelFormatArg,

@@ -106,9 +106,9 @@ pub struct TranscribeArgs {
     #[arg(long)]
     realtime: bool,
 
-    /// Frames as ingest would publish them (as `mouthmap ingest`): i420,
-    /// gray8 or jpeg.
-    #[arg(long, env = "MOUTHMAP_PIXEL_FORMAT", value_enum, default_value_t = PixelFormatArg::I420)]
+    /// Frames as ingest would publish them (as `mouthmap ingest`): jpeg,
+    /// i420 or gray8.
+    #[arg(long, env = "MOUTHMAP_PIXEL_FORMAT", value_enum, default_value_t = PixelFormatArg::Jpeg)]
     pixel_format: PixelFormatArg,
 
     /// JPEG quality (1-100) with --pixel-format jpeg.
