@@ -71,6 +71,7 @@ pub struct CaptureSettings {
     /// Frames wider than this are scaled down (0 = never scale).
     pub max_width: u32,
     /// Compress each frame to a JPEG of this quality (1-100); None keeps I420.
+    /// Set by the stream runner from its `pixel_format`.
     pub jpeg_quality: Option<u8>,
 }
 

@@ -14,7 +14,7 @@ use crate::capture::{Capture, CaptureError, CaptureSettings, Polled};
 use crate::chunker::{ChunkPolicy, Chunker, RawFrame};
 use crate::source::Source;
 
-/// JPEG quality when frames are published as `Jpeg` and none was set.
+/// JPEG quality of `Jpeg` frames unless set.
 pub const DEFAULT_JPEG_QUALITY: u8 = 95;
 
 /// Settings of every stream an ingest process runs.
@@ -25,8 +25,10 @@ pub struct StreamSettings {
     /// What frames are published as: `I420` (colour), `Gray8` (the luma
     /// plane alone, two thirds of the bytes; the face detector then sees a
     /// grey image and the mouth crops are the same grey pixels) or `Jpeg`
-    /// (set `capture.jpeg_quality` too: the capture compresses).
+    /// (compressed by the capture, at `jpeg_quality`).
     pub pixel_format: PixelFormat,
+    /// Quality (1-100) of `Jpeg` frames.
+    pub jpeg_quality: u8,
     /// A live source that shows no frame this long after opening has failed.
     pub connect_timeout: Duration,
     /// A live source that stops sending frames this long has dropped.
@@ -45,6 +47,7 @@ impl Default for StreamSettings {
             capture: CaptureSettings::default(),
             chunk: ChunkPolicy::default(),
             pixel_format: PixelFormat::I420,
+            jpeg_quality: DEFAULT_JPEG_QUALITY,
             connect_timeout: Duration::from_secs(15),
             stall_timeout: Duration::from_secs(10),
             retries: 3,
@@ -200,12 +203,11 @@ impl Run<'_> {
         let mut failures = 0u32;
         loop {
             let frames_before = self.next_index;
-            let mut capture_settings = self.settings.capture;
-            if self.settings.pixel_format == PixelFormat::Jpeg {
-                capture_settings
-                    .jpeg_quality
-                    .get_or_insert(DEFAULT_JPEG_QUALITY);
-            }
+            let capture_settings = CaptureSettings {
+                jpeg_quality: (self.settings.pixel_format == PixelFormat::Jpeg)
+                    .then_some(self.settings.jpeg_quality),
+                ..self.settings.capture
+            };
             let outcome = match Capture::open(source, capture_settings) {
                 Ok(capture) => {
                     emitter.playing();

@@ -199,10 +199,8 @@ impl Preprocessor {
                 PixelFormat::Gray8 => {
                     gray_as_i420.clear();
                     gray_as_i420.extend_from_slice(frame);
-                    gray_as_i420.resize(
-                        frame.len() + 2 * (w.div_ceil(2) * h.div_ceil(2)) as usize,
-                        128,
-                    );
+                    let i420 = PixelFormat::I420.frame_bytes(w, h);
+                    gray_as_i420.resize(i420.expect("I420 is a raw format"), 128);
                     &gray_as_i420
                 }
             };

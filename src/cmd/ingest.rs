@@ -14,7 +14,7 @@ use mouthmap_ingest::service::{self, ApiSettings, IngestSettings};
 use mouthmap_ingest::source::Source;
 use mouthmap_ingest::stream::StreamSettings;
 
-use super::{KafkaArgs, PixelFormatArg, duration, shutdown_signal};
+use super::{FrameFormatArgs, KafkaArgs, duration, shutdown_signal};
 
 pub const LONG_ABOUT: &str = "\
 Read video and publish it as 25 fps frame chunks to the `frames` topic.
@@ -72,28 +72,8 @@ pub struct IngestArgs {
     )]
     max_width: u32,
 
-    /// What frames are published as: jpeg (one JPEG per frame, see
-    /// --jpeg-quality: about a third of raw I420's compressed bytes, and on
-    /// this project's benchmark machine twice the streams), i420 (colour,
-    /// raw) or gray8 (the luma plane alone). See ingest/README.md.
-    #[arg(
-        long,
-        env = "MOUTHMAP_PIXEL_FORMAT",
-        value_enum,
-        default_value_t = PixelFormatArg::Jpeg,
-        help_heading = "Capture"
-    )]
-    pixel_format: PixelFormatArg,
-
-    /// JPEG quality (1-100) with --pixel-format jpeg.
-    #[arg(
-        long,
-        env = "MOUTHMAP_JPEG_QUALITY",
-        default_value_t = mouthmap_ingest::stream::DEFAULT_JPEG_QUALITY,
-        value_parser = clap::value_parser!(u8).range(1..=100),
-        help_heading = "Capture"
-    )]
-    jpeg_quality: u8,
+    #[command(flatten)]
+    frames: FrameFormatArgs,
 
     /// Frames per message at most (each frame is 40 ms of latency).
     #[arg(
@@ -201,14 +181,14 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
             capture: CaptureSettings {
                 realtime: args.realtime,
                 max_width: args.max_width,
-                jpeg_quality: (args.pixel_format == PixelFormatArg::Jpeg)
-                    .then_some(args.jpeg_quality),
+                jpeg_quality: None,
             },
             chunk: ChunkPolicy {
                 frames_per_chunk: args.frames_per_chunk.max(1),
                 max_payload_bytes: args.max_chunk_bytes,
             },
-            pixel_format: args.pixel_format.into(),
+            pixel_format: args.frames.pixel_format.into(),
+            jpeg_quality: args.frames.jpeg_quality,
             connect_timeout: args.connect_timeout,
             stall_timeout: args.stall_timeout,
             retries: args.retries,

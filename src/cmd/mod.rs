@@ -16,6 +16,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use mouthmap_bus::contract::PixelFormat;
 use mouthmap_bus::kafka::KafkaSettings;
+use mouthmap_ingest::stream::DEFAULT_JPEG_QUALITY;
 use tokio::sync::watch;
 
 /// How ingest publishes frames (`--pixel-format`).
@@ -28,6 +29,27 @@ pub enum PixelFormatArg {
     Gray8,
     /// A JPEG per frame (`--jpeg-quality`), decoded by the preprocessor.
     Jpeg,
+}
+
+/// How frames leave ingest, shared by `ingest` and `transcribe`.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Capture")]
+pub struct FrameFormatArgs {
+    /// What frames are published as: jpeg (one JPEG per frame, see
+    /// --jpeg-quality: about a third of raw I420's compressed bytes, and on
+    /// this project's benchmark machine twice the streams), i420 (colour,
+    /// raw) or gray8 (the luma plane alone). See ingest/README.md.
+    #[arg(long, env = "MOUTHMAP_PIXEL_FORMAT", value_enum, default_value_t = PixelFormatArg::Jpeg)]
+    pub pixel_format: PixelFormatArg,
+
+    /// JPEG quality (1-100) with --pixel-format jpeg.
+    #[arg(
+        long,
+        env = "MOUTHMAP_JPEG_QUALITY",
+        default_value_t = DEFAULT_JPEG_QUALITY,
+        value_parser = clap::value_parser!(u8).range(1..=100)
+    )]
+    pub jpeg_quality: u8,
 }
 
 impl From<PixelFormatArg> for PixelFormat {

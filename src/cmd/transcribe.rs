@@ -15,7 +15,7 @@ use mouthmap_ingest::source::Source;
 use mouthmap_ingest::stream::{Emitter, StreamControl, StreamSettings, run_stream};
 use mouthmap_preprocessor::stage::Preprocessor;
 
-use super::PixelFormatArg;
+use super::FrameFormatArgs;
 use super::preprocess::CropArgs;
 
 pub const LONG_ABOUT: &str = "\
@@ -106,19 +106,9 @@ pub struct TranscribeArgs {
     #[arg(long)]
     realtime: bool,
 
-    /// Frames as ingest would publish them (as `mouthmap ingest`): jpeg,
-    /// i420 or gray8.
-    #[arg(long, env = "MOUTHMAP_PIXEL_FORMAT", value_enum, default_value_t = PixelFormatArg::Jpeg)]
-    pixel_format: PixelFormatArg,
-
-    /// JPEG quality (1-100) with --pixel-format jpeg.
-    #[arg(
-        long,
-        env = "MOUTHMAP_JPEG_QUALITY",
-        default_value_t = mouthmap_ingest::stream::DEFAULT_JPEG_QUALITY,
-        value_parser = clap::value_parser!(u8).range(1..=100)
-    )]
-    jpeg_quality: u8,
+    /// Frames as ingest would publish them (as `mouthmap ingest`).
+    #[command(flatten)]
+    frames: FrameFormatArgs,
 
     /// Bounded re-decoding: past this many frames, settled words are committed
     /// (0 re-decodes the whole stream each window); as `mouthmap decode`.
@@ -219,9 +209,8 @@ fn run_blocking(args: TranscribeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(model = %info.name, version = %info.version, "transcribing");
     let mut settings = StreamSettings::default();
     settings.capture.realtime = args.realtime;
-    settings.pixel_format = args.pixel_format.into();
-    settings.capture.jpeg_quality =
-        (args.pixel_format == PixelFormatArg::Jpeg).then_some(args.jpeg_quality);
+    settings.pixel_format = args.frames.pixel_format.into();
+    settings.jpeg_quality = args.frames.jpeg_quality;
     let id = source.default_stream_id();
     let end = run_stream(
         &id,
