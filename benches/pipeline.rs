@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mouthmap_bus::contract::{Transcript, TranscriptKind};
 use mouthmap_bus::kafka::{InMessage, KafkaSettings, StartAt, consumer};
+use mouthmap_contracts::{Transcript, TranscriptKind};
 use serde_json::json;
 
 const CLIPS: [&str; 10] = [

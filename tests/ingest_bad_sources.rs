@@ -6,10 +6,13 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use mouthmap_bus::contract::{EndReason, FrameEvent};
+use mouthmap_contracts::{EndReason, FrameEvent};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn good_streams_complete_while_bad_sources_fail_clearly() {
+    if !available(&[Need::Broker, Need::NginxRtmp]) {
+        return;
+    }
     let brokers = brokers();
     let topic = unique("frames");
     let nginx = Nginx::start(free_port());

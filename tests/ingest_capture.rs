@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use mouthmap_bus::contract::{EndReason, FrameEvent, PixelFormat};
+use mouthmap_contracts::{EndReason, FrameEvent, PixelFormat};
 use mouthmap_ingest::source::Source;
 use mouthmap_ingest::stream::{Emitter, StreamControl, StreamSettings, run_stream};
 

@@ -10,14 +10,17 @@ use std::time::Duration;
 
 use common::pipeline::*;
 use common::*;
-use mouthmap_bus::contract::{
+use mouthmap_bus::kafka::{KafkaSettings, OutMessage, Producer, ensure_topics};
+use mouthmap_contracts::{
     self, LogitsEvent, LogitsWindow, SourceKind, StreamStart, TopicKind, Transcript,
     TranscriptKind, headers,
 };
-use mouthmap_bus::kafka::{KafkaSettings, OutMessage, Producer, ensure_topics};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn four_services_turn_validation_clips_into_transcripts() {
+    if !available(&[Need::Broker]) {
+        return;
+    }
     let brokers = brokers();
     let t = Topics::new();
     let model = model().display().to_string();
@@ -79,7 +82,7 @@ async fn four_services_turn_validation_clips_into_transcripts() {
 }
 
 fn start_event(id: &str) -> Vec<u8> {
-    contract::encode_envelope(
+    mouthmap_contracts::encode_envelope(
         &LogitsEvent::Start(StreamStart {
             stream_id: id.into(),
             source: "test".into(),
@@ -93,6 +96,9 @@ fn start_event(id: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_messages_are_dead_lettered_and_silent_streams_time_out() {
+    if !available(&[Need::Broker]) {
+        return;
+    }
     let brokers = brokers();
     let t = Topics::new();
     let settings = KafkaSettings::new(&brokers, "t");
@@ -137,7 +143,7 @@ async fn malformed_messages_are_dead_lettered_and_silent_streams_time_out() {
     send(
         &t.logits,
         "bad-logits",
-        contract::encode_envelope(&LogitsEvent::Window(short.clone()), &[0u8; 12]),
+        mouthmap_contracts::encode_envelope(&LogitsEvent::Window(short.clone()), &[0u8; 12]),
     )
     .await
     .unwrap();
@@ -165,7 +171,7 @@ async fn malformed_messages_are_dead_lettered_and_silent_streams_time_out() {
     send(
         &t.logits,
         &id,
-        contract::encode_envelope(&LogitsEvent::Window(window), &probs),
+        mouthmap_contracts::encode_envelope(&LogitsEvent::Window(window), &probs),
     )
     .await
     .unwrap();
@@ -204,6 +210,9 @@ async fn malformed_messages_are_dead_lettered_and_silent_streams_time_out() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_chunk_is_one_trace_across_all_four_services() {
+    if !available(&[Need::Broker]) {
+        return;
+    }
     let brokers = brokers();
     let (port, received) = otlp::start().await;
     let endpoint = format!("http://127.0.0.1:{port}");
@@ -291,6 +300,9 @@ async fn one_chunk_is_one_trace_across_all_four_services() {
 /// in their consumer groups.
 #[tokio::test(flavor = "multi_thread")]
 async fn four_streams_at_once_through_replicated_services() {
+    if !available(&[Need::Broker, Need::NginxRtmp]) {
+        return;
+    }
     let brokers = brokers();
     let t = Topics::new();
     let model = model().display().to_string();

@@ -122,7 +122,7 @@ fn two_clips_with_one_name_are_refused() {
 fn crop_of_a_known_frame_matches_the_stored_one() {
     let out = tempfile::tempdir().unwrap();
     let status = crops_cmd()
-        .arg("--out")
+        .args(["--pixel-format", "i420", "--out"])
         .arg(out.path())
         .arg(grid_clip("bbaf2n.mp4"))
         .status()
@@ -147,6 +147,50 @@ fn crop_of_a_known_frame_matches_the_stored_one() {
     assert!(
         max <= 3 && mean <= 0.5,
         "crop drifted: max diff {max}, mean {mean:.3}"
+    );
+}
+
+/// By default crops are cut from JPEG frames at the quality ingest
+/// publishes (what serving sees), the format is recorded, and the crops
+/// differ from raw frames' by JPEG's noise alone.
+#[test]
+fn training_crops_are_cut_from_the_frames_serving_sees() {
+    let dir = tempfile::tempdir().unwrap();
+    let (jpeg, raw) = (dir.path().join("jpeg"), dir.path().join("raw"));
+    for (out, format) in [(&jpeg, None), (&raw, Some("i420"))] {
+        let mut cmd = crops_cmd();
+        if let Some(f) = format {
+            cmd.args(["--pixel-format", f]);
+        }
+        let status = cmd
+            .arg("--out")
+            .arg(out)
+            .arg(grid_clip("bbaf2n.mp4"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let report = |dir: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap()
+    };
+    assert_eq!(report(&jpeg)["frame_format"], "jpeg q95");
+    assert_eq!(report(&raw)["frame_format"], "i420");
+    let clip: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(jpeg.join("bbaf2n.json")).unwrap()).unwrap();
+    assert_eq!(clip["frame_format"], "jpeg q95");
+    let (shape_j, a) = read_npy(&jpeg.join("bbaf2n.npy"));
+    let (shape_r, b) = read_npy(&raw.join("bbaf2n.npy"));
+    assert_eq!(shape_j, shape_r);
+    assert_ne!(a, b, "the default must not be raw frames");
+    let mean = a
+        .iter()
+        .zip(&b)
+        .map(|(&x, &y)| (x as i32 - y as i32).abs() as f64)
+        .sum::<f64>()
+        / a.len() as f64;
+    assert!(
+        mean < 3.0,
+        "JPEG crops differ from raw by {mean:.2} on average"
     );
 }
 

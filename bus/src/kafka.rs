@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::stream::{FuturesOrdered, StreamExt};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -18,7 +19,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use tokio::sync::watch;
 
-use crate::contract::headers;
+use mouthmap_contracts::{Event, headers};
+
+use crate::error::{ErrorKind, HandleError, Policy};
+pub use crate::message::{InMessage, OutMessage};
 use crate::metrics::StageMetrics;
 
 /// Errors at the Kafka edge.
@@ -83,42 +87,26 @@ impl KafkaSettings {
     }
 }
 
-/// A message to produce.
-#[derive(Debug, Clone)]
-pub struct OutMessage {
-    pub topic: String,
-    pub key: String,
-    pub headers: Vec<(String, Vec<u8>)>,
-    pub payload: Vec<u8>,
-}
-
-impl OutMessage {
-    pub fn new(topic: impl Into<String>, key: impl Into<String>, payload: Vec<u8>) -> Self {
+impl InMessage {
+    /// Copies a message out of librdkafka's buffers.
+    pub fn from_borrowed(m: &BorrowedMessage<'_>) -> Self {
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|x| (x.key.to_string(), x.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
         Self {
-            topic: topic.into(),
-            key: key.into(),
-            headers: Vec::new(),
-            payload,
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().unwrap_or_default().to_vec(),
+            headers,
+            timestamp_ms: m.timestamp().to_millis(),
         }
-    }
-
-    pub fn header(mut self, key: &str, value: impl AsRef<[u8]>) -> Self {
-        self.headers
-            .push((key.to_string(), value.as_ref().to_vec()));
-        self
-    }
-
-    /// Adds every `(name, value)` pair, for example a trace context.
-    pub fn headers<I, K, V>(mut self, pairs: I) -> Self
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: Into<String>,
-        V: AsRef<[u8]>,
-    {
-        for (k, v) in pairs {
-            self.headers.push((k.into(), v.as_ref().to_vec()));
-        }
-        self
     }
 }
 
@@ -146,7 +134,7 @@ impl Producer {
             .set("message.timeout.ms", "120000")
             .set(
                 "message.max.bytes",
-                crate::contract::MAX_MESSAGE_BYTES.to_string(),
+                mouthmap_contracts::MAX_MESSAGE_BYTES.to_string(),
             );
         let inner = settings
             .finish(cfg)
@@ -158,7 +146,7 @@ impl Producer {
             })?;
         Ok(Self {
             inner,
-            max_message_bytes: crate::contract::MAX_MESSAGE_BYTES,
+            max_message_bytes: mouthmap_contracts::MAX_MESSAGE_BYTES,
         })
     }
 
@@ -292,78 +280,18 @@ pub fn consumer(
     Ok(consumer)
 }
 
-/// A consumed message, detached from librdkafka's buffers.
-#[derive(Debug, Clone)]
-pub struct InMessage {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-    pub headers: Vec<(String, Vec<u8>)>,
-    /// The message's Kafka timestamp (create or log-append time), Unix ms.
-    pub timestamp_ms: Option<i64>,
-}
-
-impl InMessage {
-    pub fn from_borrowed(m: &BorrowedMessage<'_>) -> Self {
-        let headers = m
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|x| (x.key.to_string(), x.value.unwrap_or_default().to_vec()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Self {
-            topic: m.topic().to_string(),
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().unwrap_or_default().to_vec(),
-            headers,
-            timestamp_ms: m.timestamp().to_millis(),
-        }
-    }
-
-    /// The first header named `name`, as text.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
-    }
-
-    pub fn key_str(&self) -> Option<&str> {
-        self.key
-            .as_deref()
-            .and_then(|k| std::str::from_utf8(k).ok())
-    }
-}
-
-/// What went wrong handling one message; decides what the loop does next.
-/// The retry policy travels in the error type.
-#[derive(Debug, thiserror::Error)]
-pub enum HandleError {
-    /// The message breaks the contract: it goes to the dead-letter topic with
-    /// this reason and the loop moves on.
-    #[error("malformed message: {0}")]
-    Malformed(String),
-    /// A passing failure (a dependency down): the same message is handled
-    /// again after a backoff; its offset is not stored.
-    #[error("retryable failure: {0}")]
-    Retryable(String),
-    /// The stage cannot go on at all.
-    #[error("fatal: {0}")]
-    Fatal(String),
-}
-
-/// The logic of a consuming stage, free of transport: one input message in,
-/// zero or more output messages out.
+/// The logic of a consuming stage behind the consume loop: one input
+/// event in, zero or more output messages out. The loop decodes and checks
+/// every message as [`Handler::Input`] (schema header, key, envelope,
+/// sizes, payload) before the handler sees it; a message that breaks the
+/// contract is dead-lettered there.
 pub trait Handler: Send {
+    /// The event type of the input topic.
+    type Input: Event + Send + Sync;
+
     fn handle(
         &mut self,
-        msg: &InMessage,
+        input: Incoming<'_, Self::Input>,
     ) -> impl Future<Output = Result<Vec<OutMessage>, HandleError>> + Send;
 
     /// True while output caused by messages already handled is held back
@@ -375,10 +303,18 @@ pub trait Handler: Send {
 
     /// Called on every flush tick, for stages that hold state (batches,
     /// idle streams). Whatever it returns is produced like handle's output;
-    /// a fatal error stops the loop.
+    /// an error with [`Policy::Stop`] stops the loop.
     fn on_tick(&mut self) -> impl Future<Output = Result<Vec<OutMessage>, HandleError>> + Send {
         async { Ok(Vec::new()) }
     }
+}
+
+/// One decoded input message: the event, its payload, and the message it
+/// came in (headers for the trace context).
+pub struct Incoming<'a, E> {
+    pub event: &'a E,
+    pub payload: &'a [u8],
+    pub msg: &'a InMessage,
 }
 
 /// Settings of [`run_stage`].
@@ -421,12 +357,15 @@ fn enqueue(
 
 /// The at-least-once consume loop, one `tokio::select!` over input, broker
 /// acknowledgements, a flush tick and the shutdown signal. For each message:
-/// handle it and enqueue every output; the loop goes on with the next
-/// message while up to [`MAX_IN_FLIGHT`] are unacknowledged. A message's
-/// offset is stored only once all its outputs are acknowledged, in input
-/// order, and while the handler holds no output back. A malformed message
-/// is produced to the dead-letter topic (with the reason in
-/// [`headers::DLQ_REASON`]) and its offset stored once that is acknowledged.
+/// decode and check it as `H::Input`, handle it and enqueue every output;
+/// the loop goes on with the next message while up to [`MAX_IN_FLIGHT`] are
+/// unacknowledged. A message's offset is stored only once all its outputs
+/// are acknowledged, in input order, and while the handler holds no output
+/// back. What a failure does is the error's [`Policy`]: a bad message is
+/// produced to the dead-letter topic (with the reason in
+/// [`headers::DLQ_REASON`]) and its offset stored once that is
+/// acknowledged; a passing failure is retried after a backoff; a fatal one
+/// stops the loop with the offset not stored.
 pub async fn run_stage<H: Handler>(
     consumer: &StreamConsumer,
     producer: &Producer,
@@ -474,13 +413,12 @@ pub async fn run_stage<H: Handler>(
                             release(&mut held)?;
                         }
                     }
-                    Err(HandleError::Fatal(reason)) => {
-                        metrics.error("fatal");
-                        return Err(BusError::Fatal(reason));
-                    }
                     Err(e) => {
-                        metrics.error("tick");
-                        tracing::warn!(stage = %settings.stage, error = %e, "flush tick failed");
+                        metrics.error(e.kind());
+                        if e.policy() == Policy::Stop {
+                            return Err(BusError::Fatal(e.to_string()));
+                        }
+                        tracing::warn!(stage = %settings.stage, kind = %e.kind(), error = %e, "flush tick failed");
                     }
                 }
             }
@@ -488,7 +426,7 @@ pub async fn run_stage<H: Handler>(
                 let borrowed = match received {
                     Ok(m) => m,
                     Err(e) => {
-                        metrics.error("consume");
+                        metrics.error(ErrorKind::Consume);
                         tracing::warn!(stage = %settings.stage, error = %e, "consume failed");
                         continue;
                     }
@@ -498,26 +436,45 @@ pub async fn run_stage<H: Handler>(
                 let key = (msg.topic.clone(), msg.partition, msg.offset);
                 let started = std::time::Instant::now();
                 let mut backoff = settings.min_backoff;
+                let decoded = msg.decode::<H::Input>();
                 loop {
-                    match handler.handle(&msg).await {
+                    let result = match &decoded {
+                        Ok((event, payload)) => {
+                            let handled = handler.handle(Incoming { event, payload, msg: &msg });
+                            // A panic is a bug, not a reason to stop for
+                            // good: the message is dead-lettered with it.
+                            match std::panic::AssertUnwindSafe(handled).catch_unwind().await {
+                                Ok(result) => result,
+                                Err(panic) => Err(HandleError::dead_letter(
+                                    ErrorKind::Panic,
+                                    format!("the {} stage panicked on this message: {}", settings.stage, panic_text(&*panic)),
+                                )),
+                            }
+                        }
+                        Err(e) => Err(HandleError::from(e.clone())),
+                    };
+                    let e = match result {
                         Ok(out) => {
                             let n = out.len();
                             in_flight.push_back(enqueue(producer, out, key)?);
                             metrics.sent_n(n as u64);
                             break;
                         }
-                        Err(HandleError::Malformed(reason)) => {
-                            metrics.error("malformed");
+                        Err(e) => e,
+                    };
+                    metrics.error(e.kind());
+                    match e.policy() {
+                        Policy::DeadLetter => {
+                            let reason = e.to_string();
                             tracing::warn!(stage = %settings.stage, topic = %msg.topic,
-                                partition = msg.partition, offset = msg.offset, %reason,
-                                "malformed message sent to the dead-letter topic");
+                                partition = msg.partition, offset = msg.offset, kind = %e.kind(), %reason,
+                                "message sent to the dead-letter topic");
                             let dl = dead_letter(&msg, &settings.stage, &settings.dead_letter_topic, &reason);
                             in_flight.push_back(enqueue(producer, vec![dl], key)?);
                             break;
                         }
-                        Err(HandleError::Retryable(reason)) => {
-                            metrics.error("retryable");
-                            tracing::warn!(stage = %settings.stage, %reason, ?backoff, "retrying message");
+                        Policy::Retry => {
+                            tracing::warn!(stage = %settings.stage, kind = %e.kind(), error = %e, ?backoff, "retrying message");
                             tokio::select! {
                                 _ = tokio::time::sleep(backoff) => {}
                                 _ = shutdown.changed() => {
@@ -533,10 +490,7 @@ pub async fn run_stage<H: Handler>(
                             }
                             backoff = (backoff * 2).min(settings.max_backoff);
                         }
-                        Err(HandleError::Fatal(reason)) => {
-                            metrics.error("fatal");
-                            return Err(BusError::Fatal(reason));
-                        }
+                        Policy::Stop => return Err(BusError::Fatal(e.to_string())),
                     }
                 }
                 metrics.observe(started.elapsed());
@@ -544,6 +498,15 @@ pub async fn run_stage<H: Handler>(
         }
     }
     Ok(())
+}
+
+/// The message of a panic payload.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Stores the offset after `offset` for the next commit. A partition that a
@@ -569,6 +532,94 @@ pub fn store_offset(
         }
         other => Ok(other?),
     }
+}
+
+/// Why a [`replay`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError<E: std::error::Error + 'static> {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(
+        "no message from {topic} for {idle:?} with partitions {partitions:?} not read to their end"
+    )]
+    Idle {
+        topic: String,
+        idle: Duration,
+        partitions: Vec<i32>,
+    },
+    #[error(transparent)]
+    Each(E),
+}
+
+/// Reads `topic` from its beginning to the end each partition had when the
+/// call started, handing every message to `each` in partition order, in a
+/// consumer group of its own that commits nothing. Returns how many
+/// messages were read. A partition that yields nothing for `idle` before its
+/// end is an error.
+pub async fn replay<E: std::error::Error + 'static>(
+    settings: &KafkaSettings,
+    topic: &str,
+    idle: Duration,
+    mut each: impl AsyncFnMut(InMessage) -> Result<(), E>,
+) -> Result<u64, ReplayError<E>> {
+    let group = format!(
+        "{}-replay-{}-{}",
+        settings.client_id,
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    );
+    let consumer = consumer(settings, &group, &[topic], StartAt::Earliest)?;
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(BusError::from)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    // The end of each partition now: the replay covers everything before it.
+    let mut ends: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
+    for p in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .map_err(BusError::from)?;
+        if high > low {
+            ends.insert(p, high);
+        }
+    }
+    let mut read = 0u64;
+    while !ends.is_empty() {
+        let m = match tokio::time::timeout(idle, consumer.recv()).await {
+            Ok(m) => m.map_err(BusError::from)?,
+            Err(_) => {
+                let mut partitions: Vec<i32> = ends.keys().copied().collect();
+                partitions.sort();
+                return Err(ReplayError::Idle {
+                    topic: topic.to_string(),
+                    idle,
+                    partitions,
+                });
+            }
+        };
+        let msg = InMessage::from_borrowed(&m);
+        let Some(&end) = ends.get(&msg.partition) else {
+            continue;
+        };
+        if msg.offset >= end {
+            ends.remove(&msg.partition);
+            continue;
+        }
+        let (partition, offset) = (msg.partition, msg.offset);
+        each(msg).await.map_err(ReplayError::Each)?;
+        read += 1;
+        if offset + 1 >= end {
+            ends.remove(&partition);
+        }
+    }
+    Ok(read)
 }
 
 /// Produces all messages (in order) and waits for every acknowledgement.

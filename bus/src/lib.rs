@@ -1,26 +1,36 @@
-//! The bus every MouthMap stage rides on.
+//! The edge every MouthMap service rides on: Kafka, telemetry, metrics.
 //!
 //! MouthMap is a chain of independent services joined by Kafka topics
-//! (`frames` -> `mouths` -> `logits` -> `transcripts`). This crate holds what
-//! all of them share, and nothing stage-specific:
+//! (`frames` -> `mouths` -> `logits` -> `transcripts`). The messages
+//! themselves are `mouthmap-contracts` (pure data); this crate moves them:
 //!
-//! * [`contract`]: the versioned message contracts: event types per topic,
-//!   the binary envelope (JSON metadata + binary payload) and the header names.
-//!   `docs/contracts.md` is the prose version of this module.
-//! * [`kafka`]: the Kafka edge: an idempotent, compressed producer; topic
-//!   creation; and the at-least-once consume loop that stores an offset only
-//!   after every downstream send of that message was acknowledged, and routes
-//!   messages that cannot be parsed to the dead-letter topic.
+//! * [`message`]: [`InMessage`](message::InMessage) and
+//!   [`OutMessage`](message::OutMessage), detached from librdkafka, with the
+//!   one builder of outgoing events and the one checked reader of incoming
+//!   ones.
+//! * [`kafka`]: an idempotent, compressed producer; topic creation; and the
+//!   at-least-once consume loop ([`kafka::run_stage`]) that decodes every
+//!   message as its stage's input type, stores an offset only after every
+//!   downstream send of that message was acknowledged, and acts on a failure
+//!   by its error's policy (dead letter, retry, stop).
+//! * [`error`]: [`HandleError`](error::HandleError): a stage's error as
+//!   itself, with its [`ErrorKind`](error::ErrorKind) (the metric label) and
+//!   its [`Policy`](error::Policy).
 //! * [`telemetry`]: `tracing` logs (text or JSON), OpenTelemetry spans over
 //!   OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and W3C trace-context
 //!   propagation through Kafka headers.
 //! * [`metrics`]: the Prometheus metrics every stage exports with the same
-//!   names (messages in and out, errors by stage, processing latency).
+//!   names (messages in and out, errors by kind, processing latency).
 //!
-//! Stage logic never touches this crate's transport types: stages turn input
-//! events into output events, and the binary wires them to Kafka at the edge.
+//! Stage logic never touches this crate: each stage crate's `stage` module
+//! turns input events into output events, and its `service` module wires it
+//! here.
 
-pub mod contract;
+pub mod error;
 pub mod kafka;
+pub mod message;
 pub mod metrics;
 pub mod telemetry;
+
+pub use error::{ErrorKind, HandleError, Policy};
+pub use message::{InMessage, OutMessage};

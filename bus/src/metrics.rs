@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `mouthmap_events_received_total` | counter | `stage`, `topic` |
 //! | `mouthmap_events_sent_total` | counter | `stage` |
-//! | `mouthmap_errors_total` | counter | `stage`, `kind` |
+//! | `mouthmap_errors_total` | counter | `stage`, `kind` ([`ErrorKind`]: `contract`, `content`, `model`, ...) |
 //! | `mouthmap_processing_seconds` | histogram | `stage` |
 //! | `mouthmap_active_streams` | gauge | `stage` |
 //! | `mouthmap_batch_seconds` | histogram | `stage` (stages that batch: one run of a batch) |
@@ -19,6 +19,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::{Router, routing::get};
+
+use crate::error::ErrorKind;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
@@ -153,10 +155,10 @@ impl StageMetrics {
         families().sent.with_label_values(&[&self.stage]).inc_by(n);
     }
 
-    pub fn error(&self, kind: &str) {
+    pub fn error(&self, kind: ErrorKind) {
         families()
             .errors
-            .with_label_values(&[&self.stage, kind])
+            .with_label_values(&[&self.stage, kind.as_str()])
             .inc();
     }
 
@@ -230,14 +232,14 @@ mod tests {
         let m = StageMetrics::new("unit-test");
         m.received("frames");
         m.sent_n(3);
-        m.error("malformed");
+        m.error(ErrorKind::Contract);
         m.observe(Duration::from_millis(3));
         let text = render();
         assert!(
             text.contains("mouthmap_events_received_total{stage=\"unit-test\",topic=\"frames\"} 1")
         );
         assert!(text.contains("mouthmap_events_sent_total{stage=\"unit-test\"} 3"));
-        assert!(text.contains("mouthmap_errors_total{kind=\"malformed\",stage=\"unit-test\"} 1"));
+        assert!(text.contains("mouthmap_errors_total{kind=\"contract\",stage=\"unit-test\"} 1"));
         assert!(text.contains("mouthmap_processing_seconds_count{stage=\"unit-test\"} 1"));
     }
 

@@ -17,9 +17,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mouthmap_bus::contract::{LogitsEvent, encode_envelope};
-use mouthmap_bus::kafka::{Handler, InMessage};
+use mouthmap_bus::kafka::{Handler, InMessage, Incoming};
 use mouthmap_bus::metrics::StageMetrics;
+use mouthmap_contracts::{LogitsEvent, encode_envelope};
 use mouthmap_decoder::service::DecodeHandler;
 use mouthmap_decoder::stage::{DecodeSettings, Decoder};
 use mouthmap_decoder::synth;
@@ -70,7 +70,15 @@ async fn decode_rate(enricher: Option<Enricher>, msgs: &[InMessage]) -> f64 {
     let mut rounds = 0;
     while rounds < 2 || start.elapsed() < Duration::from_secs(4) {
         for m in msgs {
-            h.handle(m).await.unwrap();
+            // Decoded as the consume loop does, so the contract checks count.
+            let (event, payload) = m.decode::<LogitsEvent>().unwrap();
+            h.handle(Incoming {
+                event: &event,
+                payload,
+                msg: m,
+            })
+            .await
+            .unwrap();
         }
         rounds += 1;
     }

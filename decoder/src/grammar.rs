@@ -286,4 +286,31 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_grammar_partial_that_ends_mid_word_keeps_what_came_before() {
+        // A live stream's frames end anywhere, often inside a word: every
+        // beam is then an unfinished word, and the grammar decode must give
+        // the words before it, not nothing (nothing once made bounded
+        // re-decoding drop the frames of three sentences).
+        let mut probs = crate::synth::posteriors("bin blue at f two now bin gr", 4, 0.99);
+        probs.truncate(probs.len() - 4 * 28); // no pause after "gr"
+        let d = crate::ctc::beam_search(
+            crate::ctc::Posteriors {
+                probs: &probs,
+                classes: 28,
+                blank: 27,
+            },
+            8,
+            1e-4,
+            &WordGrammar::named("grid", &crate::synth::vocabulary()).unwrap(),
+        );
+        let text: String = d
+            .labels
+            .iter()
+            .map(|&l| crate::synth::vocabulary()[l].clone())
+            .collect();
+        assert_eq!(text.trim_end(), "bin blue at f two now bin");
+        assert_eq!(d.labels.len(), d.frames.len());
+    }
 }

@@ -16,6 +16,7 @@
 
 pub mod ctc;
 pub mod grammar;
+#[cfg(feature = "service")]
 pub mod service;
 pub mod stage;
 pub mod stitch;

@@ -8,10 +8,10 @@
 
 use std::time::Duration;
 
-use mouthmap_bus::contract::{LogitsEvent, TopicKind, Transcript, TranscriptKind, headers};
-use mouthmap_bus::kafka::{HandleError, Handler, InMessage, OutMessage};
+use mouthmap_bus::kafka::{Handler, Incoming};
 use mouthmap_bus::metrics::StageMetrics;
-use mouthmap_bus::telemetry;
+use mouthmap_bus::{ErrorKind, HandleError, OutMessage, telemetry};
+use mouthmap_contracts::{Event, LogitsEvent, Transcript};
 use mouthmap_feature_store::enrich::{Enricher, Enrichment};
 
 use crate::stage::{DecodeError, Decoder};
@@ -30,20 +30,23 @@ pub struct DecodeHandler {
 /// The outcome of one lookup, as transcripts carry it.
 type Lookup = Result<Enrichment, String>;
 
+impl From<DecodeError> for HandleError {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::Contract(c) => c.into(),
+            e @ DecodeError::VocabularyChanged { .. } => {
+                HandleError::dead_letter(ErrorKind::Content, e)
+            }
+            // The configured grammar cannot be spelled by this model's
+            // vocabulary: this window cannot be decoded, other models' can.
+            e @ DecodeError::Grammar(_) => HandleError::dead_letter(ErrorKind::Grammar, e),
+        }
+    }
+}
+
 impl DecodeHandler {
     fn message(&self, t: &Transcript, span: &tracing::Span) -> OutMessage {
-        let event = match t.kind {
-            TranscriptKind::Partial => "partial",
-            TranscriptKind::Final => "final",
-        };
-        OutMessage::new(
-            &self.transcripts_topic,
-            &t.stream_id,
-            serde_json::to_vec(t).expect("transcripts serialise"),
-        )
-        .header(headers::SCHEMA, TopicKind::Transcripts.schema_header())
-        .header(headers::EVENT, event)
-        .headers(telemetry::inject(span))
+        OutMessage::event(&self.transcripts_topic, t, &[]).headers(telemetry::inject(span))
     }
 
     /// Looks the stream up (if there is a store) and lets its features pick
@@ -56,7 +59,7 @@ impl DecodeHandler {
         match &found {
             Ok(e) => self.stage.choose_grammar(stream_id, e.grammar.as_deref()),
             Err(reason) => {
-                self.metrics.error("enrich");
+                self.metrics.error(ErrorKind::FeatureLookup);
                 tracing::debug!(stream_id, %reason, "transcript not enriched");
             }
         }
@@ -82,25 +85,24 @@ impl DecodeHandler {
 }
 
 impl Handler for DecodeHandler {
-    async fn handle(&mut self, msg: &InMessage) -> Result<Vec<OutMessage>, HandleError> {
-        let (event, payload) =
-            LogitsEvent::decode(&msg.payload).map_err(|e| HandleError::Malformed(e.to_string()))?;
+    type Input = LogitsEvent;
+
+    async fn handle(
+        &mut self,
+        input: Incoming<'_, LogitsEvent>,
+    ) -> Result<Vec<OutMessage>, HandleError> {
+        let event = input.event;
         let span = tracing::info_span!(
             "decode.window",
             stream_id = event.stream_id(),
             event = event.name()
         );
-        telemetry::continue_trace(&span, &msg.headers);
+        telemetry::continue_trace(&span, &input.msg.headers);
         let lookup = match event {
             LogitsEvent::Start(_) => None,
             _ => self.lookup(event.stream_id()).await,
         };
-        let mut out = tokio::task::block_in_place(|| self.stage.handle(&event, payload)).map_err(
-            |e| match e {
-                DecodeError::Malformed(m) => HandleError::Malformed(m),
-                DecodeError::Grammar(g) => HandleError::Fatal(g.to_string()),
-            },
-        )?;
+        let mut out = tokio::task::block_in_place(|| self.stage.handle(event, input.payload))?;
         for t in &mut out {
             Self::attach(t, &lookup);
         }

@@ -2,7 +2,7 @@
 //! windows a 75-frame, hop-`h` inferencer would cut from them: for tests
 //! and benchmarks of the decoder without a model.
 
-use mouthmap_bus::contract::{EndReason, LogitsEvent, LogitsWindow, StreamEnd};
+use mouthmap_contracts::{EndReason, LogitsEvent, LogitsWindow, StreamEnd};
 
 /// LipNet's classes: `a`-`z`, space, blank (last).
 pub fn vocabulary() -> Vec<String> {

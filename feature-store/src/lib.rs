@@ -24,6 +24,7 @@ pub mod cache;
 pub mod enrich;
 pub mod online;
 pub mod registry;
+#[cfg(feature = "service")]
 pub mod service;
 pub mod value;
 pub mod writer;
@@ -81,5 +82,17 @@ impl FeatureError {
     /// True for failures that pass (Redis down, slow): retry, do not give up.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable(_) | Self::Deadline(_))
+    }
+
+    /// True when the input is at fault (a key or a value that the
+    /// declarations refuse), not the store: skip that input, go on.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            Self::BadKey(_)
+                | Self::WrongType { .. }
+                | Self::UnknownField { .. }
+                | Self::BadStored { .. }
+        )
     }
 }

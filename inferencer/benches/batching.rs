@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mouthmap_bus::contract::{
+use mouthmap_contracts::{
     CropQuality, FrameInfo, LogitsEvent, MouthChunk, MouthEvent, SourceKind, StreamStart,
 };
 use mouthmap_inferencer::model::{Device, Model};

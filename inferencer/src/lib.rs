@@ -10,5 +10,6 @@
 //!   dynamic batcher (`max_batch`, `max_delay`). Free of transport.
 
 pub mod model;
+#[cfg(feature = "service")]
 pub mod service;
 pub mod stage;

@@ -12,31 +12,19 @@
 
 use std::path::{Path, PathBuf};
 
+pub use mouthmap_onnx::Device;
+use mouthmap_onnx::{OnnxError, SessionSettings, load_session};
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{TensorElementType, TensorRef};
 use serde::Deserialize;
-
-/// Where the model runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Device {
-    Cpu,
-    Cuda,
-}
 
 /// Why a model cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error(transparent)]
-    Runtime(#[from] mouthmap_preprocessor::runtime::RuntimeError),
-    #[error("cannot load the model {path}: {reason}")]
-    Load { path: PathBuf, reason: String },
+    #[error("cannot load the model {0}")]
+    Load(#[from] OnnxError),
     #[error("the model {path} breaks the MouthMap contract: {reason}")]
     Contract { path: PathBuf, reason: String },
-    #[error(
-        "CUDA was asked for but cannot be used: {0} (install the onnxruntime-gpu library and point ORT_DYLIB_PATH at it, or use --device cpu)"
-    )]
-    Cuda(String),
     #[error("inference failed: {0}")]
     Run(String),
 }
@@ -91,28 +79,7 @@ fn dims(vt: &ort::value::ValueType) -> Option<(TensorElementType, Vec<i64>)> {
 impl Model {
     /// Loads and checks a model. `threads` are ONNX Runtime intra-op threads.
     pub fn load(path: &Path, device: Device, threads: usize) -> Result<Self, ModelError> {
-        let env = mouthmap_preprocessor::runtime::environment()?;
-        let load = |reason: String| ModelError::Load {
-            path: path.to_path_buf(),
-            reason,
-        };
-        if !path.exists() {
-            return Err(load("no such file".into()));
-        }
-        let mut builder = Session::builder(env)
-            .map_err(|e| load(e.to_string()))?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(|e| load(e.to_string()))?
-            .with_intra_threads(threads.max(1))
-            .map_err(|e| load(e.to_string()))?;
-        if device == Device::Cuda {
-            builder = builder
-                .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
-                .map_err(|e| ModelError::Cuda(e.to_string()))?;
-        }
-        let session = builder
-            .commit_from_file(path)
-            .map_err(|e| load(e.to_string()))?;
+        let session = load_session(path, SessionSettings { threads, device })?;
         let info = check_contract(&session, path)?;
         let input = session.inputs()[0].name().to_string();
         Ok(Self {

@@ -1,9 +1,9 @@
 //! The Kafka edge of the infer service: `mouths` in, `logits` out.
 
-use mouthmap_bus::contract::{MouthEvent, TopicKind, encode_envelope, headers};
-use mouthmap_bus::kafka::{HandleError, Handler, InMessage, OutMessage};
+use mouthmap_bus::kafka::{Handler, Incoming};
 use mouthmap_bus::metrics::StageMetrics;
-use mouthmap_bus::telemetry;
+use mouthmap_bus::{ErrorKind, HandleError, OutMessage, telemetry};
+use mouthmap_contracts::{Event, MouthEvent, headers};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::stage::{InferError, Inferencer, Produced};
@@ -15,7 +15,18 @@ pub struct InferHandler {
     pub metrics: StageMetrics,
 }
 
-fn pairs(headers: &[(String, Vec<u8>)]) -> Vec<(String, String)> {
+impl From<InferError> for HandleError {
+    fn from(e: InferError) -> Self {
+        match e {
+            InferError::Contract(c) => c.into(),
+            e @ InferError::CropSize { .. } => HandleError::dead_letter(ErrorKind::Content, e),
+            e @ InferError::Model(_) => HandleError::fatal(ErrorKind::Model, e),
+        }
+    }
+}
+
+/// The trace context of a message, as the stage's tags carry it.
+fn trace_tag(headers: &[(String, Vec<u8>)]) -> Vec<(String, String)> {
     headers
         .iter()
         .filter(|(k, _)| k == headers::TRACEPARENT || k == headers::TRACESTATE)
@@ -30,13 +41,6 @@ fn as_bytes(tag: &[(String, String)]) -> Vec<(String, Vec<u8>)> {
 }
 
 impl InferHandler {
-    fn map_err(e: InferError) -> HandleError {
-        match e {
-            InferError::Malformed(m) => HandleError::Malformed(m),
-            InferError::Model(m) => HandleError::Fatal(m.to_string()),
-        }
-    }
-
     /// Turns stage output into messages; each continues the trace of the
     /// input that completed it. Every batch run gets a span linking the
     /// chunks whose frames it carried.
@@ -66,28 +70,24 @@ impl InferHandler {
                     event = p.event.name()
                 );
                 telemetry::continue_trace(&span, &as_bytes(&p.tag));
-                OutMessage::new(
-                    &self.logits_topic,
-                    p.event.stream_id(),
-                    encode_envelope(&p.event, &p.payload),
-                )
-                .header(headers::SCHEMA, TopicKind::Logits.schema_header())
-                .header(headers::EVENT, p.event.name())
-                .headers(telemetry::inject(&span))
+                OutMessage::event(&self.logits_topic, &p.event, &p.payload)
+                    .headers(telemetry::inject(&span))
             })
             .collect()
     }
 }
 
 impl Handler for InferHandler {
-    async fn handle(&mut self, msg: &InMessage) -> Result<Vec<OutMessage>, HandleError> {
+    type Input = MouthEvent;
+
+    async fn handle(
+        &mut self,
+        input: Incoming<'_, MouthEvent>,
+    ) -> Result<Vec<OutMessage>, HandleError> {
         tokio::task::block_in_place(|| {
-            let (event, payload) = MouthEvent::decode(&msg.payload)
-                .map_err(|e| HandleError::Malformed(e.to_string()))?;
-            let out = self
-                .stage
-                .handle(&event, payload, &pairs(&msg.headers))
-                .map_err(Self::map_err)?;
+            let out =
+                self.stage
+                    .handle(input.event, input.payload, &trace_tag(&input.msg.headers))?;
             Ok(self.publish(out))
         })
     }
@@ -99,7 +99,7 @@ impl Handler for InferHandler {
 
     async fn on_tick(&mut self) -> Result<Vec<OutMessage>, HandleError> {
         tokio::task::block_in_place(|| {
-            let out = self.stage.tick().map_err(Self::map_err)?;
+            let out = self.stage.tick()?;
             Ok(self.publish(out))
         })
     }

@@ -7,7 +7,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use mouthmap_bus::contract::{FrameInfo, LogitsEvent, LogitsWindow, MouthChunk, MouthEvent};
+use mouthmap_contracts::{
+    ContractError, FrameInfo, LogitsEvent, LogitsWindow, MouthChunk, MouthEvent,
+};
 
 use crate::model::{Model, ModelError};
 
@@ -36,8 +38,21 @@ impl Default for InferSettings {
 /// Why an event could not be processed.
 #[derive(Debug, thiserror::Error)]
 pub enum InferError {
-    #[error("{0}")]
-    Malformed(String),
+    /// The event breaks the contract.
+    #[error(transparent)]
+    Contract(#[from] ContractError),
+    /// Crops of another size than the model takes.
+    #[error(
+        "crops are {width}x{height} but the model {model} takes {model_width}x{model_height}: set the preprocessor's --crop-size"
+    )]
+    CropSize {
+        width: u32,
+        height: u32,
+        model: String,
+        model_width: usize,
+        model_height: usize,
+    },
+    /// The model failed.
     #[error(transparent)]
     Model(#[from] ModelError),
 }
@@ -187,13 +202,15 @@ impl Inferencer {
     ) -> Result<(), InferError> {
         let info = self.model.info();
         if (c.width as usize, c.height as usize) != (info.width, info.height) {
-            return Err(InferError::Malformed(format!(
-                "crops are {}x{} but the model {} takes {}x{}: set the preprocessor's --crop-size",
-                c.width, c.height, info.name, info.width, info.height
-            )));
+            return Err(InferError::CropSize {
+                width: c.width,
+                height: c.height,
+                model: info.name.clone(),
+                model_width: info.width,
+                model_height: info.height,
+            });
         }
-        c.validate(payload)
-            .map_err(|e| InferError::Malformed(e.to_string()))?;
+        c.validate(payload)?;
         let (frames, hop, frame_px) = (
             info.frames,
             self.settings.hop.max(1),
@@ -317,7 +334,7 @@ impl Inferencer {
 mod tests {
     use super::*;
     use crate::model::Device;
-    use mouthmap_bus::contract::{
+    use mouthmap_contracts::{
         CropQuality, EndReason, MouthEnd, SourceKind, StreamEnd, StreamQuality, StreamStart,
     };
     use std::path::Path;
@@ -520,7 +537,8 @@ mod tests {
         c.width = 100;
         let err = inf.handle(&MouthEvent::Chunk(c), &p, &[]).unwrap_err();
         assert!(
-            matches!(err, InferError::Malformed(ref m) if m.contains("crops are 100x46")),
+            matches!(err, InferError::CropSize { width: 100, .. })
+                && err.to_string().contains("crops are 100x46"),
             "{err}"
         );
     }

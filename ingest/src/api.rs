@@ -25,7 +25,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use mouthmap_bus::contract::EndReason;
+use mouthmap_contracts::EndReason;
 use serde::Deserialize;
 use serde_json::json;
 

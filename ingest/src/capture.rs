@@ -21,7 +21,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
-use mouthmap_bus::contract::{FPS, PixelFormat, SourceKind};
+use mouthmap_contracts::{FPS, PixelFormat, SourceKind};
 
 use crate::source::Source;
 

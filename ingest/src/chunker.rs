@@ -1,6 +1,6 @@
 //! Frames in, chunk messages out: pure logic, no transport.
 
-use mouthmap_bus::contract::{FrameChunk, FrameInfo, PixelFormat};
+use mouthmap_contracts::{FrameChunk, FrameInfo, PixelFormat};
 
 /// One decoded frame, tightly packed (no row padding).
 #[derive(Debug, Clone, PartialEq)]

@@ -18,11 +18,15 @@
 //! Everything up to [`manager`] is free of Kafka: a stream hands its events
 //! to an [`stream::Emitter`].
 
+#[cfg(feature = "service")]
 pub mod api;
 pub mod capture;
 pub mod chunker;
+#[cfg(feature = "service")]
 pub mod manager;
+#[cfg(feature = "service")]
 pub mod publish;
+#[cfg(feature = "service")]
 pub mod service;
 pub mod source;
 pub mod stream;

@@ -4,8 +4,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use mouthmap_bus::contract::{FrameEvent, SourceKind, StreamEnd, validate_stream_id};
 use mouthmap_bus::metrics::StageMetrics;
+use mouthmap_contracts::{FrameEvent, SourceKind, StreamEnd, validate_stream_id};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -163,7 +163,7 @@ impl StreamManager {
                 };
                 let end = run_stream(&thread_id, &source, &settings, &control, &mut emitter);
                 if end.error.is_some() {
-                    inner.metrics.error("source");
+                    inner.metrics.error(mouthmap_bus::ErrorKind::Source);
                 }
                 let mut active = inner.active.lock().expect("active lock");
                 if let Some(entry) = active.remove(&thread_id) {

@@ -3,10 +3,11 @@
 use std::time::Instant;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use mouthmap_bus::contract::{FrameEvent, TopicKind, encode_envelope, headers};
-use mouthmap_bus::kafka::{OutMessage, Producer};
+use mouthmap_bus::kafka::Producer;
 use mouthmap_bus::metrics::StageMetrics;
 use mouthmap_bus::telemetry;
+use mouthmap_bus::{ErrorKind, OutMessage};
+use mouthmap_contracts::{Event, FrameEvent};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -16,20 +17,6 @@ pub struct Outgoing {
     pub payload: Vec<u8>,
     pub span: tracing::Span,
     pub created: Instant,
-}
-
-/// Builds the Kafka message for an event: key = stream id, headers = schema,
-/// event name and the span's W3C trace context.
-pub fn to_message(
-    topic: &str,
-    event: &FrameEvent,
-    payload: &[u8],
-    span: &tracing::Span,
-) -> OutMessage {
-    OutMessage::new(topic, event.stream_id(), encode_envelope(event, payload))
-        .header(headers::SCHEMA, TopicKind::Frames.schema_header())
-        .header(headers::EVENT, event.name())
-        .headers(telemetry::inject(span))
 }
 
 /// What the publisher did, for the process summary.
@@ -54,7 +41,8 @@ pub async fn publish_loop(
         tokio::select! {
             next = rx.recv(), if open => {
                 let Some(out) = next else { open = false; continue };
-                let msg = to_message(&topic, &out.event, &out.payload, &out.span);
+                let msg = OutMessage::event(&topic, &out.event, &out.payload)
+                    .headers(telemetry::inject(&out.span));
                 let (stream_id, event) = (out.event.stream_id().to_string(), out.event.name());
                 match producer.send(msg) {
                     Ok(delivery) => {
@@ -66,7 +54,7 @@ pub async fn publish_loop(
                     }
                     Err(e) => {
                         stats.failed += 1;
-                        metrics.error("produce");
+                        metrics.error(ErrorKind::Produce);
                         tracing::error!(%stream_id, event, error = %e, "could not enqueue message; it is lost");
                     }
                 }
@@ -80,7 +68,7 @@ pub async fn publish_loop(
                     }
                     Err(e) => {
                         stats.failed += 1;
-                        metrics.error("produce");
+                        metrics.error(ErrorKind::Produce);
                         tracing::error!(%stream_id, event, error = %e, "delivery failed after retries; message lost");
                     }
                 }

@@ -4,9 +4,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mouthmap_bus::contract::StreamEnd;
 use mouthmap_bus::kafka::Producer;
 use mouthmap_bus::metrics::StageMetrics;
+use mouthmap_contracts::StreamEnd;
 use tokio::sync::{mpsc, watch};
 
 use crate::api::{self, ApiState, RtmpSettings};

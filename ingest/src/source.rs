@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mouthmap_bus::contract::SourceKind;
+use mouthmap_contracts::SourceKind;
 
 /// Why a source cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use mouthmap_bus::contract::{EndReason, FPS, FrameEvent, PixelFormat, StreamEnd, StreamStart};
+use mouthmap_contracts::{EndReason, FPS, FrameEvent, PixelFormat, StreamEnd, StreamStart};
 
 use crate::capture::{Capture, CaptureError, CaptureSettings, Polled};
 use crate::chunker::{ChunkPolicy, Chunker, RawFrame};
@@ -181,7 +181,7 @@ impl Run<'_> {
     fn emit_chunk(
         &mut self,
         emitter: &mut dyn Emitter,
-        chunk: mouthmap_bus::contract::FrameChunk,
+        chunk: mouthmap_contracts::FrameChunk,
         payload: Vec<u8>,
     ) {
         let span = tracing::info_span!(

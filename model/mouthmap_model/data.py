@@ -111,7 +111,14 @@ def build(args: argparse.Namespace) -> None:
             }
         )
     SPLIT_FILE.write_text(json.dumps(split, indent=1) + "\n")
-    manifest = {"source": "GRID corpus speaker 1 (Cooke et al. 2006, CC BY 4.0)", "clips": entries}
+    # What the crops were cut from (`jpeg q95` by default: the frames ingest
+    # publishes), as `mouthmap crops` recorded it.
+    report = json.loads((crops / "report.json").read_text()) if (crops / "report.json").exists() else {}
+    manifest = {
+        "source": "GRID corpus speaker 1 (Cooke et al. 2006, CC BY 4.0)",
+        "frame_format": report.get("frame_format", "unknown"),
+        "clips": entries,
+    }
     body = json.dumps(manifest, sort_keys=True).encode()
     manifest["manifest_sha256"] = hashlib.sha256(body).hexdigest()
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")

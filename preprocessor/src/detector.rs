@@ -10,11 +10,9 @@
 
 use std::path::Path;
 
+use mouthmap_onnx::{OnnxError, SessionSettings, load_session};
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
-
-use crate::runtime;
 
 /// A point in frame pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
@@ -80,12 +78,10 @@ impl Face {
 /// Detection errors.
 #[derive(Debug, thiserror::Error)]
 pub enum DetectorError {
-    #[error(transparent)]
-    Runtime(#[from] runtime::RuntimeError),
     #[error(
-        "cannot load the face model {path}: {reason} (set --face-model to YuNet's ONNX file; see the preprocessor README)"
+        "cannot load the face model {0} (set --face-model to YuNet's ONNX file; see the preprocessor README)"
     )]
-    Load { path: String, reason: String },
+    Load(#[from] OnnxError),
     #[error("the face model does not look like YuNet: {0}")]
     Contract(String),
     #[error("face detection failed: {0}")]
@@ -125,22 +121,13 @@ pub struct Detector {
 
 impl Detector {
     pub fn load(path: &Path, settings: DetectorSettings) -> Result<Self, DetectorError> {
-        let env = runtime::environment()?;
-        let load = |reason: String| DetectorError::Load {
-            path: path.display().to_string(),
-            reason,
-        };
-        if !path.exists() {
-            return Err(load("no such file".into()));
-        }
-        let session = Session::builder(env)
-            .map_err(|e| load(e.to_string()))?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(|e| load(e.to_string()))?
-            .with_intra_threads(settings.threads.max(1))
-            .map_err(|e| load(e.to_string()))?
-            .commit_from_file(path)
-            .map_err(|e| load(e.to_string()))?;
+        let session = load_session(
+            path,
+            SessionSettings {
+                threads: settings.threads,
+                ..SessionSettings::default()
+            },
+        )?;
         let names: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
         for s in STRIDES {
             for o in OUTPUTS {

@@ -5,30 +5,63 @@ use zune_core::colorspace::ColorSpace;
 use zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
 
+/// Why a JPEG frame could not be used.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum JpegError {
+    #[error("not a decodable JPEG: {0}")]
+    Undecodable(String),
+    #[error("a {found_width}x{found_height} JPEG in a chunk of {width}x{height} frames")]
+    WrongSize {
+        found_width: usize,
+        found_height: usize,
+        width: u32,
+        height: u32,
+    },
+    #[error("a JPEG that decodes to {found} bytes, not {width}x{height} YCbCr")]
+    WrongLength {
+        found: usize,
+        width: u32,
+        height: u32,
+    },
+}
+
 /// Decodes one JPEG into `out` as tightly packed I420 (`width` x `height`,
 /// chroma averaged over 2x2 blocks). The image must have the size the chunk
-/// says; anything else is an error that names what was wrong.
-pub fn decode_i420(jpeg: &[u8], width: u32, height: u32, out: &mut Vec<u8>) -> Result<(), String> {
+/// says, which is checked from its header before any pixel is decoded (a
+/// small file that declares a huge image allocates nothing); anything else
+/// is an error that names what was wrong.
+pub fn decode_i420(
+    jpeg: &[u8],
+    width: u32,
+    height: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), JpegError> {
     let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::YCbCr);
     let mut decoder = JpegDecoder::new_with_options(std::io::Cursor::new(jpeg), options);
-    let ycc = decoder
-        .decode()
-        .map_err(|e| format!("not a decodable JPEG: {e}"))?;
-    let info = decoder.info().ok_or("a JPEG without image information")?;
+    decoder
+        .decode_headers()
+        .map_err(|e| JpegError::Undecodable(e.to_string()))?;
+    let info = decoder
+        .info()
+        .ok_or_else(|| JpegError::Undecodable("no image information".into()))?;
     let (w, h) = (width as usize, height as usize);
     if (info.width as usize, info.height as usize) != (w, h) {
-        return Err(format!(
-            "a {}x{} JPEG in a chunk of {width}x{height} frames",
-            info.width, info.height
-        ));
-    }
-    if ycc.len() != w * h * 3 {
-        return Err(format!(
-            "a JPEG that decodes to {} bytes, not {}x{} YCbCr",
-            ycc.len(),
+        return Err(JpegError::WrongSize {
+            found_width: info.width as usize,
+            found_height: info.height as usize,
             width,
-            height
-        ));
+            height,
+        });
+    }
+    let ycc = decoder
+        .decode()
+        .map_err(|e| JpegError::Undecodable(e.to_string()))?;
+    if ycc.len() != w * h * 3 {
+        return Err(JpegError::WrongLength {
+            found: ycc.len(),
+            width,
+            height,
+        });
     }
     let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
     out.clear();
@@ -82,9 +115,11 @@ mod tests {
     #[test]
     fn bad_bytes_and_wrong_sizes_are_named() {
         let mut out = Vec::new();
-        let err = decode_i420(b"not a jpeg", 8, 8, &mut out).unwrap_err();
+        let err = decode_i420(b"not a jpeg", 8, 8, &mut out)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a decodable JPEG"), "{err}");
-        let err = decode_i420(JPEG, 44, 32, &mut out).unwrap_err();
+        let err = decode_i420(JPEG, 44, 32, &mut out).unwrap_err().to_string();
         assert!(
             err.contains("a 40x32 JPEG in a chunk of 44x32 frames"),
             "{err}"

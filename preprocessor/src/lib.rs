@@ -2,8 +2,7 @@
 //!
 //! From the pixels inwards:
 //!
-//! * [`runtime`]: loads ONNX Runtime once per process.
-//! * [`detector`]: YuNet through `ort`: BGR input, decoding of the three
+//! * [`detector`]: YuNet through `ort` (sessions from `mouthmap-onnx`): BGR input, decoding of the three
 //!   strides, score threshold, non-maximum suppression.
 //! * [`geometry`]: the mouth box from the landmarks: centred between the mouth
 //!   corners, sized by the eye distance, rotated upright by the eye line.
@@ -15,7 +14,8 @@
 //!   `no_face` flag after long ones.
 //! * [`stage`]: `frames` events in, `mouths` events out, a tracker per
 //!   stream; free of transport, shared by the service and `mouthmap crops`.
-//! * [`service`]: the Kafka edge (a `bus::kafka::Handler`).
+//! * [`service`]: the Kafka edge (a `bus::kafka::Handler`), and the
+//!   stage's errors mapped to their kind and retry policy.
 //! * [`export`]: `.npy` files and contact-sheet previews for the offline command.
 
 pub mod crop;
@@ -23,7 +23,7 @@ pub mod detector;
 pub mod export;
 pub mod geometry;
 pub mod jpeg;
-pub mod runtime;
+#[cfg(feature = "service")]
 pub mod service;
 pub mod stage;
 pub mod tracker;

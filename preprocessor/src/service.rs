@@ -1,12 +1,10 @@
 //! The Kafka edge of the preprocess service: `frames` messages in, `mouths`
 //! messages out, through [`Preprocessor`].
 
-use mouthmap_bus::contract::{FrameEvent, TopicKind, encode_envelope, headers};
-use mouthmap_bus::kafka::{HandleError, Handler, InMessage, OutMessage};
+use mouthmap_bus::kafka::{Handler, Incoming};
 use mouthmap_bus::metrics::StageMetrics;
-use mouthmap_bus::telemetry;
-
-use mouthmap_bus::contract::{MouthEvent, StreamQuality};
+use mouthmap_bus::{ErrorKind, HandleError, OutMessage, telemetry};
+use mouthmap_contracts::{Event, FrameEvent, MouthEvent, StreamQuality};
 use mouthmap_feature_store::writer::FeatureWriter;
 use mouthmap_feature_store::{Row, Value};
 
@@ -39,37 +37,29 @@ pub fn quality_row(q: &StreamQuality) -> Row {
     row
 }
 
-impl PreprocessHandler {
-    fn process(&mut self, msg: &InMessage) -> Result<Vec<OutMessage>, HandleError> {
-        if let Some(schema) = msg.header(headers::SCHEMA) {
-            let expected = TopicKind::Frames.schema_header();
-            if schema != expected {
-                return Err(HandleError::Malformed(format!(
-                    "schema header {schema:?} is not {expected:?}"
-                )));
+impl From<StageError> for HandleError {
+    fn from(e: StageError) -> Self {
+        match e {
+            StageError::Contract(c) => c.into(),
+            e @ (StageError::TooSmall { .. } | StageError::Jpeg { .. }) => {
+                HandleError::dead_letter(ErrorKind::Content, e)
             }
+            e @ StageError::Detector(_) => HandleError::fatal(ErrorKind::Detector, e),
         }
-        let (event, payload) =
-            FrameEvent::decode(&msg.payload).map_err(|e| HandleError::Malformed(e.to_string()))?;
-        if let Some(key) = msg.key_str()
-            && key != event.stream_id()
-        {
-            return Err(HandleError::Malformed(format!(
-                "message key {key:?} differs from its stream id {:?}",
-                event.stream_id()
-            )));
-        }
+    }
+}
+
+impl PreprocessHandler {
+    fn process(&mut self, input: Incoming<'_, FrameEvent>) -> Result<Vec<OutMessage>, HandleError> {
+        let event = input.event;
         let span = tracing::info_span!(
             "preprocess.chunk",
             stream_id = event.stream_id(),
             event = event.name()
         );
-        telemetry::continue_trace(&span, &msg.headers);
+        telemetry::continue_trace(&span, &input.msg.headers);
         let _entered = span.enter();
-        let out = self.stage.handle(&event, payload).map_err(|e| match e {
-            StageError::Malformed(m) => HandleError::Malformed(m),
-            StageError::Detector(d) => HandleError::Fatal(d.to_string()),
-        })?;
+        let out = self.stage.handle(event, input.payload)?;
         self.metrics.set_active(self.stage.active_streams() as i64);
         if let Some(writer) = &self.features {
             for (ev, _) in &out {
@@ -81,29 +71,27 @@ impl PreprocessHandler {
                 if let Some(q) = quality
                     && !writer.offer(STREAM_QUALITY, ev.stream_id(), quality_row(&q))
                 {
-                    self.metrics.error("features");
+                    self.metrics.error(ErrorKind::FeatureWrite);
                 }
             }
         }
         let trace = telemetry::inject(&span);
         Ok(out
             .into_iter()
-            .map(|(ev, bytes)| {
-                OutMessage::new(
-                    &self.mouths_topic,
-                    ev.stream_id(),
-                    encode_envelope(&ev, &bytes),
-                )
-                .header(headers::SCHEMA, TopicKind::Mouths.schema_header())
-                .header(headers::EVENT, ev.name())
-                .headers(trace.clone())
+            .map(|(ev, crops)| {
+                OutMessage::event(&self.mouths_topic, &ev, &crops).headers(trace.clone())
             })
             .collect())
     }
 }
 
 impl Handler for PreprocessHandler {
-    async fn handle(&mut self, msg: &InMessage) -> Result<Vec<OutMessage>, HandleError> {
-        tokio::task::block_in_place(|| self.process(msg))
+    type Input = FrameEvent;
+
+    async fn handle(
+        &mut self,
+        input: Incoming<'_, FrameEvent>,
+    ) -> Result<Vec<OutMessage>, HandleError> {
+        tokio::task::block_in_place(|| self.process(input))
     }
 }

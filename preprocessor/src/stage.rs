@@ -2,10 +2,12 @@
 //! events out, one tracker per stream. The Kafka service and the offline
 //! `mouthmap crops` command both run exactly this.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
-use mouthmap_bus::contract::{
-    FrameChunk, FrameEvent, MouthChunk, MouthEnd, MouthEvent, PixelFormat, StreamQuality,
+use mouthmap_contracts::{
+    ContractError, FrameChunk, FrameEvent, MouthChunk, MouthEnd, MouthEvent, PixelFormat,
+    StreamQuality,
 };
 
 use crate::detector::{Detector, DetectorError};
@@ -14,9 +16,20 @@ use crate::tracker::{FrameCrop, MouthTracker, TrackerSettings};
 /// Why an event could not be processed.
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
-    /// The event breaks the contract (goes to the dead-letter topic).
-    #[error("{0}")]
-    Malformed(String),
+    /// The event breaks the contract.
+    #[error(transparent)]
+    Contract(#[from] ContractError),
+    /// Frames too small for a face.
+    #[error("frames of {width}x{height} are too small to find a face in (at least 32x32)")]
+    TooSmall { width: u32, height: u32 },
+    /// A JPEG frame that does not decode.
+    #[error("frame {frame} of chunk {seq}: {source}")]
+    Jpeg {
+        frame: u64,
+        seq: u64,
+        source: crate::jpeg::JpegError,
+    },
+    /// The face detector failed.
     #[error(transparent)]
     Detector(#[from] DetectorError),
 }
@@ -151,59 +164,25 @@ impl Preprocessor {
         payload: &[u8],
         observe: &mut dyn FnMut(&FrameCrop),
     ) -> Result<(MouthEvent, Vec<u8>), StageError> {
-        chunk
-            .validate(payload)
-            .map_err(|e| StageError::Malformed(e.to_string()))?;
+        chunk.validate(payload)?;
         let (w, h) = (chunk.width, chunk.height);
         if w < 32 || h < 32 {
-            return Err(StageError::Malformed(format!(
-                "frames of {w}x{h} are too small to find a face in"
-            )));
+            return Err(StageError::TooSmall {
+                width: w,
+                height: h,
+            });
         }
-        let ranges = chunk.frame_ranges();
-        // Compressed frames are all decoded before any is used, so a broken
-        // one dead-letters its chunk without touching the stream's state.
-        let decoded: Vec<Vec<u8>> = match chunk.format {
-            PixelFormat::Jpeg => ranges
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    let mut out = Vec::new();
-                    crate::jpeg::decode_i420(&payload[r.clone()], w, h, &mut out)
-                        .map(|()| out)
-                        .map_err(|e| {
-                            StageError::Malformed(format!(
-                                "frame {} of chunk {}: {e}",
-                                chunk.frames[i].index, chunk.seq
-                            ))
-                        })
-                })
-                .collect::<Result<_, _>>()?,
-            _ => Vec::new(),
-        };
+        let frames = frames_i420(chunk, payload)?;
         let (cw, ch) = (self.settings.crop_width, self.settings.crop_height);
         let mut crops = Vec::with_capacity((cw * ch) as usize * chunk.frames.len());
         let mut quality = Vec::with_capacity(chunk.frames.len());
-        let mut gray_as_i420 = Vec::new();
         let mut no_face = false;
         let settings = self.settings;
         let state = self
             .streams
             .entry(chunk.stream_id.clone())
             .or_insert_with(|| StreamState::new(settings));
-        for i in 0..chunk.frames.len() {
-            let frame = &payload[ranges[i].clone()];
-            let frame = match chunk.format {
-                PixelFormat::I420 => frame,
-                PixelFormat::Jpeg => &decoded[i],
-                PixelFormat::Gray8 => {
-                    gray_as_i420.clear();
-                    gray_as_i420.extend_from_slice(frame);
-                    let i420 = PixelFormat::I420.frame_bytes(w, h);
-                    gray_as_i420.resize(i420.expect("I420 is a raw format"), 128);
-                    &gray_as_i420
-                }
-            };
+        for frame in &frames {
             let c = state.tracker.process(&mut self.detector, frame, w, h)?;
             observe(&c);
             state.totals.add(&c);
@@ -224,4 +203,47 @@ impl Preprocessor {
         state.seq += 1;
         Ok((MouthEvent::Chunk(out), crops))
     }
+}
+
+/// A checked chunk's frames as I420, the layout the detector and the
+/// tracker read: raw I420 frames as they are, Gray8 frames with neutral
+/// chroma added, JPEG frames decoded. All of a chunk's frames are decoded
+/// before any is used, so a broken one dead-letters its chunk without
+/// touching the stream's state.
+pub fn frames_i420<'a>(
+    chunk: &FrameChunk,
+    payload: &'a [u8],
+) -> Result<Vec<Cow<'a, [u8]>>, StageError> {
+    let (w, h) = (chunk.width, chunk.height);
+    let i420 = PixelFormat::I420
+        .frame_bytes(w, h)
+        .expect("I420 is a raw format");
+    chunk
+        .frame_ranges()
+        .into_iter()
+        .zip(&chunk.frames)
+        .map(|(r, info)| {
+            let frame = &payload[r];
+            match chunk.format {
+                PixelFormat::I420 => Ok(Cow::Borrowed(frame)),
+                PixelFormat::Gray8 => {
+                    let mut padded = Vec::with_capacity(i420);
+                    padded.extend_from_slice(frame);
+                    padded.resize(i420, 128);
+                    Ok(Cow::Owned(padded))
+                }
+                PixelFormat::Jpeg => {
+                    let mut out = Vec::new();
+                    crate::jpeg::decode_i420(frame, w, h, &mut out).map_err(|source| {
+                        StageError::Jpeg {
+                            frame: info.index,
+                            seq: chunk.seq,
+                            source,
+                        }
+                    })?;
+                    Ok(Cow::Owned(out))
+                }
+            }
+        })
+        .collect()
 }

@@ -1,7 +1,7 @@
 //! One stream's mouth tracking: when to run the detector, which face is the
 //! speaker, how the box moves, and what happens when the face is lost.
 
-use mouthmap_bus::contract::CropQuality;
+use mouthmap_contracts::CropQuality;
 
 use crate::crop;
 use crate::detector::{Detector, DetectorError, Face};

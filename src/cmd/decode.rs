@@ -13,6 +13,39 @@ use mouthmap_feature_store::enrich::Enricher;
 
 use super::{KafkaArgs, ServiceWiring, StageFeatureArgs, duration, run_service};
 
+/// How posteriors become text (shared by `decode` and `transcribe`).
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Decoding")]
+pub struct DecoderArgs {
+    /// CTC prefix beam width (0 = greedy decoding).
+    #[arg(long, env = "MOUTHMAP_BEAM", default_value_t = 8)]
+    pub beam: usize,
+
+    /// Decode under a word grammar by default (`grid`: command colour preposition
+    /// letter digit adverb; `lexicon:WORD WORD ...`). With a feature store, a
+    /// stream's own `grammar` or `vocabulary` feature wins over this.
+    #[arg(long, env = "MOUTHMAP_GRAMMAR")]
+    pub grammar: Option<String>,
+
+    /// Bounded re-decoding: past this many frames, settled words are committed
+    /// and their frames dropped, so a window's decoding cost stays flat
+    /// however long the stream runs (0 re-decodes the whole stream each time).
+    #[arg(long, env = "MOUTHMAP_MAX_DECODE_FRAMES", default_value_t = 250)]
+    pub max_decode_frames: usize,
+}
+
+impl DecoderArgs {
+    /// The decode stage with these settings.
+    pub fn stage(&self) -> Decoder {
+        Decoder::new(DecodeSettings {
+            beam: self.beam,
+            grammar: self.grammar.clone(),
+            max_decode_frames: self.max_decode_frames,
+            ..DecodeSettings::default()
+        })
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct DecodeArgs {
     /// Consumer group; every replica in the group shares the streams.
@@ -27,21 +60,8 @@ pub struct DecodeArgs {
     )]
     metrics_listen: SocketAddr,
 
-    /// CTC prefix beam width (0 = greedy decoding).
-    #[arg(long, env = "MOUTHMAP_BEAM", default_value_t = 8)]
-    beam: usize,
-
-    /// Decode under a word grammar by default (`grid`: command colour preposition
-    /// letter digit adverb; `lexicon:WORD WORD ...`). A stream's own `grammar` or
-    /// `vocabulary` feature wins over this.
-    #[arg(long, env = "MOUTHMAP_GRAMMAR")]
-    grammar: Option<String>,
-
-    /// Bounded re-decoding: past this many frames, settled words are committed
-    /// and their frames dropped, so a window's decoding cost stays flat
-    /// however long the stream runs (0 re-decodes the whole stream each time).
-    #[arg(long, env = "MOUTHMAP_MAX_DECODE_FRAMES", default_value_t = 250)]
-    max_decode_frames: usize,
+    #[command(flatten)]
+    decoder: DecoderArgs,
 
     /// Close a stream whose end event never came after this long without
     /// messages, with a final transcript marked timed out.
@@ -73,12 +93,7 @@ pub async fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!(error = %e, "feature store unreachable at startup; transcripts say enriched: false until it answers");
     }
     let mut handler = DecodeHandler {
-        stage: Decoder::new(DecodeSettings {
-            beam: args.beam,
-            grammar: args.grammar.clone(),
-            max_decode_frames: args.max_decode_frames,
-            ..DecodeSettings::default()
-        }),
+        stage: args.decoder.stage(),
         transcripts_topic: args.kafka.transcripts_topic.clone(),
         metrics: metrics.clone(),
         idle_timeout: args.idle_timeout,

@@ -1,18 +1,16 @@
 //! `mouthmap features`: the feature store's service and its command line.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Subcommand};
-use mouthmap_bus::kafka::{InMessage, StartAt, consumer};
 use mouthmap_bus::metrics::StageMetrics;
 use mouthmap_feature_store::enrich::to_json;
-use mouthmap_feature_store::service::{self, FeaturesHandler, SPEAKER_ACTIVITY, STREAM_ACTIVITY};
+use mouthmap_feature_store::service::{self, FeaturesHandler};
 use mouthmap_feature_store::{OnlineStore, Row, Value};
-use rdkafka::consumer::Consumer;
 
 use super::{FeatureStoreArgs, KafkaArgs, ServiceWiring, duration, run_service};
 
@@ -275,67 +273,13 @@ async fn rebuild(
 ) -> anyhow::Result<ExitCode> {
     let topic = &kafka.transcripts_topic;
     let settings = kafka.settings("mouthmap-features-rebuild")?;
-    let group = format!(
-        "mouthmap-features-rebuild-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis())
+    eprintln!("rebuilding from {topic}");
+    let done = service::rebuild(store, &settings, topic, idle)
+        .await
+        .with_context(|| format!("rebuilding from {topic} on {}", kafka.brokers))?;
+    eprintln!(
+        "rebuilt: cleared {} keys, {} transcripts applied, {} skipped (not transcripts, or ids that cannot be keys)",
+        done.cleared, done.applied, done.skipped
     );
-    let consumer = consumer(&settings, &group, &[topic], StartAt::Earliest)?;
-    let timeout = Duration::from_secs(10);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .with_context(|| format!("reading the partitions of {topic} from {}", kafka.brokers))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    // The end of each partition now: the rebuild covers everything before it.
-    let mut ends: HashMap<i32, i64> = HashMap::new();
-    for p in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
-        if high > low {
-            ends.insert(p, high);
-        }
-    }
-    let mut cleared = 0;
-    for view in [STREAM_ACTIVITY, SPEAKER_ACTIVITY] {
-        cleared += store.clear_view(view).await?;
-    }
-    let total: i64 = ends.values().sum();
-    eprintln!("rebuilding from {topic}: cleared {cleared} keys; about {total} messages to replay");
-    let (mut applied, mut skipped) = (0u64, 0u64);
-    while !ends.is_empty() {
-        let m = match tokio::time::timeout(idle, consumer.recv()).await {
-            Ok(m) => m?,
-            Err(_) => bail!(
-                "no message from {topic} for {idle:?} with partitions {:?} not read to their end",
-                ends.keys().collect::<Vec<_>>()
-            ),
-        };
-        let msg = InMessage::from_borrowed(&m);
-        if let Some(&end) = ends.get(&msg.partition) {
-            if msg.offset >= end {
-                ends.remove(&msg.partition);
-                continue;
-            }
-            match service::facts(&msg) {
-                Ok((_, f)) => {
-                    service::apply(store, &f).await?;
-                    applied += 1;
-                }
-                Err(reason) => {
-                    skipped += 1;
-                    tracing::warn!(partition = msg.partition, offset = msg.offset, %reason, "skipped");
-                }
-            }
-            if msg.offset + 1 >= end {
-                ends.remove(&msg.partition);
-            }
-        }
-    }
-    eprintln!("rebuilt: {applied} transcripts applied, {skipped} skipped (not transcripts)");
     Ok(ExitCode::SUCCESS)
 }

@@ -1,16 +1,63 @@
 //! `mouthmap infer`: mouth crops in, per-window CTC probabilities out.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use mouthmap_bus::metrics::StageMetrics;
+use mouthmap_inferencer::model::{Device, Model};
 use mouthmap_inferencer::service::InferHandler;
 use mouthmap_inferencer::stage::{InferSettings, Inferencer};
 
-use super::transcribe::{DeviceArg, ModelArgs};
 use super::{KafkaArgs, ServiceWiring, duration, run_service};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+impl From<DeviceArg> for Device {
+    fn from(d: DeviceArg) -> Self {
+        match d {
+            DeviceArg::Cpu => Device::Cpu,
+            DeviceArg::Cuda => Device::Cuda,
+        }
+    }
+}
+
+/// The model and how it runs (shared by `infer` and `transcribe`).
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Model")]
+pub struct ModelArgs {
+    /// Lip-reading model (ONNX, MouthMap contract). Default: the committed reference model.
+    #[arg(long, env = "MOUTHMAP_MODEL")]
+    pub model: Option<PathBuf>,
+
+    /// Where the model runs; cuda needs the onnxruntime-gpu library (no silent fallback to cpu).
+    #[arg(long, env = "MOUTHMAP_DEVICE", value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+
+    /// ONNX Runtime threads for the model.
+    #[arg(long, env = "MOUTHMAP_MODEL_THREADS", default_value_t = 2)]
+    pub model_threads: usize,
+
+    /// Frames between window starts (75-frame windows; shorter hops give earlier partials).
+    #[arg(long, env = "MOUTHMAP_HOP", default_value_t = 25)]
+    pub hop: usize,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> anyhow::Result<Model> {
+        let path = self
+            .model
+            .clone()
+            .unwrap_or_else(mouthmap_onnx::default_model);
+        Ok(Model::load(&path, self.device.into(), self.model_threads)?)
+    }
+}
 
 #[derive(Args, Debug)]
 pub struct InferArgs {

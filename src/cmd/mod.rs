@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use mouthmap_bus::contract::PixelFormat;
 use mouthmap_bus::kafka::KafkaSettings;
+use mouthmap_contracts::PixelFormat;
 use mouthmap_ingest::stream::DEFAULT_JPEG_QUALITY;
 use tokio::sync::watch;
 
@@ -50,6 +50,17 @@ pub struct FrameFormatArgs {
         value_parser = clap::value_parser!(u8).range(1..=100)
     )]
     pub jpeg_quality: u8,
+}
+
+impl FrameFormatArgs {
+    /// Ingest's stream settings with these frame formats.
+    pub fn stream_settings(&self) -> mouthmap_ingest::stream::StreamSettings {
+        mouthmap_ingest::stream::StreamSettings {
+            pixel_format: self.pixel_format.into(),
+            jpeg_quality: self.jpeg_quality,
+            ..Default::default()
+        }
+    }
 }
 
 impl From<PixelFormatArg> for PixelFormat {

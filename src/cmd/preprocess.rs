@@ -95,15 +95,16 @@ impl CropArgs {
         }
     }
 
+    pub fn detector_settings(&self) -> DetectorSettings {
+        DetectorSettings {
+            score_threshold: self.face_score,
+            threads: self.detector_threads,
+            ..DetectorSettings::default()
+        }
+    }
+
     pub fn detector(&self) -> anyhow::Result<Detector> {
-        Ok(Detector::load(
-            &self.face_model,
-            DetectorSettings {
-                score_threshold: self.face_score,
-                threads: self.detector_threads,
-                ..DetectorSettings::default()
-            },
-        )?)
+        Ok(Detector::load(&self.face_model, self.detector_settings())?)
     }
 
     pub fn stage(&self) -> anyhow::Result<Preprocessor> {

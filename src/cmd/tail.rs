@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use mouthmap_bus::contract;
 use mouthmap_bus::kafka::{InMessage, StartAt, consumer};
 use rdkafka::consumer::Consumer;
 use serde_json::{Value, json};
@@ -68,8 +67,8 @@ pub fn describe(msg: &InMessage) -> Value {
         "key": msg.key_str(),
         "headers": headers,
     });
-    if msg.payload.starts_with(contract::ENVELOPE_MAGIC) {
-        match contract::decode_envelope::<Value>(&msg.payload) {
+    if msg.payload.starts_with(mouthmap_contracts::ENVELOPE_MAGIC) {
+        match mouthmap_contracts::decode_envelope::<Value>(&msg.payload) {
             Ok((meta, payload)) => {
                 out["meta"] = meta;
                 out["payload_bytes"] = json!(payload.len());

@@ -11,9 +11,66 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mouthmap_bus::contract::FrameEvent;
 use mouthmap_bus::kafka::{InMessage, KafkaSettings, StartAt, consumer};
+use mouthmap_contracts::FrameEvent;
 use rdkafka::consumer::Consumer;
+
+/// A service an integration test needs beyond this repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// The Kafka broker at MOUTHMAP_TEST_BROKERS (`scripts/stack up --infra`).
+    Broker,
+    /// `redis-server`, which the test starts on a port of its own.
+    Redis,
+    /// nginx with the RTMP module, which the test starts on a port of its own.
+    NginxRtmp,
+}
+
+fn missing(need: Need) -> Option<String> {
+    let on_path = |bin: &str| {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+            .unwrap_or(false)
+    };
+    match need {
+        Need::Broker => {
+            let b =
+                std::env::var("MOUTHMAP_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+            let first = b.split(',').next().unwrap_or_default().to_string();
+            let up = first.parse().is_ok_and(|addr| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
+            });
+            (!up).then(|| format!("the Kafka broker at {b} (`scripts/stack up --infra` starts one; MOUTHMAP_TEST_BROKERS names another)"))
+        }
+        Need::Redis => (!on_path("redis-server"))
+            .then(|| "redis-server (`scripts/install-deps` installs it)".to_string()),
+        Need::NginxRtmp => (!(on_path("nginx")
+            && Path::new("/usr/lib/nginx/modules/ngx_rtmp_module.so").exists()))
+        .then(|| "nginx with its RTMP module (`scripts/install-deps` installs them)".to_string()),
+    }
+}
+
+/// True when everything in `needs` is there. Otherwise the test should
+/// return at once: this prints why it was skipped, or, when the run
+/// requires every service (`scripts/test` sets MOUTHMAP_REQUIRE_SERVICES=1,
+/// and starts them), fails the test instead, so a full run never passes
+/// with tests skipped.
+pub fn available(needs: &[Need]) -> bool {
+    let missing: Vec<String> = needs.iter().filter_map(|&n| missing(n)).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_string();
+    let why = format!("{test} needs {}", missing.join(" and "));
+    if std::env::var_os("MOUTHMAP_REQUIRE_SERVICES").is_some_and(|v| v != "0") {
+        panic!("{why}; scripts/test starts every service a test needs");
+    }
+    eprintln!("SKIPPED {why}; run scripts/test, which starts them");
+    false
+}
 
 /// The broker the tests use (`scripts/stack up --infra` starts one).
 pub fn brokers() -> String {
@@ -187,6 +244,23 @@ pub struct Nginx {
     _dir: tempfile::TempDir,
 }
 
+/// nginx stops on SIGTERM (fast shutdown) and takes its worker with it;
+/// SIGKILL would leave the worker running, orphaned.
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if self.proc.child.try_wait().ok().flatten().is_none() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.proc.child.id().to_string())
+                .status();
+            let until = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < until && self.proc.child.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
 impl Nginx {
     pub fn start(ingest_port: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -294,8 +368,9 @@ pub async fn collect_streams(
         if !keys.contains(&key.as_str()) {
             continue;
         }
-        let (event, payload) =
-            FrameEvent::decode(&msg.payload).expect("frames message follows the contract");
+        let (event, payload) = msg
+            .decode::<FrameEvent>()
+            .expect("frames message follows the contract");
         let payload_len = payload.len();
         if matches!(event, FrameEvent::End(_)) {
             ended.push(key.clone());

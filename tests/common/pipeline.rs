@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use mouthmap_bus::contract::{Transcript, TranscriptKind, headers};
 use mouthmap_bus::kafka::InMessage;
+use mouthmap_contracts::{Transcript, TranscriptKind, headers};
 
 use super::{Proc, face_model, mouthmap, unique};
 

@@ -1,7 +1,7 @@
 //! What cropping costs per frame on this machine, detector frames and
 //! tracked frames apart, and how many 25 fps streams one core can crop.
 //!
-//!     cargo bench -p mouthmap-preprocessor --bench crop_cost
+//!     cargo bench --bench crop_cost
 //!
 //! Reads GRID clips from MOUTHMAP_SHARED (default ../shared) and writes
 //! target/bench/preprocessor.md (and prints it).
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use mouthmap_bus::contract::FrameEvent;
+use mouthmap_contracts::FrameEvent;
 use mouthmap_ingest::source::Source;
 use mouthmap_ingest::stream::{Emitter, StreamControl, StreamSettings, run_stream};
 use mouthmap_preprocessor::detector::{Detector, DetectorSettings};
@@ -68,7 +68,7 @@ fn time_tracker(
 fn main() {
     let shared = std::env::var_os("MOUTHMAP_SHARED")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
     let clips = [
         shared.join("data/grid/s1/bbaf2n.mp4"),
         shared.join("data/grid/speakers/lbax4n.mpg"),
@@ -121,13 +121,13 @@ fn main() {
         .unwrap_or_default();
     let report = format!(
         "Preprocessor cost per frame, one thread, {rounds} rounds per clip, on {cpu}.\n\
-         Command: `cargo bench -p mouthmap-preprocessor --bench crop_cost`\n\n\
+         Command: `cargo bench --bench crop_cost`\n\n\
          | clip | size | YuNet alone ms | detector frame ms (detect + crop) | tracked frame ms (crop only) | every 5th detected ms (frames detected) | streams/core, detect every frame | streams/core, every 5th |\n\
          |---|---|---|---|---|---|---|---|\n{}\n",
         rows.join("\n")
     );
     print!("{report}");
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("preprocessor.md"), report).unwrap();
 }
