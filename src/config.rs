@@ -63,7 +63,8 @@ fn set_default(cmd: Command, key: &str, vals: &[String]) -> Option<Command> {
         .clone();
     let vals: Vec<String> = vals.to_vec();
     Some(cmd.mut_arg(id, move |a| {
-        let a = a.required(false);
+        // The file's values are not shown in --help: they can be secrets.
+        let a = a.required(false).hide_default_value(true);
         if vals.len() == 1 {
             a.default_value(vals[0].clone())
         } else {

@@ -78,13 +78,21 @@ enum Command {
 
 fn parse() -> anyhow::Result<Cli> {
     let args: Vec<String> = std::env::args().collect();
-    let mut command = Cli::command();
+    // `--help` names each setting's environment variable but never prints
+    // its value: MOUTHMAP_KAFKA_OPTIONS and MOUTHMAP_REDIS_URL can hold
+    // passwords, MOUTHMAP_API_TOKEN is one.
+    let mut command = hide_env_values(Cli::command());
     if let Some(path) = config::config_path(&args) {
         let table = config::load(&path)?;
         command = config::apply(command, &table, &path)?;
     }
     let matches = command.get_matches_from(args);
     Ok(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
+}
+
+fn hide_env_values(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| a.hide_env_values(true))
+        .mut_subcommands(hide_env_values)
 }
 
 fn main() -> ExitCode {

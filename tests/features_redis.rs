@@ -413,3 +413,130 @@ async fn redis_down_mid_stream_loses_and_holds_back_nothing() {
         .collect();
     assert!(partials.len() >= 8, "{} partials over 15 s", partials.len());
 }
+
+/// A transcript whose speaker id cannot be a feature key (it holds `*`) is
+/// dead-lettered with the reason; `features serve` goes on and applies the
+/// next one (before, it stopped for good on such a message). A decoder whose
+/// Redis URL holds a password never publishes it in `enrichment_error`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_speaker_id_is_dead_lettered_and_no_password_reaches_a_transcript() {
+    if !available(&[Need::Broker, Need::Redis]) {
+        return;
+    }
+    let brokers = brokers();
+    let redis = Redis::start();
+    let t = Topics::new();
+    let settings = mouthmap_bus::kafka::KafkaSettings::new(brokers.clone(), "mouthmap-test");
+    mouthmap_bus::kafka::ensure_topics(&settings, &[&t.transcripts, &t.dlq, &t.logits], 3, 1)
+        .await
+        .unwrap();
+    let producer = mouthmap_bus::kafka::Producer::new(&settings).unwrap();
+    let (bad, good) = (unique("bad-speaker"), unique("good-speaker"));
+    for (id, speaker) in [(&bad, "evil*speaker"), (&good, "alice")] {
+        let mut tr = Transcript::empty(id, TranscriptKind::Final);
+        tr.text = "bin blue".into();
+        tr.features = Some(serde_json::json!({"stream_settings": {"speaker_id": speaker}}));
+        producer
+            .send_and_wait(mouthmap_bus::OutMessage::event(&t.transcripts, &tr, &[]))
+            .await
+            .unwrap();
+    }
+    let _features = Proc::spawn(
+        "features serve",
+        t.command(&brokers)
+            .env("MOUTHMAP_REDIS_URL", redis.url())
+            .args([
+                "features",
+                "serve",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--group",
+            ])
+            .arg(unique("features")),
+    );
+    let dead = read_until(&brokers, &t.dlq, |m| !m.is_empty()).await;
+    assert_eq!(dead[0].key_str(), Some(bad.as_str()));
+    let reason = dead[0].header("mm-dlq-reason").unwrap();
+    assert!(reason.contains("evil*speaker"), "{reason}");
+    let applied = wait_features(&t, &brokers, &redis, &["get", "stream", &good], |v| {
+        v["stream_activity"]["finished"] == true
+    });
+    assert_eq!(applied["stream_activity"]["finished"], true, "{applied}");
+
+    // A decoder whose Redis (with a password) is unreachable.
+    let closed = free_port();
+    let _dec = Proc::spawn(
+        "decode",
+        t.command(&brokers)
+            .env(
+                "MOUTHMAP_REDIS_URL",
+                format!("redis://:hunter2-do-not-publish@127.0.0.1:{closed}/0"),
+            )
+            .args(["decode", "--metrics-listen", "127.0.0.1:0", "--group"])
+            .arg(unique("decode")),
+    );
+    let id = unique("pw");
+    let (probs, window) = mouthmap_decoder_window(&id);
+    for (key, value) in [
+        (&id, mouthmap_contracts::Event::encode(&window, &probs)),
+        (
+            &id,
+            mouthmap_contracts::Event::encode(
+                &mouthmap_contracts::LogitsEvent::End(mouthmap_contracts::StreamEnd {
+                    stream_id: id.clone(),
+                    reason: mouthmap_contracts::EndReason::Eos,
+                    error: None,
+                    frames: 75,
+                    chunks: 25,
+                    ended_at_ms: 0,
+                }),
+                &[],
+            ),
+        ),
+    ] {
+        producer
+            .send_and_wait(mouthmap_bus::OutMessage::new(&t.logits, key, value))
+            .await
+            .unwrap();
+    }
+    let msgs = read_until(&brokers, &t.transcripts, |m| finals_for(m, &id) >= 1).await;
+    let mine = transcripts_of(&msgs, &id);
+    assert!(!mine.is_empty());
+    for (_, tr) in mine {
+        let why = tr.enrichment_error.unwrap_or_default();
+        assert!(!tr.enriched && why.contains("Redis"), "{why}");
+        assert!(
+            !why.contains("hunter2"),
+            "the password was published: {why}"
+        );
+    }
+}
+
+/// One 75-frame window of confident "a" then blanks, as infer publishes it.
+fn mouthmap_decoder_window(id: &str) -> (Vec<u8>, mouthmap_contracts::LogitsEvent) {
+    let vocabulary: Vec<String> = std::iter::once(" ".to_string())
+        .chain(('a'..='z').map(|c| c.to_string()))
+        .chain(std::iter::once("_".to_string()))
+        .collect();
+    let mut probs = Vec::new();
+    for f in 0..75 {
+        for k in 0..28 {
+            let hot = if f < 5 { 1 } else { 27 };
+            let p: f32 = if k == hot { 0.9 } else { 0.1 / 27.0 };
+            probs.extend_from_slice(&p.to_le_bytes());
+        }
+    }
+    let window = mouthmap_contracts::LogitsWindow {
+        stream_id: id.to_string(),
+        first_frame: 0,
+        frames: 75,
+        valid_frames: 75,
+        classes: 28,
+        vocabulary,
+        blank: 27,
+        model_name: "test".into(),
+        model_version: "1".into(),
+        newest_ingest_us: 0,
+    };
+    (probs, mouthmap_contracts::LogitsEvent::Window(window))
+}

@@ -22,12 +22,15 @@ async fn api_starts_lists_and_stops_streams_behind_a_token() {
             .arg("ingest")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
+            .arg("--media-root")
+            .arg(shared().join("data"))
             .env("MOUTHMAP_API_TOKEN", "s3cret"),
     );
     wait_port(port, Duration::from_secs(30));
     let base = format!("http://127.0.0.1:{port}");
     let id = unique("api-stream");
-    let clip = grid_clip("bbaf2n.mp4").display().to_string();
+    // Under the media root (MOUTHMAP_SHARED/data), by its relative path.
+    let clip = "grid/s1/bbaf2n.mp4".to_string();
 
     let (base2, id2) = (base.clone(), id.clone());
     let checks = tokio::task::spawn_blocking(move || {
@@ -49,13 +52,13 @@ async fn api_starts_lists_and_stops_streams_behind_a_token() {
         let bad = http
             .post(format!("{base}/v1/streams"))
             .bearer_auth("s3cret")
-            .json(&json!({"source": "/no/such/clip.mp4"}))
+            .json(&json!({"source": "grid/s1/no-such-clip.mp4"}))
             .send()
             .unwrap();
         assert_eq!(bad.status(), 400);
         let body: Value = bad.json().unwrap();
         assert!(
-            body["error"].as_str().unwrap().contains("no such file"),
+            body["error"].as_str().unwrap().contains("media root"),
             "{body}"
         );
 
@@ -140,22 +143,18 @@ async fn api_starts_lists_and_stops_streams_behind_a_token() {
 }
 
 #[test]
-fn api_refuses_to_listen_beyond_loopback_without_a_token() {
-    let out = mouthmap("127.0.0.1:1", "unused")
-        .args([
-            "ingest",
-            "--listen",
-            "0.0.0.0:0",
-            "--create-topics",
-            "false",
-        ])
-        .env_remove("MOUTHMAP_API_TOKEN")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("without a token: set --api-token"),
-        "{stderr}"
-    );
+fn api_refuses_to_listen_without_a_token_even_on_loopback() {
+    for listen in ["0.0.0.0:0", "127.0.0.1:0"] {
+        let out = mouthmap("127.0.0.1:1", "unused")
+            .args(["ingest", "--listen", listen, "--create-topics", "false"])
+            .env_remove("MOUTHMAP_API_TOKEN")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{listen}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("without a token: set --api-token"),
+            "{stderr}"
+        );
+    }
 }

@@ -138,6 +138,9 @@ async fn rtmp_publish_through_nginx_arrives_complete() {
     let api = free_port();
     let nginx = Nginx::start(api);
     let ingest_url = format!("rtmp://127.0.0.1:{}", nginx.port);
+    let logs = tempfile::tempdir().unwrap();
+    let ingest_log = logs.path().join("ingest.log");
+    let publish_key = "pk-do-not-log-me";
     let mut ingest = Proc::spawn(
         "ingest",
         mouthmap(&brokers, &topic)
@@ -145,12 +148,16 @@ async fn rtmp_publish_through_nginx_arrives_complete() {
             .arg("--listen")
             .arg(format!("127.0.0.1:{api}"))
             .arg("--rtmp-url")
-            .arg(&ingest_url),
+            .arg(&ingest_url)
+            .args(["--rtmp-publish-key", publish_key])
+            .env("MOUTHMAP_LOG", "debug,ort=warn")
+            .stderr(std::fs::File::create(&ingest_log).unwrap()),
     );
     wait_port(api, Duration::from_secs(30));
 
     let key = unique("rtmp-bbaf2n");
-    let mut ffmpeg = ffmpeg_publish(&grid_clip("bbaf2n.mp4"), &nginx.url(&key));
+    let url = format!("{}?key={publish_key}", nginx.url(&key));
+    let mut ffmpeg = ffmpeg_publish(&grid_clip("bbaf2n.mp4"), &url);
     let published = ffmpeg.wait(Duration::from_secs(60));
     assert!(published.success(), "ffmpeg could not publish: {published}");
 
@@ -165,6 +172,19 @@ async fn rtmp_publish_through_nginx_arrives_complete() {
         ingest.terminate().success(),
         "ingest exits cleanly on SIGTERM"
     );
+    // No secret in any log: the publish key rode in the publisher's URL,
+    // the callback secret in a header nginx added, the token in ingest's
+    // environment.
+    let ingest_said = std::fs::read_to_string(&ingest_log).unwrap();
+    let nginx_said = nginx.logs();
+    assert!(
+        nginx_said.contains(&key),
+        "nginx logged the publish: {nginx_said}"
+    );
+    for secret in [publish_key, TEST_CALLBACK_SECRET, TEST_TOKEN] {
+        assert!(!nginx_said.contains(secret), "{secret} in nginx's logs");
+        assert!(!ingest_said.contains(secret), "{secret} in ingest's log");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -116,10 +116,15 @@ async fn malformed_messages_are_dead_lettered_and_silent_streams_time_out() {
     let _dec = t.service(&brokers, "decode", &["--idle-timeout", "2s"]);
     let producer = Producer::new(&settings).unwrap();
     let send = |topic: &str, key: &str, payload: Vec<u8>| {
+        let schema = if topic == t.mouths {
+            TopicKind::Mouths
+        } else {
+            TopicKind::Logits
+        };
         producer
             .send(
                 OutMessage::new(topic, key, payload)
-                    .header(headers::SCHEMA, TopicKind::Logits.schema_header()),
+                    .header(headers::SCHEMA, schema.schema_header()),
             )
             .unwrap()
     };
@@ -144,6 +149,25 @@ async fn malformed_messages_are_dead_lettered_and_silent_streams_time_out() {
         &t.logits,
         "bad-logits",
         mouthmap_contracts::encode_envelope(&LogitsEvent::Window(short.clone()), &[0u8; 12]),
+    )
+    .await
+    .unwrap();
+
+    // A window whose sizes multiply past u32 (2^31 frames x 2 classes x 4
+    // bytes wraps to 0): refused by its bounds, not sliced into a panic.
+    let wraps = LogitsWindow {
+        stream_id: "bad-wrap".into(),
+        frames: 1 << 31,
+        valid_frames: 1,
+        classes: 2,
+        vocabulary: vec!["a".into(), "_".into()],
+        blank: 1,
+        ..short.clone()
+    };
+    send(
+        &t.logits,
+        "bad-wrap",
+        mouthmap_contracts::encode_envelope(&LogitsEvent::Window(wraps), &[]),
     )
     .await
     .unwrap();
@@ -176,7 +200,7 @@ async fn malformed_messages_are_dead_lettered_and_silent_streams_time_out() {
     .await
     .unwrap();
 
-    let dead = read_until(&brokers, &t.dlq, |m| m.len() >= 2).await;
+    let dead = read_until(&brokers, &t.dlq, |m| m.len() >= 3).await;
     let reasons: HashMap<String, (String, String)> = dead
         .iter()
         .map(|m| {
@@ -194,6 +218,13 @@ async fn malformed_messages_are_dead_lettered_and_silent_streams_time_out() {
     assert_eq!(reasons["bad-logits"].0, "decode");
     assert!(
         reasons["bad-logits"].1.contains("payload is 12 bytes"),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons["bad-wrap"].0, "decode");
+    assert!(
+        reasons["bad-wrap"]
+            .1
+            .contains("frames in a window is 2147483648, over the limit"),
         "{reasons:?}"
     );
 

@@ -30,7 +30,9 @@ async fn clip_becomes_75_ordered_crops_and_bad_frames_become_dead_letters() {
     .await
     .unwrap();
 
-    // Three bad messages: not an envelope, a payload shorter than declared, frames too small.
+    // Bad messages: not an envelope, a payload shorter than declared, frames
+    // too small, a broken JPEG, sizes over their limits, a JPEG bomb; each is
+    // dead-lettered, and the good clip after them still comes through.
     let short = FrameChunk {
         stream_id: "bad-short".into(),
         seq: 0,
@@ -57,7 +59,47 @@ async fn clip_becomes_75_ordered_crops_and_bad_frames_become_dead_letters() {
         sizes: vec![24],
         ..short.clone()
     };
+    // A width whose I420 size would overflow, and a JPEG bomb: a 1.5 kB
+    // file whose header declares 16384x16384 (hundreds of MB decoded), in a
+    // chunk that says 40x32 and in one that says 16384x16384.
+    let wide = FrameChunk {
+        stream_id: "bad-wide".into(),
+        width: 1_000_000,
+        ..short.clone()
+    };
+    let mut bomb = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pattern-40x32.jpg"),
+    )
+    .unwrap();
+    let sof = bomb.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    bomb[sof + 5..sof + 9].copy_from_slice(&[0x40, 0x00, 0x40, 0x00]);
+    let bomb_chunk = FrameChunk {
+        stream_id: "bad-bomb".into(),
+        width: 40,
+        height: 32,
+        format: PixelFormat::Jpeg,
+        sizes: vec![bomb.len() as u32],
+        ..short.clone()
+    };
+    let bomb_declared = FrameChunk {
+        stream_id: "bad-bomb-declared".into(),
+        width: 16384,
+        height: 16384,
+        ..bomb_chunk.clone()
+    };
     let bad = [
+        (
+            "bad-wide",
+            mouthmap_contracts::encode_envelope(&FrameEvent::Chunk(wide), &[0u8; 64]),
+        ),
+        (
+            "bad-bomb",
+            mouthmap_contracts::encode_envelope(&FrameEvent::Chunk(bomb_chunk), &bomb),
+        ),
+        (
+            "bad-bomb-declared",
+            mouthmap_contracts::encode_envelope(&FrameEvent::Chunk(bomb_declared), &bomb),
+        ),
         ("bad-garbage", b"\x00\x01 definitely not a frame".to_vec()),
         (
             "bad-short",
@@ -160,7 +202,7 @@ async fn clip_becomes_75_ordered_crops_and_bad_frames_become_dead_letters() {
         );
     }
 
-    let dead = read_until(&brokers, &dlq, |s| s.len() >= 4).await;
+    let dead = read_until(&brokers, &dlq, |s| s.len() >= 7).await;
     let reasons: HashMap<String, String> = dead
         .iter()
         .map(|m| {
@@ -179,6 +221,18 @@ async fn clip_becomes_75_ordered_crops_and_bad_frames_become_dead_letters() {
         "{reasons:?}"
     );
     assert!(reasons["bad-tiny"].contains("too small"), "{reasons:?}");
+    assert!(
+        reasons["bad-wide"].contains("width is 1000000, over the limit"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons["bad-bomb"].contains("a 16384x16384 JPEG in a chunk of 40x32 frames"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons["bad-bomb-declared"].contains("width is 16384, over the limit"),
+        "{reasons:?}"
+    );
     assert!(
         reasons["bad-jpeg"].contains("frame 0 of chunk 0: not a decodable JPEG"),
         "{reasons:?}"

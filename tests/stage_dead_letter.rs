@@ -221,7 +221,7 @@ async fn malformed_messages_go_to_the_dead_letter_topic_and_nothing_is_reprocess
 }
 
 /// Holds messages back and releases them two at a time, like a batcher.
-/// While anything is held, no offset is stored.
+/// Offsets are stored up to the oldest message still held.
 struct Pairs {
     out_topic: String,
     queue: Vec<InMessage>,
@@ -240,8 +240,12 @@ impl Handler for Pairs {
         Ok(Vec::new())
     }
 
-    fn holding(&self) -> bool {
-        !self.queue.is_empty()
+    fn oldest_held(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.queue
+            .iter()
+            .filter(|m| m.topic == topic && m.partition == partition)
+            .map(|m| m.offset)
+            .min()
     }
 
     async fn on_tick(&mut self) -> Result<Vec<OutMessage>, HandleError> {

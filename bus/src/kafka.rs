@@ -294,11 +294,13 @@ pub trait Handler: Send {
         input: Incoming<'_, Self::Input>,
     ) -> impl Future<Output = Result<Vec<OutMessage>, HandleError>> + Send;
 
-    /// True while output caused by messages already handled is held back
-    /// (a batch queue). Their offsets are stored only once this is false
-    /// again, so a crash never skips input whose output was not produced.
-    fn holding(&self) -> bool {
-        false
+    /// The oldest input offset on `topic`/`partition` whose output is still
+    /// held back (a batch queue), or None when nothing of that partition is.
+    /// Offsets are stored only below it, so a crash never skips input whose
+    /// output was not produced, while older input is still committed.
+    fn oldest_held(&self, topic: &str, partition: i32) -> Option<i64> {
+        let _ = (topic, partition);
+        None
     }
 
     /// Called on every flush tick, for stages that hold state (batches,
@@ -380,10 +382,24 @@ pub async fn run_stage<H: Handler>(
     // what it holds back.
     let mut held: Vec<(String, i32, i64)> = Vec::new();
     let mut in_flight: FuturesOrdered<Acked> = FuturesOrdered::new();
-    let release = |held: &mut Vec<(String, i32, i64)>| -> Result<(), BusError> {
+    // Stores the offsets of acknowledged messages below what the handler
+    // still holds back, in input order per partition; keeps the rest.
+    let release = |held: &mut Vec<(String, i32, i64)>, handler: &H| -> Result<(), BusError> {
+        let mut blocked: Vec<(String, i32)> = Vec::new();
+        let mut kept = Vec::new();
         for (topic, partition, offset) in held.drain(..) {
-            store_offset(consumer, &topic, partition, offset)?;
+            let stuck = blocked.iter().any(|(t, p)| *t == topic && *p == partition)
+                || handler
+                    .oldest_held(&topic, partition)
+                    .is_some_and(|oldest| offset >= oldest);
+            if stuck {
+                blocked.push((topic.clone(), partition));
+                kept.push((topic, partition, offset));
+            } else {
+                store_offset(consumer, &topic, partition, offset)?;
+            }
         }
+        *held = kept;
         Ok(())
     };
     loop {
@@ -394,24 +410,18 @@ pub async fn run_stage<H: Handler>(
                 while let Some(done) = in_flight.next().await {
                     held.push(done?);
                 }
-                if !handler.holding() {
-                    release(&mut held)?;
-                }
+                release(&mut held, handler)?;
                 break;
             }
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                 held.push(done?);
-                if !handler.holding() {
-                    release(&mut held)?;
-                }
+                release(&mut held, handler)?;
             }
             _ = tick.tick() => {
                 match handler.on_tick().await {
                     Ok(out) => {
                         produce_all(producer, out).await?;
-                        if !handler.holding() {
-                            release(&mut held)?;
-                        }
+                        release(&mut held, handler)?;
                     }
                     Err(e) => {
                         metrics.error(e.kind());
@@ -482,9 +492,7 @@ pub async fn run_stage<H: Handler>(
                                     while let Some(done) = in_flight.next().await {
                                         held.push(done?);
                                     }
-                                    if !handler.holding() {
-                                        release(&mut held)?;
-                                    }
+                                    release(&mut held, handler)?;
                                     return Ok(());
                                 }
                             }

@@ -58,12 +58,37 @@ pub struct OnlineStore {
     conn: Arc<tokio::sync::Mutex<Conn>>,
 }
 
+/// `text` with the user and password of every `scheme://user:pass@host`
+/// in it replaced by `***`: secrets never reach a log, an error or a topic.
+pub fn redact_url(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c == '/' || c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                out.push_str(&tail[at..end]);
+            }
+            None => out.push_str(&tail[..end]),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 impl OnlineStore {
     pub fn new(settings: StoreSettings, registry: Arc<Registry>) -> Result<Self, FeatureError> {
         let client = redis::Client::open(settings.url.as_str()).map_err(|e| {
             FeatureError::Declarations(format!(
-                "Redis URL {:?} is not valid ({e}); write it as redis://HOST:PORT/DB",
-                settings.url
+                "Redis URL {:?} is not valid ({}); write it as redis://[:PASSWORD@]HOST:PORT/DB",
+                redact_url(&settings.url),
+                redact_url(&e.to_string())
             ))
         })?;
         Ok(Self {
@@ -81,8 +106,10 @@ impl OnlineStore {
         &self.registry
     }
 
-    pub fn url(&self) -> &str {
-        &self.settings.url
+    /// The store's Redis URL with any user and password removed (for
+    /// logs and errors).
+    pub fn url(&self) -> String {
+        redact_url(&self.settings.url)
     }
 
     /// The Redis key of a view's hash for one entity key.
@@ -104,7 +131,7 @@ impl OnlineStore {
         {
             return Err(FeatureError::Unavailable(format!(
                 "Redis at {} is unreachable (retrying)",
-                self.settings.url
+                self.url()
             )));
         }
         let config = redis::AsyncConnectionConfig::new()
@@ -117,7 +144,7 @@ impl OnlineStore {
         {
             Ok(conn) => {
                 if c.failed_at.take().is_some() {
-                    tracing::info!(url = %self.settings.url, "Redis reachable again");
+                    tracing::info!(url = %self.url(), "Redis reachable again");
                 }
                 c.current = Some(conn.clone());
                 Ok(conn)
@@ -130,7 +157,8 @@ impl OnlineStore {
     }
 
     fn unavailable(&self, e: &redis::RedisError) -> FeatureError {
-        FeatureError::Unavailable(format!("Redis at {}: {e}", self.settings.url))
+        // The client's own text can quote the URL it was opened with.
+        FeatureError::Unavailable(redact_url(&format!("Redis at {}: {e}", self.url())))
     }
 
     /// Runs a pipeline; a connection-level failure drops the connection so
@@ -370,4 +398,29 @@ fn check_key(key: &str) -> Result<(), FeatureError> {
         return Err(FeatureError::BadKey(key.to_string()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_taken_out_of_urls() {
+        assert_eq!(
+            redact_url("redis://:hunter2@db:6379/0"),
+            "redis://***@db:6379/0"
+        );
+        assert_eq!(
+            redact_url("Redis at redis://u:p@h/0: refused"),
+            "Redis at redis://***@h/0: refused"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("a redis://x@y b rediss://c:d@e"),
+            "a redis://***@y b rediss://***@e"
+        );
+    }
 }

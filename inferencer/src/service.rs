@@ -92,9 +92,12 @@ impl Handler for InferHandler {
         })
     }
 
-    /// Windows waiting in the batch queue hold back their inputs' offsets.
-    fn holding(&self) -> bool {
-        self.stage.queued() > 0
+    /// While windows wait in the batch queue, every input offset is held
+    /// back: a window is made of several chunks' frames, and the per-stream
+    /// buffers do not yet say which (so nothing is committed that a restart
+    /// would need to rebuild it).
+    fn oldest_held(&self, _topic: &str, _partition: i32) -> Option<i64> {
+        (self.stage.queued() > 0).then_some(i64::MIN)
     }
 
     async fn on_tick(&mut self) -> Result<Vec<OutMessage>, HandleError> {

@@ -12,8 +12,14 @@
 //! | `POST /v1/rtmp/on_publish` | nginx-rtmp: a publisher started; pull it before answering |
 //! | `POST /v1/rtmp/on_publish_done` | nginx-rtmp: the publisher finished; drain the stream |
 //!
-//! When a token is set, every call but `/healthz` needs it, as
-//! `Authorization: Bearer TOKEN` or `?token=TOKEN` (nginx callbacks).
+//! Every call but `/healthz` and the callbacks needs the API token, as
+//! `Authorization: Bearer TOKEN` (or `?token=TOKEN`). The callbacks need the
+//! separate callback secret in the `X-Mouthmap-Callback-Secret` header,
+//! which nginx adds when it forwards them (never in a URL, so never in a
+//! log). Every call must name an allowed `Host` (DNS rebinding), and a
+//! browser's cross-origin request (`Origin` of another host,
+//! `Sec-Fetch-Site: cross-site`) is refused, form POSTs included. Sources
+//! started through the API pass the [`SourcePolicy`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,8 +36,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::manager::{StartError, StreamManager};
+use crate::policy::SourcePolicy;
 use crate::source::Source;
 use crate::stream::StopMode;
+
+/// The header nginx adds to the callbacks it forwards.
+pub const CALLBACK_SECRET_HEADER: &str = "x-mouthmap-callback-secret";
 
 /// How RTMP publishes map to pulls.
 #[derive(Debug, Clone)]
@@ -49,7 +59,17 @@ pub struct RtmpSettings {
 /// Shared API state.
 pub struct ApiState {
     pub manager: StreamManager,
-    pub token: Option<String>,
+    /// The API token (always set: the service refuses to serve without one).
+    pub token: String,
+    /// The nginx callbacks' secret; without one the callbacks are refused.
+    pub callback_secret: Option<String>,
+    /// `Host` names the API answers to (besides loopback names and, on a
+    /// wildcard listen address, IP literals).
+    pub hosts: Vec<String>,
+    /// The address the API listens on.
+    pub listen: std::net::SocketAddr,
+    /// What sources callers may start.
+    pub policy: SourcePolicy,
     pub rtmp: RtmpSettings,
 }
 
@@ -58,14 +78,18 @@ pub fn router(state: Arc<ApiState>) -> Router {
     let protected = Router::new()
         .route("/v1/streams", get(list).post(start))
         .route("/v1/streams/{id}", get(one).delete(stop))
+        .merge(mouthmap_bus::metrics::router())
+        .layer(middleware::from_fn_with_state(state.clone(), auth));
+    let callbacks = Router::new()
         .route("/v1/rtmp/on_publish", post(on_publish))
         .route("/v1/rtmp/on_publish_done", post(on_publish_done))
-        .merge(mouthmap_bus::metrics::router())
-        .layer(middleware::from_fn_with_state(state.clone(), auth))
-        .with_state(state);
+        .layer(middleware::from_fn_with_state(state.clone(), callback_auth));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(protected)
+        .merge(callbacks)
+        .layer(middleware::from_fn_with_state(state.clone(), same_origin))
+        .with_state(state)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -82,26 +106,92 @@ fn same_secret(a: &str, b: &str) -> bool {
 }
 
 async fn auth(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        let bearer = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let query = req.uri().query().and_then(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "token")
-                .map(|(_, v)| v.into_owned())
-        });
-        let given = bearer.map(str::to_string).or(query);
-        if !given.is_some_and(|g| same_secret(&g, token)) {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong token: send Authorization: Bearer TOKEN (or ?token=TOKEN)",
-            );
-        }
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let query = req.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+    });
+    let given = bearer.map(str::to_string).or(query);
+    if !given.is_some_and(|g| same_secret(&g, &state.token)) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong token: send Authorization: Bearer TOKEN",
+        );
     }
     next.run(req).await
+}
+
+async fn callback_auth(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    let Some(secret) = &state.callback_secret else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "RTMP callbacks are off: start ingest with --rtmp-callback-secret and render nginx's configuration with it",
+        );
+    };
+    let given = req
+        .headers()
+        .get(CALLBACK_SECRET_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if !given.is_some_and(|g| same_secret(g, secret)) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong callback secret");
+    }
+    next.run(req).await
+}
+
+/// The host part of a `Host` header or an origin (`scheme://host[:port]`).
+fn host_of(text: &str) -> &str {
+    let text = text.split_once("://").map_or(text, |(_, rest)| rest);
+    let text = text.split('/').next().unwrap_or_default();
+    if let Some(v6) = text.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or_default();
+    }
+    text.rsplit_once(':').map_or(text, |(h, _)| h)
+}
+
+impl ApiState {
+    /// Whether `host` (from a `Host` header or an `Origin`) names this API.
+    fn allowed_host(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        if matches!(host.as_str(), "localhost" | "127.0.0.1" | "::1")
+            || self.hosts.iter().any(|h| h.eq_ignore_ascii_case(&host))
+            || host == self.listen.ip().to_string()
+        {
+            return true;
+        }
+        // On a wildcard address, any IP literal (no DNS name: rebinding).
+        self.listen.ip().is_unspecified() && host.parse::<std::net::IpAddr>().is_ok()
+    }
+}
+
+/// Why a request must be refused for where it comes from, if it must.
+fn foreign(state: &ApiState, req: &Request) -> Option<Response> {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let host = header("host").or_else(|| req.uri().host());
+    if !host.is_some_and(|h| state.allowed_host(host_of(h))) {
+        return Some(error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this API does not answer to that Host (--api-host names the ones it does)",
+        ));
+    }
+    let cross_site = header("sec-fetch-site").is_some_and(|v| v == "cross-site");
+    let foreign_origin =
+        header("origin").is_some_and(|o| o == "null" || !state.allowed_host(host_of(o)));
+    (cross_site || foreign_origin)
+        .then(|| error(StatusCode::FORBIDDEN, "cross-origin requests are refused"))
+}
+
+/// Refuses requests for another `Host` (DNS rebinding) and browsers'
+/// cross-origin requests (a page elsewhere posting a form here).
+async fn same_origin(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    match foreign(&state, &req) {
+        Some(refusal) => refusal,
+        None => next.run(req).await,
+    }
 }
 
 async fn list(State(state): State<Arc<ApiState>>) -> Response {
@@ -127,15 +217,21 @@ fn start_error(e: StartError) -> Response {
     let status = match e {
         StartError::BadId(_) => StatusCode::BAD_REQUEST,
         StartError::Duplicate(_) => StatusCode::CONFLICT,
-        StartError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        StartError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
+        StartError::ShuttingDown | StartError::Spawn(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, e.to_string())
 }
 
 async fn start(State(state): State<Arc<ApiState>>, Json(req): Json<StartRequest>) -> Response {
-    let source = match Source::parse(&req.source) {
-        Ok(s) => s,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    let policy = state.policy.clone();
+    let text = req.source.clone();
+    // The policy may resolve a host name: off the async runtime.
+    let checked = tokio::task::spawn_blocking(move || policy.check(&text)).await;
+    let source = match checked {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "source check failed"),
     };
     match state.manager.start(req.id, source, req.realtime) {
         Ok((status, _)) => (StatusCode::CREATED, Json(status)).into_response(),
@@ -170,12 +266,28 @@ async fn stop(
     }
 }
 
+/// nginx-rtmp's form, each field's first value: nginx puts its own fields
+/// first and appends the publisher's URL arguments after them, so a
+/// publisher's `?name=` or `?app=` cannot override them.
+fn first_values(form: Vec<(String, String)>) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for (k, v) in form {
+        out.entry(k).or_insert(v);
+    }
+    out
+}
+
 async fn on_publish(
     State(state): State<Arc<ApiState>>,
-    Form(form): Form<HashMap<String, String>>,
+    Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
+    let form = first_values(form);
     let name = form.get("name").map(String::as_str).unwrap_or_default();
     let app = form.get("app").map(String::as_str).unwrap_or_default();
+    if let Err(e) = mouthmap_contracts::validate_stream_id(name) {
+        tracing::warn!(error = %e, "publish refused: bad stream name");
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
     if app != state.rtmp.app {
         tracing::warn!(app, name, "publish refused: unknown application");
         return error(
@@ -221,8 +333,9 @@ async fn on_publish(
 
 async fn on_publish_done(
     State(state): State<Arc<ApiState>>,
-    Form(form): Form<HashMap<String, String>>,
+    Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
+    let form = first_values(form);
     let name = form.get("name").map(String::as_str).unwrap_or_default();
     if state.manager.stop(name, StopMode::Drain(EndReason::Eos)) {
         tracing::info!(stream_id = name, "RTMP publisher finished; draining");
@@ -232,7 +345,28 @@ async fn on_publish_done(
 
 #[cfg(test)]
 mod tests {
-    use super::same_secret;
+    use super::{first_values, host_of, same_secret};
+
+    #[test]
+    fn hosts_of_headers_and_origins() {
+        assert_eq!(host_of("127.0.0.1:8088"), "127.0.0.1");
+        assert_eq!(host_of("http://evil.example:80"), "evil.example");
+        assert_eq!(host_of("[::1]:8088"), "::1");
+        assert_eq!(host_of("localhost"), "localhost");
+    }
+
+    #[test]
+    fn nginx_fields_win_over_the_publishers_arguments() {
+        let f = first_values(vec![
+            ("app".into(), "live".into()),
+            ("name".into(), "cam-1".into()),
+            ("key".into(), "k".into()),
+            ("name".into(), "other".into()),
+            ("app".into(), "admin".into()),
+        ]);
+        assert_eq!(f["name"], "cam-1");
+        assert_eq!(f["app"], "live");
+    }
 
     #[test]
     fn secret_comparison() {

@@ -9,7 +9,10 @@
 //! * [`chunker`]: frames grouped into chunk messages under a byte budget.
 //! * [`stream`]: one stream's life on its own thread: start event, chunks,
 //!   reconnection with backoff for live sources, drain, end event.
-//! * [`manager`]: the streams of one process; start, stop, list.
+//! * [`policy`]: which sources a caller of the API may name (media root,
+//!   devices, no internal addresses).
+//! * [`manager`]: the streams of one process, at most `--max-streams`;
+//!   start, stop, list.
 //! * [`api`]: the HTTP API and nginx-rtmp's publish callbacks.
 //! * [`publish`]: the Kafka edge: events to the `frames` topic, in order,
 //!   with trace context, every acknowledgement awaited.
@@ -24,6 +27,7 @@ pub mod capture;
 pub mod chunker;
 #[cfg(feature = "service")]
 pub mod manager;
+pub mod policy;
 #[cfg(feature = "service")]
 pub mod publish;
 #[cfg(feature = "service")]

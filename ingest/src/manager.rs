@@ -25,6 +25,12 @@ pub enum StartError {
     Duplicate(String),
     #[error("ingest is shutting down")]
     ShuttingDown,
+    #[error(
+        "ingest runs {max} streams already, its limit (--max-streams); try again later or on another replica"
+    )]
+    TooMany { max: usize },
+    #[error("cannot start a thread for the stream: {0}")]
+    Spawn(String),
 }
 
 /// A stream as the API shows it.
@@ -51,6 +57,8 @@ struct Inner {
     out: Mutex<Option<mpsc::Sender<Outgoing>>>,
     settings: StreamSettings,
     metrics: StageMetrics,
+    /// Streams run at once at most (one OS thread each).
+    max_streams: usize,
 }
 
 /// Starts, stops and lists streams. Cheap to clone.
@@ -90,10 +98,12 @@ fn now_ms() -> i64 {
 }
 
 impl StreamManager {
+    /// A manager that runs at most `max_streams` streams at once.
     pub fn new(
         settings: StreamSettings,
         out: mpsc::Sender<Outgoing>,
         metrics: StageMetrics,
+        max_streams: usize,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -103,6 +113,7 @@ impl StreamManager {
                 out: Mutex::new(Some(out)),
                 settings,
                 metrics,
+                max_streams: max_streams.max(1),
             }),
         }
     }
@@ -142,6 +153,11 @@ impl StreamManager {
             if active.contains_key(&id) {
                 return Err(StartError::Duplicate(id));
             }
+            if active.len() >= self.inner.max_streams {
+                return Err(StartError::TooMany {
+                    max: self.inner.max_streams,
+                });
+            }
             active.insert(
                 id.clone(),
                 Entry {
@@ -154,7 +170,7 @@ impl StreamManager {
         let (ready_tx, ready_rx) = oneshot::channel();
         let inner = self.inner.clone();
         let thread_id = id.clone();
-        std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name(format!("ingest-{}", id.chars().take(8).collect::<String>()))
             .spawn(move || {
                 let mut emitter = ChannelEmitter {
@@ -178,8 +194,14 @@ impl StreamManager {
                 }
                 inner.metrics.set_active(active.len() as i64);
                 inner.count.send_replace(active.len());
-            })
-            .expect("spawning a stream thread");
+            });
+        if let Err(e) = spawned {
+            // Not registered after all: nothing waits for a thread that never ran.
+            let mut active = self.inner.active.lock().expect("active lock");
+            active.remove(&id);
+            self.changed(active.len());
+            return Err(StartError::Spawn(e.to_string()));
+        }
         Ok((status, ready_rx))
     }
 

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::api::{self, ApiState, RtmpSettings};
 use crate::manager::{StartError, StreamManager};
+use crate::policy::SourcePolicy;
 use crate::publish::{PublishStats, publish_loop};
 use crate::source::Source;
 use crate::stream::{StopMode, StreamSettings};
@@ -24,7 +25,7 @@ pub enum ServiceError {
         source: std::io::Error,
     },
     #[error(
-        "the API would listen on {0}, which is not loopback, without a token: set --api-token (or MOUTHMAP_API_TOKEN)"
+        "the API would listen on {0} without a token: set --api-token or --api-token-file (scripts/stack generates one in .stack/secrets/api-token)"
     )]
     OpenWithoutToken(SocketAddr),
     #[error("cannot start stream: {0}")]
@@ -35,7 +36,14 @@ pub enum ServiceError {
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
     pub listen: SocketAddr,
+    /// Required: the service refuses to serve the API without one.
     pub token: Option<String>,
+    /// The secret nginx sends with its callbacks (none: callbacks refused).
+    pub callback_secret: Option<String>,
+    /// `Host` names the API answers to besides loopback ones.
+    pub hosts: Vec<String>,
+    /// What sources API callers may start.
+    pub policy: SourcePolicy,
     pub rtmp: RtmpSettings,
 }
 
@@ -50,6 +58,8 @@ pub struct IngestSettings {
     pub api: Option<ApiSettings>,
     /// Exit when the command-line streams have ended (no API serving).
     pub exit_when_done: bool,
+    /// Streams run at once at most.
+    pub max_streams: usize,
 }
 
 /// What happened, for the exit status.
@@ -75,24 +85,29 @@ pub async fn run(
         settings.topic.clone(),
         metrics.clone(),
     ));
-    let manager = StreamManager::new(settings.streams, tx, metrics);
+    let manager = StreamManager::new(settings.streams, tx, metrics, settings.max_streams);
 
     let (api_stop_tx, api_stop_rx) = watch::channel(false);
     let mut api_task = None;
     if let Some(api) = &settings.api {
-        if api.token.is_none() && !api.listen.ip().is_loopback() {
+        let Some(token) = api.token.clone().filter(|t| !t.is_empty()) else {
             return Err(ServiceError::OpenWithoutToken(api.listen));
-        }
+        };
         let listener = tokio::net::TcpListener::bind(api.listen)
             .await
             .map_err(|source| ServiceError::Listen {
                 addr: api.listen,
                 source,
             })?;
-        tracing::info!(addr = %api.listen, auth = api.token.is_some(), "ingest API listening");
+        tracing::info!(addr = %api.listen, callbacks = api.callback_secret.is_some(),
+            media_root = ?api.policy.media_root, "ingest API listening");
         let state = Arc::new(ApiState {
             manager: manager.clone(),
-            token: api.token.clone(),
+            token,
+            callback_secret: api.callback_secret.clone().filter(|s| !s.is_empty()),
+            hosts: api.hosts.clone(),
+            listen: listener.local_addr().unwrap_or(api.listen),
+            policy: api.policy.clone(),
             rtmp: api.rtmp.clone(),
         });
         let mut stop = api_stop_rx.clone();

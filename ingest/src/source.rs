@@ -13,6 +13,8 @@ pub enum SourceError {
     NotFound(PathBuf),
     #[error("{0}: is a directory, not a video file")]
     IsDirectory(PathBuf),
+    #[error("{0}: is not a regular file (a FIFO or a device cannot be ingested as a file)")]
+    NotRegular(PathBuf),
     #[error(
         "{0:?} is not a URI MouthMap can read: use file://, rtmp(s)://, rtsp(s)://, http(s)://, v4l2:///dev/videoN or a file path"
     )]
@@ -78,12 +80,29 @@ impl Source {
         if meta.is_dir() {
             return Err(SourceError::IsDirectory(abs));
         }
+        if !meta.is_file() {
+            return Err(SourceError::NotRegular(abs));
+        }
         let uri = url::Url::from_file_path(&abs)
             .map_err(|_| SourceError::BadUri(abs.display().to_string(), "not absolute".into()))?;
         Ok(Self {
             location: uri.to_string(),
             kind: SourceKind::File,
         })
+    }
+
+    /// The host a network source connects to (None for files and cameras).
+    pub fn host(&self) -> Option<(String, u16)> {
+        if matches!(self.kind, SourceKind::File | SourceKind::Camera) {
+            return None;
+        }
+        let u = url::Url::parse(&self.location).ok()?;
+        let port = u.port_or_known_default().unwrap_or(match self.kind {
+            SourceKind::Rtmp => 1935,
+            SourceKind::Rtsp => 554,
+            _ => 80,
+        });
+        Some((u.host_str()?.trim_matches(['[', ']']).to_string(), port))
     }
 
     /// Live sources can drop and come back; files cannot.
@@ -167,6 +186,23 @@ mod tests {
             Source::parse("/dev/video0").unwrap().kind,
             SourceKind::Camera
         );
+    }
+
+    #[test]
+    fn a_fifo_is_not_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert!(matches!(
+            Source::parse(fifo.to_str().unwrap()),
+            Err(SourceError::NotRegular(_))
+        ));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `mouthmap ingest`: video in, frame chunks on the `frames` topic.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use mouthmap_bus::kafka::Producer;
 use mouthmap_ingest::api::RtmpSettings;
 use mouthmap_ingest::capture::CaptureSettings;
 use mouthmap_ingest::chunker::ChunkPolicy;
+use mouthmap_ingest::policy::SourcePolicy;
 use mouthmap_ingest::service::{self, ApiSettings, IngestSettings};
 use mouthmap_ingest::source::Source;
 use mouthmap_ingest::stream::StreamSettings;
@@ -22,11 +24,12 @@ Read video and publish it as 25 fps frame chunks to the `frames` topic.
 With SOURCEs, ingests them and exits when all have ended (exit status 1 if any
 failed). Without SOURCEs (or with --serve), runs the HTTP API on --listen and
 ingests whatever it is asked to, including every RTMP publish that nginx-rtmp
-announces through its on_publish callback:
-
-  rtmp { server { application live { live on;
-      on_publish      http://127.0.0.1:8088/v1/rtmp/on_publish;
-      on_publish_done http://127.0.0.1:8088/v1/rtmp/on_publish_done; } } }
+announces through its on_publish callback. The API needs a token
+(--api-token or --api-token-file); nginx's callbacks carry a separate secret
+(--rtmp-callback-secret) in a header that nginx adds when it forwards them:
+render deploy/nginx/nginx-rtmp.conf.template as scripts/stack does. API
+callers may name files only under --media-root, no cameras, and no network
+source on an internal address (see docs/security.md).
 
 SOURCE is a file path, file://, rtmp(s)://, rtsp(s)://, http(s)://, or a camera
 (v4l2:///dev/video0 or /dev/video0), optionally prefixed with a stream id:
@@ -37,9 +40,9 @@ last segment. Frames are converted to I420 and 25 fps, scaled down to
 Examples:
   mouthmap ingest clip.mp4                      # as fast as it decodes
   mouthmap ingest --realtime clip.mp4           # paced like a live stream
-  mouthmap ingest                               # API on 127.0.0.1:8088
-  curl -XPOST localhost:8088/v1/streams -d '{\"source\":\"rtsp://cam/1\"}' \\
-       -H 'content-type: application/json'";
+  mouthmap ingest --api-token-file .stack/secrets/api-token    # API on 127.0.0.1:8088
+  curl -XPOST localhost:8088/v1/streams -d '{\"source\":\"rtsp://cam.example/1\"}' \\
+       -H \"authorization: Bearer $(cat .stack/secrets/api-token)\" -H 'content-type: application/json'";
 
 #[derive(Args, Debug)]
 pub struct IngestArgs {
@@ -55,9 +58,65 @@ pub struct IngestArgs {
     #[arg(long, env = "MOUTHMAP_INGEST_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
 
-    /// Token the API requires (Bearer header or ?token=); required when --listen is not loopback.
-    #[arg(long, env = "MOUTHMAP_API_TOKEN", hide_env_values = true)]
+    /// Token the API requires (Authorization: Bearer TOKEN). Required to serve the API;
+    /// `scripts/stack` generates one into .stack/secrets/api-token.
+    #[arg(
+        long,
+        env = "MOUTHMAP_API_TOKEN",
+        hide_env_values = true,
+        help_heading = "API"
+    )]
     api_token: Option<String>,
+
+    /// Read the API token from this file (mode 0600) instead.
+    #[arg(
+        long,
+        env = "MOUTHMAP_API_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "api_token",
+        help_heading = "API"
+    )]
+    api_token_file: Option<PathBuf>,
+
+    /// Host names the API answers to (repeatable), besides localhost and the
+    /// listen address; other `Host` headers are refused (DNS rebinding).
+    #[arg(
+        long = "api-host",
+        env = "MOUTHMAP_API_HOSTS",
+        value_delimiter = ',',
+        value_name = "NAME",
+        help_heading = "API"
+    )]
+    api_hosts: Vec<String>,
+
+    /// Files under this folder may be ingested through the API (by path
+    /// relative to it); without it the API refuses every file source.
+    #[arg(
+        long,
+        env = "MOUTHMAP_MEDIA_ROOT",
+        value_name = "DIR",
+        help_heading = "API"
+    )]
+    media_root: Option<PathBuf>,
+
+    /// Let API callers open cameras (v4l2://).
+    #[arg(long, env = "MOUTHMAP_ALLOW_DEVICES", help_heading = "API")]
+    allow_devices: bool,
+
+    /// Let API callers name network sources on loopback, private and
+    /// link-local addresses (refused by default: the server would reach its
+    /// own network for them).
+    #[arg(long, env = "MOUTHMAP_ALLOW_PRIVATE_SOURCES", help_heading = "API")]
+    allow_private_sources: bool,
+
+    /// Streams this process runs at once at most (one thread each); more are refused.
+    #[arg(
+        long,
+        env = "MOUTHMAP_MAX_STREAMS",
+        default_value_t = 64,
+        help_heading = "API"
+    )]
+    max_streams: usize,
 
     /// Pace file sources in real time (live sources always are).
     #[arg(long, env = "MOUTHMAP_REALTIME", help_heading = "Capture")]
@@ -146,12 +205,44 @@ pub struct IngestArgs {
     )]
     rtmp_publish_keys: Vec<String>,
 
+    /// Secret nginx sends with its on_publish callbacks (X-Mouthmap-Callback-Secret
+    /// header, added by the rendered nginx configuration); callbacks are refused without it.
+    #[arg(
+        long,
+        env = "MOUTHMAP_RTMP_CALLBACK_SECRET",
+        hide_env_values = true,
+        help_heading = "RTMP"
+    )]
+    rtmp_callback_secret: Option<String>,
+
+    /// Read the callback secret from this file instead.
+    #[arg(
+        long,
+        env = "MOUTHMAP_RTMP_CALLBACK_SECRET_FILE",
+        value_name = "FILE",
+        conflicts_with = "rtmp_callback_secret",
+        help_heading = "RTMP"
+    )]
+    rtmp_callback_secret_file: Option<PathBuf>,
+
     /// Wait after starting a pull before letting the publisher send.
     #[arg(long, env = "MOUTHMAP_RTMP_SETTLE", value_parser = duration, default_value = "300ms", help_heading = "RTMP")]
     rtmp_settle: Duration,
 
     #[command(flatten)]
     kafka: KafkaArgs,
+}
+
+/// A secret given as a value or as a file to read (trimmed); empty is none.
+fn secret(value: Option<&str>, file: Option<&Path>, what: &str) -> anyhow::Result<Option<String>> {
+    let text = match (value, file) {
+        (Some(v), _) => v.to_string(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the {what} from {}", path.display()))?,
+        (None, None) => return Ok(None),
+    };
+    let text = text.trim().to_string();
+    Ok((!text.is_empty()).then_some(text))
 }
 
 /// Splits `ID=SOURCE`; an `=` inside a URI or path (after `:` or `/`) is not a prefix.
@@ -176,6 +267,16 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let listen = args
         .listen
         .or_else(|| serving.then(|| "127.0.0.1:8088".parse().expect("valid address")));
+    let token = secret(
+        args.api_token.as_deref(),
+        args.api_token_file.as_deref(),
+        "API token",
+    )?;
+    let callback_secret = secret(
+        args.rtmp_callback_secret.as_deref(),
+        args.rtmp_callback_secret_file.as_deref(),
+        "callback secret",
+    )?;
     let settings = IngestSettings {
         streams: StreamSettings {
             capture: CaptureSettings {
@@ -199,7 +300,14 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
         sources,
         api: listen.map(|listen| ApiSettings {
             listen,
-            token: args.api_token.clone().filter(|t| !t.is_empty()),
+            token: token.clone(),
+            callback_secret: callback_secret.clone(),
+            hosts: args.api_hosts.clone(),
+            policy: SourcePolicy {
+                media_root: args.media_root.clone(),
+                allow_devices: args.allow_devices,
+                allow_private_networks: args.allow_private_sources,
+            },
             rtmp: RtmpSettings {
                 base_url: args.rtmp_url.clone(),
                 app: args.rtmp_app.clone(),
@@ -208,6 +316,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
             },
         }),
         exit_when_done: !serving,
+        max_streams: args.max_streams,
     };
     let kafka = args.kafka.settings("mouthmap-ingest")?;
     args.kafka.prepare_topics(&kafka).await?;

@@ -225,9 +225,16 @@ impl Drop for Proc {
 }
 
 /// The `mouthmap` binary with the test's broker and topic names.
+/// The API token the tests' ingest processes use.
+pub const TEST_TOKEN: &str = "test-api-token";
+/// The secret nginx adds to the callbacks it forwards (see [`Nginx`]).
+pub const TEST_CALLBACK_SECRET: &str = "test-callback-secret";
+
 pub fn mouthmap(brokers: &str, frames_topic: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mouthmap"));
     c.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env("MOUTHMAP_API_TOKEN", TEST_TOKEN)
+        .env("MOUTHMAP_RTMP_CALLBACK_SECRET", TEST_CALLBACK_SECRET)
         .env("MOUTHMAP_BROKERS", brokers)
         .env("MOUTHMAP_FRAMES_TOPIC", frames_topic)
         .env("MOUTHMAP_PARTITIONS", "3")
@@ -241,7 +248,7 @@ pub fn mouthmap(brokers: &str, frames_topic: &str) -> Command {
 pub struct Nginx {
     proc: Proc,
     pub port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// nginx stops on SIGTERM (fast shutdown) and takes its worker with it;
@@ -265,6 +272,7 @@ impl Nginx {
     pub fn start(ingest_port: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let callback_port = free_port();
         let template = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx/nginx-rtmp.conf.template"),
         )
@@ -275,8 +283,9 @@ impl Nginx {
             .replace("@PREFIX@", &d)
             .replace("@LOG_DIR@", &d)
             .replace("@RTMP_LISTEN@", &format!("127.0.0.1:{port}"))
+            .replace("@CALLBACK_LISTEN@", &format!("127.0.0.1:{callback_port}"))
             .replace("@INGEST_HOSTPORT@", &format!("127.0.0.1:{ingest_port}"))
-            .replace("@TOKEN_QUERY@", "")
+            .replace("@CALLBACK_SECRET@", TEST_CALLBACK_SECRET)
             .replace("@ALLOW_PUBLISH@", "allow publish 127.0.0.1;");
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, conf).unwrap();
@@ -292,15 +301,20 @@ impl Nginx {
                 .stdout(Stdio::null()),
         );
         wait_port(port, Duration::from_secs(10));
-        Self {
-            proc,
-            port,
-            _dir: dir,
-        }
+        Self { proc, port, dir }
     }
 
     pub fn url(&self, key: &str) -> String {
         format!("rtmp://127.0.0.1:{}/live/{key}", self.port)
+    }
+
+    /// Everything nginx logged so far (error log and RTMP access log).
+    pub fn logs(&self) -> String {
+        ["nginx-error.log", "error.log", "nginx-rtmp-access.log"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(self.dir.path().join(f)).ok())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
