@@ -64,7 +64,12 @@ fn set_default(cmd: Command, key: &str, vals: &[String]) -> Option<Command> {
     let vals: Vec<String> = vals.to_vec();
     Some(cmd.mut_arg(id, move |a| {
         // The file's values are not shown in --help: they can be secrets.
-        let a = a.required(false).hide_default_value(true);
+        let a = a.required(false);
+        let a = if a.get_action().takes_values() {
+            a.hide_default_value(true)
+        } else {
+            a
+        };
         if vals.len() == 1 {
             a.default_value(vals[0].clone())
         } else {

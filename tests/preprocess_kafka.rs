@@ -87,7 +87,21 @@ async fn clip_becomes_75_ordered_crops_and_bad_frames_become_dead_letters() {
         height: 16384,
         ..bomb_chunk.clone()
     };
+    // A frame size within the contract but over the preprocessor's pixel
+    // cap (4000x2200): refused before anything is decoded.
+    let huge = FrameChunk {
+        stream_id: "bad-huge".into(),
+        width: 4000,
+        height: 2200,
+        format: PixelFormat::Jpeg,
+        sizes: vec![10],
+        ..short.clone()
+    };
     let bad = [
+        (
+            "bad-huge",
+            mouthmap_contracts::encode_envelope(&FrameEvent::Chunk(huge), &[0xFFu8; 10]),
+        ),
         (
             "bad-wide",
             mouthmap_contracts::encode_envelope(&FrameEvent::Chunk(wide), &[0u8; 64]),
@@ -202,7 +216,7 @@ async fn clip_becomes_75_ordered_crops_and_bad_frames_become_dead_letters() {
         );
     }
 
-    let dead = read_until(&brokers, &dlq, |s| s.len() >= 7).await;
+    let dead = read_until(&brokers, &dlq, |s| s.len() >= 8).await;
     let reasons: HashMap<String, String> = dead
         .iter()
         .map(|m| {
@@ -221,6 +235,10 @@ async fn clip_becomes_75_ordered_crops_and_bad_frames_become_dead_letters() {
         "{reasons:?}"
     );
     assert!(reasons["bad-tiny"].contains("too small"), "{reasons:?}");
+    assert!(
+        reasons["bad-huge"].contains("over the 8294400-pixel limit"),
+        "{reasons:?}"
+    );
     assert!(
         reasons["bad-wide"].contains("width is 1000000, over the limit"),
         "{reasons:?}"

@@ -45,13 +45,14 @@ async fn the_api_refuses_files_devices_internal_addresses_and_foreign_origins() 
             .timeout(Duration::from_secs(20))
             .build()
             .unwrap();
-        let start = |source: &str| {
+        let start_as = |source: &str, id: &str| {
             http.post(format!("{base}/v1/streams"))
                 .bearer_auth(TEST_TOKEN)
-                .json(&json!({ "source": source, "realtime": true }))
+                .json(&json!({ "source": source, "id": id, "realtime": true }))
                 .send()
                 .unwrap()
         };
+        let start = |source: &str| start_as(source, "refused");
         let mut answers = Vec::new();
         for source in [
             "file:///etc/passwd",
@@ -81,9 +82,9 @@ async fn the_api_refuses_files_devices_internal_addresses_and_foreign_origins() 
         assert_eq!(answers[1].1, answers[2].1);
 
         // Within the cap, a clip under the media root starts; over it, 429.
-        let ok = start("clip.mp4");
+        let ok = start_as("clip.mp4", "first");
         assert_eq!(ok.status(), 201);
-        let over = start("clip.mp4");
+        let over = start_as("clip.mp4", "second");
         assert_eq!(over.status(), 429);
         assert!(over.text().unwrap().contains("--max-streams"));
 
@@ -147,9 +148,15 @@ fn help_prints_no_secret() {
         "api_token = \"cfg-token-secret\"\nredis_url = \"redis://:cfg-redis-secret@db:6379/0\"\n",
     )
     .unwrap();
-    for command in ["ingest", "decode", "preprocess", "features"] {
+    for command in [
+        &["ingest"][..],
+        &["decode"],
+        &["preprocess"],
+        &["features", "serve"],
+    ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_mouthmap"))
-            .args([command, "--help"])
+            .args(command)
+            .arg("--help")
             .env("MOUTHMAP_API_TOKEN", "env-token-secret")
             .env("MOUTHMAP_KAFKA_OPTIONS", "sasl.password=env-sasl-secret")
             .env("MOUTHMAP_REDIS_URL", "redis://:env-redis-secret@db:6379/0")
@@ -157,7 +164,7 @@ fn help_prints_no_secret() {
             .env("MOUTHMAP_CONFIG", &config)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{command} --help");
+        assert!(out.status.success(), "{command:?} --help");
         let help = String::from_utf8_lossy(&out.stdout);
         assert!(help.contains("MOUTHMAP_KAFKA_OPTIONS"), "{help}");
         for secret in [
@@ -168,7 +175,7 @@ fn help_prints_no_secret() {
             "cfg-token-secret",
             "cfg-redis-secret",
         ] {
-            assert!(!help.contains(secret), "{command} --help shows {secret}");
+            assert!(!help.contains(secret), "{command:?} --help shows {secret}");
         }
     }
 }

@@ -13,6 +13,8 @@ pub struct InferHandler {
     pub stage: Inferencer,
     pub logits_topic: String,
     pub metrics: StageMetrics,
+    /// A stream with no event for this long has its buffer dropped.
+    pub idle_timeout: std::time::Duration,
 }
 
 impl From<InferError> for HandleError {
@@ -101,6 +103,9 @@ impl Handler for InferHandler {
     }
 
     async fn on_tick(&mut self) -> Result<Vec<OutMessage>, HandleError> {
+        for id in self.stage.expire_idle(self.idle_timeout) {
+            tracing::warn!(stream_id = %id, "no event within the idle timeout; stream buffer dropped");
+        }
         tokio::task::block_in_place(|| {
             let out = self.stage.tick()?;
             Ok(self.publish(out))

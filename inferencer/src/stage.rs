@@ -81,6 +81,8 @@ struct StreamBuffer {
     received: u64,
     /// The last window queued ends at this received-frame count.
     covered: u64,
+    /// When the stream's last event came.
+    last_seen: Option<Instant>,
 }
 
 /// One batch the model ran: the windows it carried, for tracing.
@@ -181,6 +183,23 @@ impl Inferencer {
         }
     }
 
+    /// Drops the buffers of streams with no event for `idle` (an end that
+    /// never came: a crashed publisher, a lost message), so per-stream state
+    /// cannot grow without bound; returns their ids. Windows already queued
+    /// still run.
+    pub fn expire_idle(&mut self, idle: Duration) -> Vec<String> {
+        let stale: Vec<String> = self
+            .streams
+            .iter()
+            .filter(|(_, b)| b.last_seen.is_some_and(|t| t.elapsed() >= idle))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &stale {
+            self.streams.remove(id);
+        }
+        stale
+    }
+
     /// Runs the queue if its oldest window has waited `max_delay`.
     pub fn tick(&mut self) -> Result<Out, InferError> {
         match self.queue.front() {
@@ -218,6 +237,7 @@ impl Inferencer {
         );
         let wb = self.window_bytes();
         let buf = self.streams.entry(c.stream_id.clone()).or_default();
+        buf.last_seen = Some(Instant::now());
         buf.crops.extend(payload);
         buf.frames.extend(c.frames.iter().cloned());
         buf.received += c.frames.len() as u64;
@@ -541,5 +561,17 @@ mod tests {
                 && err.to_string().contains("crops are 100x46"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn streams_whose_end_never_comes_are_dropped_after_the_idle_time() {
+        let mut inf = Inferencer::new(model(), InferSettings::default());
+        let (ev, p) = chunk("lost", 0, 3, 0);
+        inf.handle(&start("lost"), &[], &[]).unwrap();
+        inf.handle(&ev, &p, &[]).unwrap();
+        assert_eq!(inf.active_streams(), 1);
+        assert!(inf.expire_idle(Duration::from_secs(60)).is_empty());
+        assert_eq!(inf.expire_idle(Duration::ZERO), vec!["lost".to_string()]);
+        assert_eq!(inf.active_streams(), 0);
     }
 }

@@ -8,8 +8,8 @@
 //!   ! appsink
 //! ```
 //!
-//! Non-video streams (audio) are sent to a fakesink. Frames wider than
-//! `max_width` are scaled down, keeping the display aspect ratio. With
+//! Non-video streams (audio) are sent to a fakesink. Frames wider or taller
+//! than `max_width` are scaled down, keeping the display aspect ratio. With
 //! `jpeg_quality` set, a `jpegenc` before the appsink compresses each frame
 //! (`image/jpeg`).
 
@@ -68,7 +68,7 @@ pub enum Polled {
 pub struct CaptureSettings {
     /// Pace file sources at real time (live sources are always real time).
     pub realtime: bool,
-    /// Frames wider than this are scaled down (0 = never scale).
+    /// Frames wider or taller than this are scaled down (0 = never scale).
     pub max_width: u32,
     /// Compress each frame to a JPEG of this quality (1-100); None keeps I420.
     /// Set by the stream runner from its `pixel_format`.
@@ -203,8 +203,12 @@ impl Capture {
                 let is_video = structure.is_some_and(|s| s.name().starts_with("video/"));
                 let mut state = pads.lock().expect("pad state lock");
                 if is_video && !state.video_linked {
-                    let width = structure.and_then(|s| s.get::<i32>("width").ok());
-                    let target = width.and_then(|w| scaled_width(w as u32, max_width));
+                    let size = structure.and_then(|s| {
+                        Some((s.get::<i32>("width").ok()?, s.get::<i32>("height").ok()?))
+                    });
+                    let target = size.and_then(|(w, h)| {
+                        scaled_size(w.max(1) as u32, h.max(1) as u32, max_width)
+                    });
                     filter.set_property("caps", output_caps(target));
                     let sinkpad = queue.static_pad("sink").expect("queue has a sink pad");
                     if pad.link(&sinkpad).is_ok() {
@@ -364,20 +368,27 @@ impl Drop for Capture {
     }
 }
 
-fn output_caps(width: Option<u32>) -> gst::Caps {
+fn output_caps(size: Option<(u32, u32)>) -> gst::Caps {
     let mut b = gst::Caps::builder("video/x-raw")
         .field("format", "I420")
         .field("framerate", gst::Fraction::new(FPS as i32, 1))
         .field("pixel-aspect-ratio", gst::Fraction::new(1, 1));
-    if let Some(w) = width {
-        b = b.field("width", w as i32);
+    if let Some((w, h)) = size {
+        b = b.field("width", w as i32).field("height", h as i32);
     }
     b.build()
 }
 
-/// The width to scale to, when `width` is over `max_width` (even, for I420).
-fn scaled_width(width: u32, max_width: u32) -> Option<u32> {
-    (max_width > 0 && width > max_width).then_some(max_width & !1)
+/// The size to scale to when either side is over `max_side` (the longer
+/// side becomes `max_side`, the aspect ratio kept, both even for I420), so
+/// neither a wide nor a tall frame can exceed it.
+fn scaled_size(width: u32, height: u32, max_side: u32) -> Option<(u32, u32)> {
+    if max_side == 0 || (width <= max_side && height <= max_side) {
+        return None;
+    }
+    let scale = max_side as f64 / width.max(height) as f64;
+    let even = |v: f64| ((v.round() as u32) & !1).max(2);
+    Some((even(width as f64 * scale), even(height as f64 * scale)))
 }
 
 fn describe_error(err: &gst::message::Error) -> String {
@@ -402,10 +413,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scales_only_wide_frames() {
-        assert_eq!(scaled_width(360, 640), None);
-        assert_eq!(scaled_width(720, 640), Some(640));
-        assert_eq!(scaled_width(1921, 641), Some(640));
-        assert_eq!(scaled_width(4000, 0), None);
+    fn frames_are_bounded_on_both_sides() {
+        assert_eq!(scaled_size(360, 288, 640), None);
+        assert_eq!(scaled_size(1280, 720, 640), Some((640, 360)));
+        assert_eq!(scaled_size(720, 1280, 640), Some((360, 640)));
+        assert_eq!(scaled_size(16, 100_000, 640), Some((2, 640)));
+        assert_eq!(scaled_size(4000, 4000, 0), None);
     }
 }

@@ -20,6 +20,8 @@ pub struct PreprocessHandler {
     pub metrics: StageMetrics,
     /// Where the stream's quality goes as frames go by (the feature store).
     pub features: Option<FeatureWriter>,
+    /// A stream with no event for this long has its tracker dropped.
+    pub idle_timeout: std::time::Duration,
 }
 
 /// The `stream_quality` feature row of a stream.
@@ -41,9 +43,9 @@ impl From<StageError> for HandleError {
     fn from(e: StageError) -> Self {
         match e {
             StageError::Contract(c) => c.into(),
-            e @ (StageError::TooSmall { .. } | StageError::Jpeg { .. }) => {
-                HandleError::dead_letter(ErrorKind::Content, e)
-            }
+            e @ (StageError::TooSmall { .. }
+            | StageError::TooLarge { .. }
+            | StageError::Jpeg { .. }) => HandleError::dead_letter(ErrorKind::Content, e),
             e @ StageError::Detector(_) => HandleError::fatal(ErrorKind::Detector, e),
         }
     }
@@ -93,5 +95,13 @@ impl Handler for PreprocessHandler {
         input: Incoming<'_, FrameEvent>,
     ) -> Result<Vec<OutMessage>, HandleError> {
         tokio::task::block_in_place(|| self.process(input))
+    }
+
+    async fn on_tick(&mut self) -> Result<Vec<OutMessage>, HandleError> {
+        for id in self.stage.expire_idle(self.idle_timeout) {
+            tracing::warn!(stream_id = %id, "no event within the idle timeout; stream state dropped");
+        }
+        self.metrics.set_active(self.stage.active_streams() as i64);
+        Ok(Vec::new())
     }
 }

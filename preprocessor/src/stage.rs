@@ -19,6 +19,11 @@ pub enum StageError {
     /// The event breaks the contract.
     #[error(transparent)]
     Contract(#[from] ContractError),
+    /// Frames too large to decode safely.
+    #[error(
+        "frames of {width}x{height} are over the {max}-pixel limit (ingest scales frames down with --max-width)"
+    )]
+    TooLarge { width: u32, height: u32, max: u64 },
     /// Frames too small for a face.
     #[error("frames of {width}x{height} are too small to find a face in (at least 32x32)")]
     TooSmall { width: u32, height: u32 },
@@ -71,6 +76,8 @@ struct StreamState {
     tracker: MouthTracker,
     seq: u64,
     totals: QualityTotals,
+    /// When the stream's last event came.
+    last_seen: std::time::Instant,
 }
 
 impl StreamState {
@@ -79,9 +86,14 @@ impl StreamState {
             tracker: MouthTracker::new(settings),
             seq: 0,
             totals: QualityTotals::default(),
+            last_seen: std::time::Instant::now(),
         }
     }
 }
+
+/// Pixels of one frame at most (3840x2160): bigger frames are refused
+/// before anything is decoded or allocated for them.
+pub const MAX_FRAME_PIXELS: u64 = 3840 * 2160;
 
 /// The stage: a detector shared by all streams, a tracker per stream.
 pub struct Preprocessor {
@@ -106,6 +118,22 @@ impl Preprocessor {
     /// Streams in progress.
     pub fn active_streams(&self) -> usize {
         self.streams.len()
+    }
+
+    /// Drops the state of streams with no event for `idle` (an end that
+    /// never came), so per-stream state cannot grow without bound; returns
+    /// their ids.
+    pub fn expire_idle(&mut self, idle: std::time::Duration) -> Vec<String> {
+        let stale: Vec<String> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.last_seen.elapsed() >= idle)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &stale {
+            self.streams.remove(id);
+        }
+        stale
     }
 
     /// The stream's quality so far (None for a stream not open).
@@ -172,6 +200,13 @@ impl Preprocessor {
                 height: h,
             });
         }
+        if w as u64 * h as u64 > MAX_FRAME_PIXELS {
+            return Err(StageError::TooLarge {
+                width: w,
+                height: h,
+                max: MAX_FRAME_PIXELS,
+            });
+        }
         let frames = frames_i420(chunk, payload)?;
         let (cw, ch) = (self.settings.crop_width, self.settings.crop_height);
         let mut crops = Vec::with_capacity((cw * ch) as usize * chunk.frames.len());
@@ -182,6 +217,7 @@ impl Preprocessor {
             .streams
             .entry(chunk.stream_id.clone())
             .or_insert_with(|| StreamState::new(settings));
+        state.last_seen = std::time::Instant::now();
         for frame in &frames {
             let c = state.tracker.process(&mut self.detector, frame, w, h)?;
             observe(&c);

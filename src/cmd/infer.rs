@@ -11,7 +11,7 @@ use mouthmap_inferencer::model::{Device, Model};
 use mouthmap_inferencer::service::InferHandler;
 use mouthmap_inferencer::stage::{InferSettings, Inferencer};
 
-use super::{KafkaArgs, ServiceWiring, duration, run_service};
+use super::{KafkaArgs, ServiceWiring, StreamStateArgs, duration, run_service};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum DeviceArg {
@@ -84,6 +84,9 @@ pub struct InferArgs {
     model: ModelArgs,
 
     #[command(flatten)]
+    state: StreamStateArgs,
+
+    #[command(flatten)]
     kafka: KafkaArgs,
 }
 
@@ -104,6 +107,7 @@ pub async fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         stage: Inferencer::new(model, settings),
         logits_topic: args.kafka.logits_topic.clone(),
         metrics: metrics.clone(),
+        idle_timeout: args.state.stream_idle_timeout,
     };
     let wiring = ServiceWiring {
         stage: "infer",

@@ -122,7 +122,7 @@ pub struct IngestArgs {
     #[arg(long, env = "MOUTHMAP_REALTIME", help_heading = "Capture")]
     realtime: bool,
 
-    /// Scale frames wider than this down, keeping the aspect ratio (0 = never).
+    /// Scale frames wider or taller than this down, keeping the aspect ratio (0 = never).
     #[arg(
         long,
         env = "MOUTHMAP_MAX_WIDTH",

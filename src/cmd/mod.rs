@@ -230,6 +230,17 @@ impl FeatureStoreArgs {
     }
 }
 
+/// How long a stage keeps a stream's state without news (shared by
+/// `preprocess` and `infer`; `decode` closes such streams with a timed-out
+/// final after its own `--idle-timeout`).
+#[derive(Args, Debug, Clone)]
+pub struct StreamStateArgs {
+    /// A stream with no event for this long (its end never came) has its
+    /// state dropped, so per-stream memory cannot grow without bound.
+    #[arg(long, env = "MOUTHMAP_STREAM_IDLE_TIMEOUT", value_parser = duration, default_value = "2m")]
+    pub stream_idle_timeout: Duration,
+}
+
 /// Where a consuming service reads, and where it serves metrics.
 pub struct ServiceWiring<'a> {
     pub stage: &'a str,

@@ -15,7 +15,7 @@ use mouthmap_preprocessor::tracker::TrackerSettings;
 
 use mouthmap_feature_store::writer::FeatureWriter;
 
-use super::{KafkaArgs, ServiceWiring, StageFeatureArgs, run_service};
+use super::{KafkaArgs, ServiceWiring, StageFeatureArgs, StreamStateArgs, run_service};
 
 /// Face detection and cropping settings (shared by `preprocess` and `crops`).
 #[derive(Args, Debug, Clone)]
@@ -137,6 +137,9 @@ pub struct PreprocessArgs {
     features: StageFeatureArgs,
 
     #[command(flatten)]
+    state: StreamStateArgs,
+
+    #[command(flatten)]
     kafka: KafkaArgs,
 }
 
@@ -150,6 +153,7 @@ pub async fn run(args: PreprocessArgs) -> anyhow::Result<ExitCode> {
             .features
             .store()?
             .map(|s| FeatureWriter::spawn(s, 1024).0),
+        idle_timeout: args.state.stream_idle_timeout,
     };
     let wiring = ServiceWiring {
         stage: "preprocess",
