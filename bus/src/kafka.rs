@@ -61,6 +61,11 @@ pub struct KafkaSettings {
     /// Extra librdkafka settings (`security.protocol`, `sasl.mechanism`, ...),
     /// applied last so they override the defaults here.
     pub options: Vec<(String, String)>,
+    /// Static group membership (KIP-345): this replica's stable identity.
+    /// A replica restarted under the same id takes its partitions back at
+    /// once instead of waiting for (or, on brokers that never evict, never
+    /// getting) a rebalance. Each replica of a group needs its own.
+    pub instance_id: Option<String>,
 }
 
 impl KafkaSettings {
@@ -69,6 +74,7 @@ impl KafkaSettings {
             brokers: brokers.into(),
             client_id: client_id.into(),
             options: Vec::new(),
+            instance_id: None,
         }
     }
 
@@ -250,6 +256,10 @@ pub fn consumer(
     start: StartAt,
 ) -> Result<StreamConsumer, BusError> {
     let mut cfg = settings.base();
+    if let Some(id) = &settings.instance_id {
+        // Unique per group, so one id can name a replica of every stage.
+        cfg.set("group.instance.id", format!("{group}-{id}"));
+    }
     cfg.set("group.id", group)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
@@ -382,6 +392,7 @@ pub async fn run_stage<H: Handler>(
     // what it holds back.
     let mut held: Vec<(String, i32, i64)> = Vec::new();
     let mut in_flight: FuturesOrdered<Acked> = FuturesOrdered::new();
+    let mut last_health_check = std::time::Instant::now() - HEALTH_EVERY;
     // Stores the offsets of acknowledged messages below what the handler
     // still holds back, in input order per partition; keeps the rest.
     let release = |held: &mut Vec<(String, i32, i64)>, handler: &H| -> Result<(), BusError> {
@@ -418,6 +429,10 @@ pub async fn run_stage<H: Handler>(
                 release(&mut held, handler)?;
             }
             _ = tick.tick() => {
+                if last_health_check.elapsed() >= HEALTH_EVERY {
+                    last_health_check = std::time::Instant::now();
+                    check_health(consumer, &settings.stage);
+                }
                 match handler.on_tick().await {
                     Ok(out) => {
                         produce_all(producer, out).await?;
@@ -506,6 +521,33 @@ pub async fn run_stage<H: Handler>(
         }
     }
     Ok(())
+}
+
+/// How often the consume loop checks the broker for `/readyz`.
+const HEALTH_EVERY: Duration = Duration::from_secs(5);
+
+/// Readiness: the broker answers a metadata request, and the consumer has
+/// joined its group (its assignment, possibly empty when there are more
+/// replicas than partitions, is known).
+fn check_health(consumer: &StreamConsumer, stage: &str) {
+    let reachable =
+        tokio::task::block_in_place(|| consumer.fetch_metadata(None, Duration::from_millis(1500)));
+    match (reachable, consumer.assignment()) {
+        (Ok(_), Ok(assignment)) => {
+            let partitions: Vec<String> = assignment
+                .elements()
+                .iter()
+                .map(|e| format!("{}/{}", e.topic(), e.partition()))
+                .collect();
+            crate::health::ready(serde_json::json!({
+                "stage": stage,
+                "broker": "reachable",
+                "partitions": partitions,
+            }));
+        }
+        (Err(e), _) => crate::health::not_ready(format!("broker unreachable: {e}")),
+        (_, Err(e)) => crate::health::not_ready(format!("consumer group not joined: {e}")),
+    }
 }
 
 /// The message of a panic payload.

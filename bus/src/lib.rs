@@ -21,12 +21,15 @@
 //!   propagation through Kafka headers.
 //! * [`metrics`]: the Prometheus metrics every stage exports with the same
 //!   names (messages in and out, errors by kind, processing latency).
+//! * [`health`]: `/healthz` (the process serves) and `/readyz` (model
+//!   loaded, broker reachable, group joined), served beside `/metrics`.
 //!
 //! Stage logic never touches this crate: each stage crate's `stage` module
 //! turns input events into output events, and its `service` module wires it
 //! here.
 
 pub mod error;
+pub mod health;
 pub mod kafka;
 pub mod message;
 pub mod metrics;

@@ -210,13 +210,13 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     )
 }
 
-/// Serves `/metrics` on a bound listener until `shutdown` fires (for stages
-/// without an API of their own). Bind first, so a taken port is a startup error.
+/// Serves `/metrics`, `/healthz` and `/readyz` on a bound listener until
+/// `shutdown` fires (for stages without an API of their own). Bind first, so a taken port is a startup error.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router::<()>())
+    axum::serve(listener, router::<()>().merge(crate::health::router()))
         .with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;
         })

@@ -65,6 +65,7 @@ async fn decode_rate(enricher: Option<Enricher>, msgs: &[InMessage]) -> f64 {
         metrics: StageMetrics::new("bench"),
         idle_timeout: Duration::from_secs(60),
         enricher,
+        open: Default::default(),
     };
     let start = Instant::now();
     let mut rounds = 0;

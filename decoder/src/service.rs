@@ -6,6 +6,7 @@
 //! with Redis down, the transcript goes out on time with `enriched: false`
 //! and the reason, decoded under the grammar the stream had last.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use mouthmap_bus::kafka::{Handler, Incoming};
@@ -25,6 +26,9 @@ pub struct DecodeHandler {
     pub idle_timeout: Duration,
     /// The feature store, when one is configured.
     pub enricher: Option<Enricher>,
+    /// Where each open stream's first message came from: its input is held
+    /// back from there until its final is out.
+    pub open: HashMap<String, (String, i32, i64)>,
 }
 
 /// The outcome of one lookup, as transcripts carry it.
@@ -87,6 +91,18 @@ impl DecodeHandler {
 impl Handler for DecodeHandler {
     type Input = LogitsEvent;
 
+    /// An open stream's input is held back from its first message until its
+    /// final is out: the posterior a final needs lives in memory, so a
+    /// restarted (or newly assigned) replica reads the stream's windows
+    /// again and rebuilds it.
+    fn oldest_held(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.open
+            .values()
+            .filter(|(t, p, _)| t == topic && *p == partition)
+            .map(|(_, _, o)| *o)
+            .min()
+    }
+
     async fn handle(
         &mut self,
         input: Incoming<'_, LogitsEvent>,
@@ -102,7 +118,16 @@ impl Handler for DecodeHandler {
             LogitsEvent::Start(_) => None,
             _ => self.lookup(event.stream_id()).await,
         };
+        if !matches!(event, LogitsEvent::End(_)) {
+            let m = input.msg;
+            self.open
+                .entry(event.stream_id().to_string())
+                .or_insert_with(|| (m.topic.clone(), m.partition, m.offset));
+        }
         let mut out = tokio::task::block_in_place(|| self.stage.handle(event, input.payload))?;
+        if matches!(event, LogitsEvent::End(_)) {
+            self.open.remove(event.stream_id());
+        }
         for t in &mut out {
             Self::attach(t, &lookup);
         }
@@ -114,6 +139,7 @@ impl Handler for DecodeHandler {
         let mut expired = self.stage.expire_idle(self.idle_timeout);
         let span = tracing::info_span!("decode.expire", streams = expired.len());
         for t in &mut expired {
+            self.open.remove(&t.stream_id);
             tracing::warn!(stream_id = %t.stream_id, "no end event within the idle timeout; final sent as timed out");
             let id = t.stream_id.clone();
             let lookup = self.lookup(&id).await;

@@ -1,8 +1,10 @@
 //! The Kafka edge of the infer service: `mouths` in, `logits` out.
 
+use std::collections::{HashMap, VecDeque};
+
 use mouthmap_bus::kafka::{Handler, Incoming};
 use mouthmap_bus::metrics::StageMetrics;
-use mouthmap_bus::{ErrorKind, HandleError, OutMessage, telemetry};
+use mouthmap_bus::{ErrorKind, HandleError, InMessage, OutMessage, telemetry};
 use mouthmap_contracts::{Event, MouthEvent, headers};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -15,6 +17,50 @@ pub struct InferHandler {
     pub metrics: StageMetrics,
     /// A stream with no event for this long has its buffer dropped.
     pub idle_timeout: std::time::Duration,
+    /// Where each stream's chunks came from, oldest first, while the stage
+    /// still needs their frames: the offsets that must not be committed.
+    pub inputs: InputLog,
+}
+
+/// Per stream, the input messages whose frames the stage still holds:
+/// `(first frame index, topic, partition, offset)`, oldest first.
+#[derive(Debug, Default)]
+pub struct InputLog {
+    streams: HashMap<String, VecDeque<(u64, String, i32, i64)>>,
+}
+
+impl InputLog {
+    /// A chunk of `stream_id` starting at frame `first` came from `msg`.
+    fn record(&mut self, stream_id: &str, first: u64, msg: &InMessage) {
+        self.streams
+            .entry(stream_id.to_string())
+            .or_default()
+            .push_back((first, msg.topic.clone(), msg.partition, msg.offset));
+    }
+
+    /// Forgets the chunks of `stream_id` wholly before frame `needed` (None:
+    /// the stage holds nothing of the stream any more).
+    fn prune(&mut self, stream_id: &str, needed: Option<u64>) {
+        let Some(needed) = needed else {
+            self.streams.remove(stream_id);
+            return;
+        };
+        if let Some(chunks) = self.streams.get_mut(stream_id) {
+            while chunks.len() >= 2 && chunks[1].0 <= needed {
+                chunks.pop_front();
+            }
+        }
+    }
+
+    /// The oldest offset on `topic`/`partition` that a stream still needs.
+    fn oldest(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.streams
+            .values()
+            .filter_map(|c| c.front())
+            .filter(|(_, t, p, _)| t == topic && *p == partition)
+            .map(|(_, _, _, o)| *o)
+            .min()
+    }
 }
 
 impl From<InferError> for HandleError {
@@ -79,6 +125,17 @@ impl InferHandler {
     }
 }
 
+impl InferHandler {
+    /// Forgets the inputs of every stream whose frames the stage dropped.
+    fn prune_all(&mut self) {
+        let ids: Vec<String> = self.inputs.streams.keys().cloned().collect();
+        for id in ids {
+            let needed = self.stage.oldest_needed(&id);
+            self.inputs.prune(&id, needed);
+        }
+    }
+}
+
 impl Handler for InferHandler {
     type Input = MouthEvent;
 
@@ -86,29 +143,76 @@ impl Handler for InferHandler {
         &mut self,
         input: Incoming<'_, MouthEvent>,
     ) -> Result<Vec<OutMessage>, HandleError> {
-        tokio::task::block_in_place(|| {
+        if let MouthEvent::Chunk(c) = input.event
+            && let Some(first) = c.frames.first()
+        {
+            self.inputs.record(&c.stream_id, first.index, input.msg);
+        }
+        let out = tokio::task::block_in_place(|| {
             let out =
                 self.stage
                     .handle(input.event, input.payload, &trace_tag(&input.msg.headers))?;
-            Ok(self.publish(out))
-        })
+            Ok::<_, HandleError>(self.publish(out))
+        });
+        // Batches run for every stream: any stream's needs may have moved.
+        self.prune_all();
+        out
     }
 
-    /// While windows wait in the batch queue, every input offset is held
-    /// back: a window is made of several chunks' frames, and the per-stream
-    /// buffers do not yet say which (so nothing is committed that a restart
-    /// would need to rebuild it).
-    fn oldest_held(&self, _topic: &str, _partition: i32) -> Option<i64> {
-        (self.stage.queued() > 0).then_some(i64::MIN)
+    /// A stream's input is held back from its oldest chunk whose frames the
+    /// stage still buffers or queues: a restarted (or newly assigned)
+    /// replica reads the stream again from there and rebuilds the overlap
+    /// its next window needs. Older input is committed.
+    fn oldest_held(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.inputs.oldest(topic, partition)
     }
 
     async fn on_tick(&mut self) -> Result<Vec<OutMessage>, HandleError> {
         for id in self.stage.expire_idle(self.idle_timeout) {
             tracing::warn!(stream_id = %id, "no event within the idle timeout; stream buffer dropped");
         }
-        tokio::task::block_in_place(|| {
+        let out = tokio::task::block_in_place(|| {
             let out = self.stage.tick()?;
-            Ok(self.publish(out))
-        })
+            Ok::<_, HandleError>(self.publish(out))
+        });
+        self.prune_all();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(offset: i64) -> InMessage {
+        InMessage {
+            topic: "mouths".into(),
+            partition: 2,
+            offset,
+            key: None,
+            payload: Vec::new(),
+            headers: Vec::new(),
+            timestamp_ms: None,
+        }
+    }
+
+    #[test]
+    fn input_is_held_from_the_oldest_chunk_still_needed() {
+        let mut log = InputLog::default();
+        // Chunks of 3 frames: 0-2 at offset 10, 3-5 at 11, 6-8 at 12.
+        for (i, first) in [0u64, 3, 6].iter().enumerate() {
+            log.record("a", *first, &msg(10 + i as i64));
+        }
+        log.record("b", 0, &msg(11));
+        assert_eq!(log.oldest("mouths", 2), Some(10));
+        assert_eq!(log.oldest("mouths", 1), None);
+        // The stage still needs frame 4: the chunk starting at 3 and later.
+        log.prune("a", Some(4));
+        log.prune("b", None);
+        assert_eq!(log.oldest("mouths", 2), Some(11));
+        log.prune("a", Some(6));
+        assert_eq!(log.oldest("mouths", 2), Some(12));
+        log.prune("a", None);
+        assert_eq!(log.oldest("mouths", 2), None);
     }
 }

@@ -183,6 +183,27 @@ impl Inferencer {
         }
     }
 
+    /// The oldest frame index of `stream_id` that the stage still needs: the
+    /// front of its buffer, or the first frame of a window of it still
+    /// queued. None when it holds nothing of the stream. Input older than
+    /// this can be committed: a restart rebuilds the stream from here.
+    pub fn oldest_needed(&self, stream_id: &str) -> Option<u64> {
+        let buffered = self
+            .streams
+            .get(stream_id)
+            .and_then(|b| b.frames.front().map(|f| f.index));
+        let queued = self
+            .queue
+            .iter()
+            .filter(|w| w.stream_id == stream_id)
+            .map(|w| w.first_frame)
+            .min();
+        match (buffered, queued) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Drops the buffers of streams with no event for `idle` (an end that
     /// never came: a crashed publisher, a lost message), so per-stream state
     /// cannot grow without bound; returns their ids. Windows already queued

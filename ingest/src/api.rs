@@ -4,6 +4,7 @@
 //! | method and path | does |
 //! |---|---|
 //! | `GET /healthz` | 200 when the process is up (no token needed) |
+//! | `GET /readyz` | 200 once the broker took the topics and the API listens, else 503 and why (no token needed) |
 //! | `GET /metrics` | Prometheus metrics |
 //! | `GET /v1/streams` | running and recently ended streams |
 //! | `POST /v1/streams` | start `{"source": URI-or-path, "id"?: ..., "realtime"?: bool}` |
@@ -12,7 +13,7 @@
 //! | `POST /v1/rtmp/on_publish` | nginx-rtmp: a publisher started; pull it before answering |
 //! | `POST /v1/rtmp/on_publish_done` | nginx-rtmp: the publisher finished; drain the stream |
 //!
-//! Every call but `/healthz` and the callbacks needs the API token, as
+//! Every call but `/healthz`, `/readyz` and the callbacks needs the API token, as
 //! `Authorization: Bearer TOKEN` (or `?token=TOKEN`). The callbacks need the
 //! separate callback secret in the `X-Mouthmap-Callback-Secret` header,
 //! which nginx adds when it forwards them (never in a URL, so never in a
@@ -85,7 +86,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/rtmp/on_publish_done", post(on_publish_done))
         .layer(middleware::from_fn_with_state(state.clone(), callback_auth));
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .merge(mouthmap_bus::health::router())
         .merge(protected)
         .merge(callbacks)
         .layer(middleware::from_fn_with_state(state.clone(), same_origin))

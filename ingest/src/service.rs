@@ -123,6 +123,8 @@ pub async fn run(
         }));
     }
 
+    // The caller created the topics on the broker before this: ready.
+    mouthmap_bus::health::ready(serde_json::json!({ "stage": "ingest", "topic": settings.topic }));
     let mut ids = Vec::new();
     for (id, source) in settings.sources {
         let (status, _) = manager.start(id, source, None)?;

@@ -98,6 +98,7 @@ pub async fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
         metrics: metrics.clone(),
         idle_timeout: args.idle_timeout,
         enricher: store.map(|s| Enricher::new(s, args.features_cache, args.features_deadline)),
+        open: Default::default(),
     };
     let wiring = ServiceWiring {
         stage: "decode",

@@ -126,6 +126,13 @@ pub struct KafkaArgs {
     #[arg(long, env = "MOUTHMAP_REPLICATION_FACTOR", default_value_t = 1)]
     pub replication_factor: i32,
 
+    /// This replica's stable identity in its consumer groups (static membership,
+    /// KIP-345): restarted under the same id, it takes its partitions back at once,
+    /// also on brokers that never evict a dead member (Tansu 0.6). Give each
+    /// replica its own and keep it across restarts (e.g. a StatefulSet's pod name).
+    #[arg(long, env = "MOUTHMAP_INSTANCE_ID", value_name = "ID")]
+    pub instance_id: Option<String>,
+
     /// Create missing topics at startup (turn off where topics are managed elsewhere).
     #[arg(long, env = "MOUTHMAP_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub create_topics: bool,
@@ -134,6 +141,7 @@ pub struct KafkaArgs {
 impl KafkaArgs {
     pub fn settings(&self, client_id: &str) -> anyhow::Result<KafkaSettings> {
         let mut s = KafkaSettings::new(&self.brokers, client_id);
+        s.instance_id = self.instance_id.clone().filter(|i| !i.is_empty());
         for opt in &self.kafka_options {
             let (k, v) = opt
                 .split_once('=')

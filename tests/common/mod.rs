@@ -435,8 +435,9 @@ pub fn assert_complete(seen: &[Seen], frames: u64) {
     assert_eq!(end.chunks, next_seq);
 }
 
-/// Reads `topic` from the start until `done` holds for what was read, or
-/// panics after two minutes without a message.
+/// Reads `topic` from the start until `done` holds for what was read; panics
+/// after two minutes without a message, or four minutes in all (a topic that
+/// keeps receiving other messages cannot make a test hang).
 pub async fn read_until(
     brokers: &str,
     topic: &str,
@@ -453,7 +454,13 @@ pub async fn read_until(
     };
     let mut c = subscribe();
     let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
     while !done(&out) {
+        assert!(
+            Instant::now() < deadline,
+            "read_until: still not done after 240 s on {topic} ({} messages read)",
+            out.len()
+        );
         match tokio::time::timeout(Duration::from_secs(120), c.recv())
             .await
             .unwrap_or_else(|_| panic!("timed out on {topic} after {} messages", out.len()))

@@ -1,0 +1,167 @@
+//! Faults on the real broker: a stage killed with SIGKILL mid-stream and
+//! started again two seconds later under the same instance id (as a
+//! supervisor or a StatefulSet would), while a stream of joined GRID
+//! sentences runs in real time. The promise (docs/reliability.md): partials,
+//! exactly one final, last, and its text within one word of the same stream
+//! without the fault. One set of services serves every fault.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::pipeline::*;
+use common::*;
+use mouthmap_bus::kafka::InMessage;
+use mouthmap_contracts::{Transcript, TranscriptKind};
+
+/// Validation sentences (never trained on), joined into one 9 s stream.
+const JOINED: [&str; 3] = ["bbie8n", "bras6n", "bgauzp"];
+
+/// The pipeline's consuming services, each in a fixed group under a fixed
+/// instance id, with known metrics ports.
+struct Services {
+    t: Topics,
+    brokers: String,
+    groups: HashMap<&'static str, String>,
+    ports: HashMap<&'static str, u16>,
+    running: HashMap<&'static str, Proc>,
+}
+
+impl Services {
+    fn start(&mut self, role: &'static str) {
+        let port = free_port();
+        let mut cmd = self.t.command(&self.brokers);
+        cmd.arg(role)
+            .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+            .args(["--group", &self.groups[role]])
+            .args(["--instance-id", "fault-0"]);
+        match role {
+            "infer" => {
+                cmd.arg("--model").arg(model());
+            }
+            "decode" => {
+                cmd.args(["--feature-store", "false"]);
+            }
+            _ => {
+                cmd.args(["--feature-store", "false"]);
+            }
+        }
+        self.running.insert(role, Proc::spawn(role, &mut cmd));
+        self.ports.insert(role, port);
+    }
+
+    /// Waits until the service says it is ready (broker reachable, group joined).
+    fn wait_ready(&self, role: &str) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.ports[role]);
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            if reqwest::blocking::get(&url).is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            assert!(Instant::now() < until, "{role} not ready within 60 s");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn kill(&mut self, role: &str) {
+        let mut p = self.running.remove(role).expect("running");
+        p.child.kill().unwrap();
+        p.child.wait().unwrap();
+    }
+}
+
+fn transcripts(msgs: &[InMessage], id: &str) -> Vec<Transcript> {
+    msgs.iter()
+        .filter(|m| m.key_str() == Some(id))
+        .map(|m| serde_json::from_slice(&m.payload).expect("transcripts are JSON"))
+        .collect()
+}
+
+/// Partials, exactly one final, last. Returns the final's text.
+fn one_final(all: &[Transcript], what: &str) -> String {
+    assert!(
+        all.iter().any(|t| t.kind == TranscriptKind::Partial),
+        "{what}: partials"
+    );
+    let finals: Vec<&Transcript> = all
+        .iter()
+        .filter(|t| t.kind == TranscriptKind::Final)
+        .collect();
+    assert_eq!(finals.len(), 1, "{what}: exactly one final");
+    assert_eq!(
+        all.last().unwrap().kind,
+        TranscriptKind::Final,
+        "{what}: final last"
+    );
+    finals[0].text.clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stage_killed_mid_stream_and_restarted_loses_nothing() {
+    if !available(&[Need::Broker]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let video = join_clips(dir.path(), &JOINED);
+    let mut s = Services {
+        t: Topics::new(),
+        brokers: brokers(),
+        groups: ["preprocess", "infer", "decode"]
+            .into_iter()
+            .map(|r| (r, unique(r)))
+            .collect(),
+        ports: HashMap::new(),
+        running: HashMap::new(),
+    };
+    for role in ["preprocess", "infer", "decode"] {
+        s.start(role);
+    }
+    tokio::task::block_in_place(|| {
+        for role in ["preprocess", "infer", "decode"] {
+            s.wait_ready(role);
+        }
+    });
+    let ingest = |t: &Topics, brokers: &str, id: &str| {
+        Proc::spawn(
+            "ingest",
+            t.command(brokers)
+                .args(["ingest", "--realtime"])
+                .arg(format!("{id}={}", video.display())),
+        )
+    };
+
+    // Without a fault, for the text to compare with.
+    let base = unique("base");
+    let mut i = ingest(&s.t, &s.brokers, &base);
+    let msgs = read_until(&s.brokers, &s.t.transcripts, |m| finals_for(m, &base) >= 1).await;
+    assert!(i.wait(Duration::from_secs(60)).success());
+    let reference = one_final(&transcripts(&msgs, &base), "without a fault");
+    let words = JOINED.len() * 6;
+    assert!(
+        reference.split_whitespace().count() >= words - 2,
+        "the reference reads the sentences: {reference:?}"
+    );
+
+    for role in ["infer", "decode", "preprocess"] {
+        let id = unique(&format!("kill-{role}"));
+        let mut i = ingest(&s.t, &s.brokers, &id);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        s.kill(role);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        s.start(role);
+        let msgs = read_until(&s.brokers, &s.t.transcripts, |m| finals_for(m, &id) >= 1).await;
+        assert!(i.wait(Duration::from_secs(60)).success());
+        // Give a duplicate final the time to show up, if one were coming.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let msgs = read_until(&s.brokers, &s.t.transcripts, |m| {
+            m.len() >= msgs.len() && finals_for(m, &id) >= 1
+        })
+        .await;
+        let text = one_final(&transcripts(&msgs, &id), &format!("{role} killed"));
+        assert!(
+            word_errors(&text, &reference) <= 1,
+            "{role} killed: {text:?} vs {reference:?}"
+        );
+    }
+}
