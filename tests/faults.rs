@@ -41,7 +41,10 @@ impl Services {
                 cmd.arg("--model").arg(model());
             }
             "decode" => {
-                cmd.args(["--feature-store", "false"]);
+                // Longer than a replica's way back into its group can take
+                // on the local broker (seen: over 30 s once), so a stream
+                // waiting for a restarted stage is not closed as timed out.
+                cmd.args(["--feature-store", "false", "--idle-timeout", "150s"]);
             }
             _ => {
                 cmd.args(["--feature-store", "false"]);
@@ -89,6 +92,10 @@ fn one_final(all: &[Transcript], what: &str) -> String {
         .filter(|t| t.kind == TranscriptKind::Final)
         .collect();
     assert_eq!(finals.len(), 1, "{what}: exactly one final");
+    assert!(
+        !finals[0].timed_out,
+        "{what}: the final is the stream's end, not a timeout"
+    );
     assert_eq!(
         all.last().unwrap().kind,
         TranscriptKind::Final,

@@ -83,6 +83,9 @@ struct StreamBuffer {
     covered: u64,
     /// When the stream's last event came.
     last_seen: Option<Instant>,
+    /// The newest frame index received: frames at or before it again (a
+    /// preprocessor that restarted and re-read its input) are duplicates.
+    last_index: Option<u64>,
 }
 
 /// One batch the model ran: the windows it carried, for tracing.
@@ -259,9 +262,20 @@ impl Inferencer {
         let wb = self.window_bytes();
         let buf = self.streams.entry(c.stream_id.clone()).or_default();
         buf.last_seen = Some(Instant::now());
-        buf.crops.extend(payload);
-        buf.frames.extend(c.frames.iter().cloned());
-        buf.received += c.frames.len() as u64;
+        // At-least-once upstream: frames already received are skipped, so a
+        // redelivered chunk cannot repeat frames inside a window.
+        let skip = c
+            .frames
+            .iter()
+            .take_while(|f| buf.last_index.is_some_and(|last| f.index <= last))
+            .count();
+        if skip == c.frames.len() {
+            return Ok(());
+        }
+        buf.last_index = c.frames.last().map(|f| f.index);
+        buf.crops.extend(&payload[skip * frame_px..]);
+        buf.frames.extend(c.frames[skip..].iter().cloned());
+        buf.received += (c.frames.len() - skip) as u64;
         while buf.next_start + frames as u64 <= buf.received {
             let offset = (buf.next_start - buf.dropped) as usize;
             let crops: Vec<u8> = buf
@@ -594,5 +608,37 @@ mod tests {
         assert!(inf.expire_idle(Duration::from_secs(60)).is_empty());
         assert_eq!(inf.expire_idle(Duration::ZERO), vec!["lost".to_string()]);
         assert_eq!(inf.active_streams(), 0);
+    }
+
+    #[test]
+    fn redelivered_frames_are_not_buffered_twice() {
+        let mut once = Inferencer::new(model(), InferSettings::default());
+        let mut twice = Inferencer::new(model(), InferSettings::default());
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        for (first, seq) in [(0u64, 0u64), (30, 1), (60, 2)] {
+            let (ev, p) = chunk("s", first, 30, seq);
+            a.extend(once.handle(&ev, &p, &[]).unwrap());
+            b.extend(twice.handle(&ev, &p, &[]).unwrap());
+            // The same chunk again, and one overlapping it by half.
+            b.extend(twice.handle(&ev, &p, &[]).unwrap());
+            if first > 0 {
+                let (half, hp) = chunk("s", first - 15, 30, seq);
+                b.extend(twice.handle(&half, &hp, &[]).unwrap());
+            }
+        }
+        let firsts = |out: &[Produced]| -> Vec<u64> {
+            out.iter()
+                .filter_map(|p| match &p.event {
+                    LogitsEvent::Window(w) => Some(w.first_frame),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(firsts(&a), firsts(&b));
+        assert_eq!(
+            a.iter().map(|p| p.payload.clone()).collect::<Vec<_>>(),
+            b.iter().map(|p| p.payload.clone()).collect::<Vec<_>>()
+        );
     }
 }
