@@ -40,6 +40,11 @@ async fn api_starts_lists_and_stops_streams_behind_a_token() {
             http.get(format!("{base}/healthz")).send().unwrap().status(),
             200
         );
+        // Readiness needs no token either (a Kubernetes probe has none).
+        let ready = http.get(format!("{base}/readyz")).send().unwrap();
+        assert_eq!(ready.status(), 200);
+        let ready: Value = ready.json().unwrap();
+        assert_eq!(ready["ready"], true, "{ready}");
         let denied = http.get(format!("{base}/v1/streams")).send().unwrap();
         assert_eq!(denied.status(), 401, "no token, no access");
         let wrong = http
