@@ -463,17 +463,21 @@ async fn a_bad_speaker_id_is_dead_lettered_and_no_password_reaches_a_transcript(
     });
     assert_eq!(applied["stream_activity"]["finished"], true, "{applied}");
 
-    // A decoder whose Redis (with a password) is unreachable.
+    // A decoder whose Redis (with a password) is unreachable, logging at debug.
     let closed = free_port();
-    let _dec = Proc::spawn(
+    let logs = tempfile::tempdir().unwrap();
+    let decode_log = logs.path().join("decode.log");
+    let mut dec = Proc::spawn(
         "decode",
         t.command(&brokers)
             .env(
                 "MOUTHMAP_REDIS_URL",
                 format!("redis://:hunter2-do-not-publish@127.0.0.1:{closed}/0"),
             )
+            .env("MOUTHMAP_LOG", "debug,ort=warn,rdkafka=warn")
             .args(["decode", "--metrics-listen", "127.0.0.1:0", "--group"])
-            .arg(unique("decode")),
+            .arg(unique("decode"))
+            .stderr(std::fs::File::create(&decode_log).unwrap()),
     );
     let id = unique("pw");
     let (probs, window) = mouthmap_decoder_window(&id);
@@ -510,6 +514,16 @@ async fn a_bad_speaker_id_is_dead_lettered_and_no_password_reaches_a_transcript(
             "the password was published: {why}"
         );
     }
+    dec.terminate();
+    let said = std::fs::read_to_string(&decode_log).unwrap();
+    assert!(
+        said.contains("Redis"),
+        "the decoder logged the failed lookups"
+    );
+    assert!(
+        !said.contains("hunter2"),
+        "the password reached the decoder's log"
+    );
 }
 
 /// One 75-frame window of confident "a" then blanks, as infer publishes it.

@@ -151,6 +151,18 @@ impl Capture {
                     .property("uri", &source.location)
                     .build()
                     .map_err(|e| CaptureError::Build(format!("uridecodebin3: {e}")))?;
+                if !source.follow_redirects {
+                    // souphttpsrc follows redirects by default: off, so a
+                    // checked address cannot send the pull elsewhere.
+                    dec.connect("source-setup", false, |args| {
+                        if let Ok(src) = args[1].get::<gst::Element>()
+                            && src.has_property("automatic-redirect")
+                        {
+                            src.set_property("automatic-redirect", false);
+                        }
+                        None
+                    });
+                }
                 pipeline.add(&dec).map_err(build)?;
                 dec
             }

@@ -92,7 +92,9 @@ impl SourcePolicy {
         if is_file && !lower.starts_with("/dev/video") {
             return self.file(text);
         }
-        let source = Source::parse(text).map_err(|e| PolicyError::Unparsable(e.to_string()))?;
+        let mut source = Source::parse(text).map_err(|e| PolicyError::Unparsable(e.to_string()))?;
+        // A redirect is not checked: an API caller's HTTP source follows none.
+        source.follow_redirects = self.allow_private_networks;
         match source.kind {
             SourceKind::File => Err(PolicyError::File),
             SourceKind::Camera if self.allow_devices => Ok(source),
@@ -234,6 +236,16 @@ mod tests {
             ..SourcePolicy::default()
         };
         assert!(open.check("rtmp://127.0.0.1:1935/live/x").is_ok());
+        assert!(
+            open.check("http://127.0.0.1/x.mp4")
+                .unwrap()
+                .follow_redirects
+        );
+        let public = p.check("http://93.184.215.14/clip.mp4").unwrap();
+        assert!(
+            !public.follow_redirects,
+            "API callers' sources follow no redirect"
+        );
         assert!(open.check("v4l2:///dev/video0").is_ok());
     }
 }

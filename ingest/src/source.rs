@@ -30,6 +30,9 @@ pub struct Source {
     /// path for cameras.
     pub location: String,
     pub kind: SourceKind,
+    /// An HTTP source may follow redirects (off for sources an API caller
+    /// named: a redirect could lead to an internal address).
+    pub follow_redirects: bool,
 }
 
 impl Source {
@@ -55,6 +58,7 @@ impl Source {
                     return Ok(Self {
                         location: device.to_string(),
                         kind: SourceKind::Camera,
+                        follow_redirects: true,
                     });
                 }
                 _ => return Err(SourceError::UnsupportedScheme(text.into())),
@@ -63,12 +67,14 @@ impl Source {
             return Ok(Self {
                 location: text.to_string(),
                 kind,
+                follow_redirects: true,
             });
         }
         if text.starts_with("/dev/video") {
             return Ok(Self {
                 location: text.to_string(),
                 kind: SourceKind::Camera,
+                follow_redirects: true,
             });
         }
         Self::file(Path::new(text))
@@ -88,6 +94,7 @@ impl Source {
         Ok(Self {
             location: uri.to_string(),
             kind: SourceKind::File,
+            follow_redirects: true,
         })
     }
 

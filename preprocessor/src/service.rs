@@ -45,6 +45,7 @@ impl From<StageError> for HandleError {
             StageError::Contract(c) => c.into(),
             e @ (StageError::TooSmall { .. }
             | StageError::TooLarge { .. }
+            | StageError::ChunkTooLarge { .. }
             | StageError::Jpeg { .. }) => HandleError::dead_letter(ErrorKind::Content, e),
             e @ StageError::Detector(_) => HandleError::fatal(ErrorKind::Detector, e),
         }

@@ -24,6 +24,17 @@ pub enum StageError {
         "frames of {width}x{height} are over the {max}-pixel limit (ingest scales frames down with --max-width)"
     )]
     TooLarge { width: u32, height: u32, max: u64 },
+    /// A chunk whose frames would take too much memory decoded.
+    #[error(
+        "a chunk of {frames} frames of {width}x{height} decodes to {bytes} bytes, over the {max}-byte limit (ingest publishes a few frames per chunk)"
+    )]
+    ChunkTooLarge {
+        frames: usize,
+        width: u32,
+        height: u32,
+        bytes: u64,
+        max: u64,
+    },
     /// Frames too small for a face.
     #[error("frames of {width}x{height} are too small to find a face in (at least 32x32)")]
     TooSmall { width: u32, height: u32 },
@@ -94,6 +105,11 @@ impl StreamState {
 /// Pixels of one frame at most (3840x2160): bigger frames are refused
 /// before anything is decoded or allocated for them.
 pub const MAX_FRAME_PIXELS: u64 = 3840 * 2160;
+
+/// Bytes a chunk's frames may take once decoded (all of a chunk's frames
+/// are decoded before any is used): 64 MB, forty times a default chunk of
+/// three 640x480 frames.
+pub const MAX_CHUNK_DECODED_BYTES: u64 = 64 << 20;
 
 /// The stage: a detector shared by all streams, a tracker per stream.
 pub struct Preprocessor {
@@ -205,6 +221,16 @@ impl Preprocessor {
                 width: w,
                 height: h,
                 max: MAX_FRAME_PIXELS,
+            });
+        }
+        let decoded = chunk.frames.len() as u64 * w as u64 * h as u64 * 3 / 2;
+        if chunk.format == PixelFormat::Jpeg && decoded > MAX_CHUNK_DECODED_BYTES {
+            return Err(StageError::ChunkTooLarge {
+                frames: chunk.frames.len(),
+                width: w,
+                height: h,
+                bytes: decoded,
+                max: MAX_CHUNK_DECODED_BYTES,
             });
         }
         let frames = frames_i420(chunk, payload)?;
