@@ -78,13 +78,50 @@ fn mpeg1_clip_with_audio_is_decoded_and_large_frames_are_scaled() {
     let dir = shared().join("data/grid/speakers");
     // The 720x576 clip of speaker 2 is scaled to the 640-pixel default width.
     let f = frames(&capture(&dir.join("id2_6000_swwp2s.mpg")));
-    assert!(f.len() >= 74, "{} frames", f.len());
+    assert_eq!(f.len(), 75, "ffprobe counts 75 frames");
     assert!(
         f.iter().all(|&(w, h, _)| (w, h) == (640, 512)),
         "{:?}",
         f[0]
     );
     let f = frames(&capture(&dir.join("bbaf2n.mpg")));
-    assert!(f.len() >= 74);
+    assert_eq!(f.len(), 75);
     assert_eq!((f[0].0, f[0].1), (360, 288));
+}
+
+/// The corpus's original MPEG-1 clips carry container timestamp jumps (about
+/// 0.45 s mid-clip in some): every clip still gives exactly the 75 frames
+/// ffprobe counts, and no frame is a repeat of the one before (a jump once
+/// became up to 16 repeated, frozen frames at the 25 fps conversion).
+#[test]
+fn every_original_mpeg1_clip_gives_its_75_frames_and_none_frozen() {
+    let dir = shared().join("data/grid/speakers");
+    let mut clips: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "mpg"))
+        .collect();
+    clips.sort();
+    assert_eq!(clips.len(), 12);
+    for clip in clips {
+        let events = capture(&clip);
+        let mut lumas: Vec<Vec<u8>> = Vec::new();
+        for (e, p) in &events {
+            if let FrameEvent::Chunk(c) = e {
+                let luma = (c.width * c.height) as usize;
+                for r in c.frame_ranges() {
+                    lumas.push(p[r][..luma].to_vec());
+                }
+            }
+        }
+        assert_eq!(
+            lumas.len(),
+            75,
+            "{}: {} frames",
+            clip.display(),
+            lumas.len()
+        );
+        let repeats = lumas.windows(2).filter(|w| w[0] == w[1]).count();
+        assert_eq!(repeats, 0, "{}: {repeats} repeated frames", clip.display());
+    }
 }

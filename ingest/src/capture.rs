@@ -205,6 +205,10 @@ impl Capture {
 
         let pads = Arc::new(Mutex::new(PadState::default()));
         let max_width = settings.max_width;
+        // A file's frames are timed by their order at its own frame rate: a
+        // container's timestamp glitch (a jump in an MPEG-PS clip) would
+        // otherwise become repeated, frozen frames at the 25 fps conversion.
+        let restamp = source.kind == SourceKind::File;
         {
             let pads = pads.clone();
             let pipeline_weak = pipeline.downgrade();
@@ -215,6 +219,14 @@ impl Capture {
                 let is_video = structure.is_some_and(|s| s.name().starts_with("video/"));
                 let mut state = pads.lock().expect("pad state lock");
                 if is_video && !state.video_linked {
+                    if restamp {
+                        let fps = structure
+                            .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
+                            .filter(|f| f.numer() > 0 && f.denom() > 0);
+                        if let Some(fps) = fps {
+                            restamp_frames(pad, fps);
+                        }
+                    }
                     let size = structure.and_then(|s| {
                         Some((s.get::<i32>("width").ok()?, s.get::<i32>("height").ok()?))
                     });
@@ -389,6 +401,28 @@ fn output_caps(size: Option<(u32, u32)>) -> gst::Caps {
         b = b.field("width", w as i32).field("height", h as i32);
     }
     b.build()
+}
+
+/// Times every decoded frame on `pad` by its position at the stream's own
+/// frame rate (`fps`), from the first frame's timestamp on, replacing what
+/// the container said: the frames keep their number, and a timestamp jump
+/// in the container can no longer make the rate conversion repeat frames.
+fn restamp_frames(pad: &gst::Pad, fps: gst::Fraction) {
+    let frame_ns = 1_000_000_000u64 * fps.denom() as u64 / fps.numer() as u64;
+    let state: Mutex<Option<(gst::ClockTime, u64)>> = Mutex::new(None);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() {
+            let mut state = state.lock().expect("restamp lock");
+            let (base, n) = state.get_or_insert((buffer.pts().unwrap_or(gst::ClockTime::ZERO), 0));
+            let pts = *base + gst::ClockTime::from_nseconds(*n * frame_ns);
+            *n += 1;
+            let b = buffer.make_mut();
+            b.set_pts(pts);
+            b.set_dts(gst::ClockTime::NONE);
+            b.set_duration(gst::ClockTime::from_nseconds(frame_ns));
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// The size to scale to when either side is over `max_side` (the longer
