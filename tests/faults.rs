@@ -172,3 +172,33 @@ async fn a_stage_killed_mid_stream_and_restarted_loses_nothing() {
         );
     }
 }
+
+/// The broker stopped for 10 s mid-stream and started again with its
+/// storage: ingest waits for it (the producer's retries outlast the gap),
+/// and the stream arrives whole, in order, with no frame lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_rides_out_a_broker_restart() {
+    if !available(&[Need::Broker]) {
+        return;
+    }
+    let mut broker = OwnBroker::new();
+    let brokers = broker.brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let video = join_clips(dir.path(), &JOINED);
+    let topic = unique("frames");
+    let id = unique("broker-gap");
+    let mut ingest = Proc::spawn(
+        "ingest",
+        mouthmap(&brokers, &topic)
+            .args(["ingest", "--realtime"])
+            .arg(format!("{id}={}", video.display())),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    broker.stop();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    broker.start();
+    let status = tokio::task::block_in_place(|| ingest.wait(Duration::from_secs(120)));
+    assert!(status.success(), "ingest delivered everything: {status}");
+    let streams = collect_streams(&brokers, &topic, &[&id], Duration::from_secs(60)).await;
+    assert_complete(&streams[&id], 225);
+}

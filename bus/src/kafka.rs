@@ -49,6 +49,10 @@ pub enum BusError {
     },
     #[error("stage stopped: {0}")]
     Fatal(String),
+    /// librdkafka's local queue is full (the broker is slow or away): wait
+    /// for acknowledgements and send the message again.
+    #[error("the producer's queue is full")]
+    QueueFull(Box<OutMessage>),
 }
 
 /// Connection settings shared by producers, consumers and the admin client.
@@ -181,10 +185,15 @@ impl Producer {
             .key(&msg.key)
             .payload(&msg.payload)
             .headers(hdrs);
-        let fut = self
-            .inner
-            .send_result(record)
-            .map_err(|(e, _)| BusError::Kafka(e))?;
+        let sent = self.inner.send_result(record).map_err(|(e, _)| e);
+        let fut = match sent {
+            Ok(fut) => fut,
+            // The caller may wait and send the same message again.
+            Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
+                return Err(BusError::QueueFull(Box::new(msg)));
+            }
+            Err(e) => return Err(BusError::Kafka(e)),
+        };
         Ok(async move {
             match fut.await {
                 Ok(Ok(d)) => Ok(Delivered {

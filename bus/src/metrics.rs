@@ -10,6 +10,7 @@
 //! | `mouthmap_batch_seconds` | histogram | `stage` (stages that batch: one run of a batch) |
 //! | `mouthmap_batch_size` | histogram | `stage` (items in one batch run) |
 //! | `mouthmap_feature_lookup_seconds` | histogram | `stage` (one feature-store lookup, cache included, deadline included) |
+//! | `mouthmap_frames_lost_total` | counter | `stage` (frames whose message could not be delivered after every retry) |
 //!
 //! `mouthmap_processing_seconds` is always per event, observed by the
 //! consume loop; a stage that batches reports its batch runs apart, so the two
@@ -35,6 +36,7 @@ struct Families {
     batch_seconds: HistogramVec,
     batch_size: HistogramVec,
     lookup: HistogramVec,
+    frames_lost: IntCounterVec,
 }
 
 fn families() -> &'static Families {
@@ -97,7 +99,15 @@ fn families() -> &'static Families {
             &["stage"],
         )
         .expect("valid metric");
-        for c in [&received, &sent, &errors] {
+        let frames_lost = IntCounterVec::new(
+            Opts::new(
+                "mouthmap_frames_lost_total",
+                "Frames whose message could not be delivered after every retry, by stage",
+            ),
+            &["stage"],
+        )
+        .expect("valid metric");
+        for c in [&received, &sent, &errors, &frames_lost] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -120,6 +130,7 @@ fn families() -> &'static Families {
             batch_seconds,
             batch_size,
             lookup,
+            frames_lost,
         }
     })
 }
@@ -186,6 +197,14 @@ impl StageMetrics {
             .lookup
             .with_label_values(&[&self.stage])
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Frames that could not be delivered after every retry.
+    pub fn frames_lost(&self, n: u64) {
+        families()
+            .frames_lost
+            .with_label_values(&[&self.stage])
+            .inc_by(n);
     }
 
     pub fn set_active(&self, n: i64) {

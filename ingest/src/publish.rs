@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use mouthmap_bus::kafka::Producer;
+use mouthmap_bus::kafka::{BusError, Producer};
 use mouthmap_bus::metrics::StageMetrics;
 use mouthmap_bus::telemetry;
 use mouthmap_bus::{ErrorKind, OutMessage};
@@ -24,10 +24,28 @@ pub struct Outgoing {
 pub struct PublishStats {
     pub delivered: u64,
     pub failed: u64,
+    /// Frames in the messages that failed.
+    pub frames_lost: u64,
+}
+
+/// Messages enqueued to the producer but not yet acknowledged, at most.
+/// Past it the publisher stops taking events, the channel from the stream
+/// threads fills, and capture waits: backpressure, not loss.
+pub const MAX_PENDING: usize = 256;
+
+/// Frames in an event (a chunk's; none in a start or an end).
+fn frames_of(event: &FrameEvent) -> u64 {
+    match event {
+        FrameEvent::Chunk(c) => c.frames.len() as u64,
+        _ => 0,
+    }
 }
 
 /// Produces every event in arrival order and waits for all acknowledgements.
-/// Returns once the channel is closed and everything was acknowledged.
+/// Returns once the channel is closed and everything was acknowledged. A
+/// full producer queue (the broker away) is waited out; a delivery that
+/// fails after every retry (librdkafka retries for `message.timeout.ms`, two
+/// minutes: a broker restart is survived) counts its frames as lost.
 pub async fn publish_loop(
     mut rx: mpsc::Receiver<Outgoing>,
     producer: Producer,
@@ -39,27 +57,39 @@ pub async fn publish_loop(
     let mut open = true;
     while open || !pending.is_empty() {
         tokio::select! {
-            next = rx.recv(), if open => {
+            next = rx.recv(), if open && pending.len() < MAX_PENDING => {
                 let Some(out) = next else { open = false; continue };
-                let msg = OutMessage::event(&topic, &out.event, &out.payload)
+                let mut msg = OutMessage::event(&topic, &out.event, &out.payload)
                     .headers(telemetry::inject(&out.span));
                 let (stream_id, event) = (out.event.stream_id().to_string(), out.event.name());
-                match producer.send(msg) {
-                    Ok(delivery) => {
-                        let span = out.span.clone();
-                        pending.push(async move {
-                            let result = delivery.await;
-                            (result, stream_id, event, out.created)
-                        }.instrument(span));
+                let frames = frames_of(&out.event);
+                let delivery = loop {
+                    match producer.send(msg) {
+                        Ok(delivery) => break Some(delivery),
+                        Err(BusError::QueueFull(m)) => {
+                            msg = *m;
+                            // Acknowledgements make room; until then, wait.
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                        Err(e) => {
+                            stats.failed += 1;
+                            stats.frames_lost += frames;
+                            metrics.error(ErrorKind::Produce);
+                            metrics.frames_lost(frames);
+                            tracing::error!(%stream_id, event, frames, error = %e, "could not enqueue message; its frames are lost");
+                            break None;
+                        }
                     }
-                    Err(e) => {
-                        stats.failed += 1;
-                        metrics.error(ErrorKind::Produce);
-                        tracing::error!(%stream_id, event, error = %e, "could not enqueue message; it is lost");
-                    }
+                };
+                if let Some(delivery) = delivery {
+                    let span = out.span.clone();
+                    pending.push(async move {
+                        let result = delivery.await;
+                        (result, stream_id, event, frames, out.created)
+                    }.instrument(span));
                 }
             }
-            Some((result, stream_id, event, created)) = pending.next(), if !pending.is_empty() => {
+            Some((result, stream_id, event, frames, created)) = pending.next(), if !pending.is_empty() => {
                 match result {
                     Ok(_) => {
                         stats.delivered += 1;
@@ -68,8 +98,10 @@ pub async fn publish_loop(
                     }
                     Err(e) => {
                         stats.failed += 1;
+                        stats.frames_lost += frames;
                         metrics.error(ErrorKind::Produce);
-                        tracing::error!(%stream_id, event, error = %e, "delivery failed after retries; message lost");
+                        metrics.frames_lost(frames);
+                        tracing::error!(%stream_id, event, frames, error = %e, "delivery failed after every retry; its frames are lost");
                     }
                 }
             }

@@ -327,6 +327,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(
         delivered = summary.publish.delivered,
         lost = summary.publish.failed,
+        frames_lost = summary.publish.frames_lost,
         streams = summary.ended.len(),
         failed = failed.len(),
         "ingest finished"

@@ -224,6 +224,59 @@ impl Drop for Proc {
     }
 }
 
+/// A Tansu broker of the test's own on a free port, its storage in a folder
+/// that survives [`OwnBroker::stop`] and [`OwnBroker::start`].
+pub struct OwnBroker {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    proc: Option<Proc>,
+}
+
+impl OwnBroker {
+    pub fn new() -> Self {
+        let mut b = Self {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            proc: None,
+        };
+        b.start();
+        b
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn start(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        self.proc = Some(Proc::spawn(
+            "tansu",
+            Command::new("tansu")
+                .current_dir(self.dir.path())
+                .args(["broker", "--kafka-cluster-id", "mouthmap-test"])
+                .args(["--kafka-listener-url", &url])
+                .args(["--kafka-advertised-listener-url", &url])
+                .args(["--storage-engine", "sqlite://tansu.db"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        ));
+        wait_port(self.port, Duration::from_secs(30));
+    }
+
+    /// Stops the broker (SIGTERM), keeping its storage.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.terminate();
+        }
+    }
+}
+
+impl Default for OwnBroker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The `mouthmap` binary with the test's broker and topic names.
 /// The API token the tests' ingest processes use.
 pub const TEST_TOKEN: &str = "test-api-token";
@@ -430,6 +483,11 @@ pub fn assert_complete(seen: &[Seen], frames: u64) {
         panic!("last event must be end")
     };
     assert_eq!(end.error, None, "stream ended cleanly");
+    assert_eq!(
+        end.reason,
+        mouthmap_contracts::EndReason::Eos,
+        "the stream ended at its source's end"
+    );
     assert_eq!(next_frame, frames, "all {frames} frames arrived");
     assert_eq!(end.frames, frames);
     assert_eq!(end.chunks, next_seq);
