@@ -132,6 +132,7 @@ pub struct Delivered {
 pub struct Producer {
     inner: FutureProducer,
     max_message_bytes: usize,
+    settings: KafkaSettings,
 }
 
 impl Producer {
@@ -157,7 +158,16 @@ impl Producer {
         Ok(Self {
             inner,
             max_message_bytes: mouthmap_contracts::MAX_MESSAGE_BYTES,
+            settings: settings.clone(),
         })
+    }
+
+    /// A new producer with the same settings, so a new producer identity:
+    /// after a broker restart that forgot the idempotent producer's state
+    /// (Tansu 0.6 does), the old identity's messages are refused for good,
+    /// a new one's are taken. Messages still queued in this one stay there.
+    pub fn renewed(&self) -> Result<Self, BusError> {
+        Self::new(&self.settings)
     }
 
     /// Enqueues a message and returns a future that resolves once the broker

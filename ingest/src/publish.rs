@@ -2,8 +2,11 @@
 
 use std::time::Instant;
 
-use futures::stream::{FuturesUnordered, StreamExt};
-use mouthmap_bus::kafka::{BusError, Producer};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures::stream::{FuturesOrdered, StreamExt};
+use mouthmap_bus::kafka::{BusError, Delivered, Producer};
 use mouthmap_bus::metrics::StageMetrics;
 use mouthmap_bus::telemetry;
 use mouthmap_bus::{ErrorKind, OutMessage};
@@ -33,6 +36,13 @@ pub struct PublishStats {
 /// threads fills, and capture waits: backpressure, not loss.
 pub const MAX_PENDING: usize = 256;
 
+/// How long a message is sent again after its delivery failed (a broker
+/// that restarts can refuse what it is sent while it comes back).
+pub const REDELIVER_FOR: Duration = Duration::from_secs(120);
+
+/// Pause before sending failed messages again.
+const REDELIVER_AFTER: Duration = Duration::from_secs(1);
+
 /// Frames in an event (a chunk's; none in a start or an end).
 fn frames_of(event: &FrameEvent) -> u64 {
     match event {
@@ -41,67 +51,114 @@ fn frames_of(event: &FrameEvent) -> u64 {
     }
 }
 
+/// One message on its way, with what the publisher reports about it.
+struct InFlight {
+    msg: OutMessage,
+    stream_id: String,
+    event: &'static str,
+    frames: u64,
+    created: Instant,
+    span: tracing::Span,
+}
+
+type Pending = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (Result<Delivered, BusError>, InFlight)> + Send>,
+>;
+
+/// Enqueues `f` to the producer; a full queue is waited out. Err: the
+/// message could not even be enqueued.
+async fn enqueue(producer: &Producer, f: InFlight) -> Result<Pending, (BusError, InFlight)> {
+    loop {
+        match producer.send(f.msg.clone()) {
+            Ok(delivery) => {
+                let span = f.span.clone();
+                return Ok(Box::pin(
+                    async move { (delivery.await, f) }.instrument(span),
+                ));
+            }
+            Err(BusError::QueueFull(_)) => {
+                // Acknowledgements make room; until then, wait.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err((e, f)),
+        }
+    }
+}
+
 /// Produces every event in arrival order and waits for all acknowledgements.
-/// Returns once the channel is closed and everything was acknowledged. A
-/// full producer queue (the broker away) is waited out; a delivery that
-/// fails after every retry (librdkafka retries for `message.timeout.ms`, two
-/// minutes: a broker restart is survived) counts its frames as lost.
+/// Returns once the channel is closed and everything was acknowledged or
+/// given up. A full producer queue is waited out; a failed delivery is sent
+/// again, once everything before it is settled, in order, by a renewed
+/// producer, nothing new taken meanwhile, for [`REDELIVER_FOR`], so a broker
+/// restart is ridden out; a message that still fails counts its frames as
+/// lost (`mouthmap_frames_lost_total`). A message delivered after one that
+/// failed stays before it on the topic (downstream skips frames it already
+/// has, so at worst those frames are missed, and counted nowhere: rare).
 pub async fn publish_loop(
     mut rx: mpsc::Receiver<Outgoing>,
-    producer: Producer,
+    mut producer: Producer,
     topic: String,
     metrics: StageMetrics,
 ) -> PublishStats {
     let mut stats = PublishStats::default();
-    let mut pending = FuturesUnordered::new();
+    let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
+    let mut retry: VecDeque<InFlight> = VecDeque::new();
+    let mut retry_at = tokio::time::Instant::now();
     let mut open = true;
-    while open || !pending.is_empty() {
+    let lose = |stats: &mut PublishStats, f: &InFlight, e: &BusError| {
+        stats.failed += 1;
+        stats.frames_lost += f.frames;
+        metrics.error(ErrorKind::Produce);
+        metrics.frames_lost(f.frames);
+        tracing::error!(stream_id = %f.stream_id, event = f.event, frames = f.frames, error = %e,
+            "delivery failed for good; its frames are lost");
+    };
+    while open || !pending.is_empty() || !retry.is_empty() {
         tokio::select! {
-            next = rx.recv(), if open && pending.len() < MAX_PENDING => {
+            next = rx.recv(), if open && retry.is_empty() && pending.len() < MAX_PENDING => {
                 let Some(out) = next else { open = false; continue };
-                let mut msg = OutMessage::event(&topic, &out.event, &out.payload)
-                    .headers(telemetry::inject(&out.span));
-                let (stream_id, event) = (out.event.stream_id().to_string(), out.event.name());
-                let frames = frames_of(&out.event);
-                let delivery = loop {
-                    match producer.send(msg) {
-                        Ok(delivery) => break Some(delivery),
-                        Err(BusError::QueueFull(m)) => {
-                            msg = *m;
-                            // Acknowledgements make room; until then, wait.
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        }
-                        Err(e) => {
-                            stats.failed += 1;
-                            stats.frames_lost += frames;
-                            metrics.error(ErrorKind::Produce);
-                            metrics.frames_lost(frames);
-                            tracing::error!(%stream_id, event, frames, error = %e, "could not enqueue message; its frames are lost");
-                            break None;
-                        }
-                    }
+                let f = InFlight {
+                    msg: OutMessage::event(&topic, &out.event, &out.payload)
+                        .headers(telemetry::inject(&out.span)),
+                    stream_id: out.event.stream_id().to_string(),
+                    event: out.event.name(),
+                    frames: frames_of(&out.event),
+                    created: out.created,
+                    span: out.span,
                 };
-                if let Some(delivery) = delivery {
-                    let span = out.span.clone();
-                    pending.push(async move {
-                        let result = delivery.await;
-                        (result, stream_id, event, frames, out.created)
-                    }.instrument(span));
+                match enqueue(&producer, f).await {
+                    Ok(p) => pending.push_back(p),
+                    Err((e, f)) => lose(&mut stats, &f, &e),
                 }
             }
-            Some((result, stream_id, event, frames, created)) = pending.next(), if !pending.is_empty() => {
+            Some((result, f)) = pending.next(), if !pending.is_empty() => {
                 match result {
                     Ok(_) => {
                         stats.delivered += 1;
                         metrics.sent();
-                        metrics.observe(created.elapsed());
+                        metrics.observe(f.created.elapsed());
                     }
-                    Err(e) => {
-                        stats.failed += 1;
-                        stats.frames_lost += frames;
+                    Err(e) if f.created.elapsed() < REDELIVER_FOR => {
+                        tracing::warn!(stream_id = %f.stream_id, event = f.event, error = %e,
+                            "delivery failed; sending it again");
                         metrics.error(ErrorKind::Produce);
-                        metrics.frames_lost(frames);
-                        tracing::error!(%stream_id, event, frames, error = %e, "delivery failed after every retry; its frames are lost");
+                        retry.push_back(f);
+                        retry_at = tokio::time::Instant::now() + REDELIVER_AFTER;
+                    }
+                    Err(e) => lose(&mut stats, &f, &e),
+                }
+            }
+            _ = tokio::time::sleep_until(retry_at), if !retry.is_empty() && pending.is_empty() => {
+                // A broker that restarted may have forgotten this producer's
+                // identity and refuse it for good: send again as a new one.
+                match producer.renewed() {
+                    Ok(p) => producer = p,
+                    Err(e) => tracing::warn!(error = %e, "cannot renew the producer; retrying with the old one"),
+                }
+                while let Some(f) = retry.pop_front() {
+                    match enqueue(&producer, f).await {
+                        Ok(p) => pending.push_back(p),
+                        Err((e, f)) => lose(&mut stats, &f, &e),
                     }
                 }
             }
