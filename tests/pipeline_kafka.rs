@@ -144,6 +144,7 @@ async fn malformed_messages_are_dead_lettered_and_silent_streams_time_out() {
         model_name: "m".into(),
         model_version: "1".into(),
         newest_ingest_us: 0,
+        face_share: 1.0,
     };
     send(
         &t.logits,

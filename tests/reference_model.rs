@@ -123,3 +123,40 @@ fn reads_five_validation_clips_back_to_back() {
         );
     }
 }
+
+/// A video with no face in it (ffmpeg's test pattern) reads no words, and
+/// its final says why (before, it read the letter "l" off the pattern).
+#[test]
+fn a_video_without_a_face_reads_no_words_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = dir.path().join("pattern.mp4");
+    let made = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
+        .arg("testsrc=duration=4:size=360x288:rate=25")
+        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .arg(&video)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mouthmap"));
+    cmd.env("MOUTHMAP_FACE_MODEL", face_model())
+        .args(["transcribe", "--json", "--model"])
+        .arg(model_path())
+        .arg(&video);
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a final")).unwrap();
+    assert_eq!(last["kind"], "final");
+    assert_eq!(last["text"], "", "{stdout}");
+    assert_eq!(last["no_face"], true, "{stdout}");
+    for line in stdout.lines() {
+        let t: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(t["text"], "", "no partial reads letters either: {line}");
+    }
+}

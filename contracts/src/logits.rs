@@ -29,6 +29,15 @@ pub struct LogitsWindow {
     pub model_version: String,
     /// Ingest wall-clock time of the newest frame in the window (µs since epoch).
     pub newest_ingest_us: i64,
+    /// Share of the window's valid frames in which a face was found, 0..1
+    /// (a producer that does not say means all of them). The decoder reads
+    /// no letters off a window that is mostly not a face.
+    #[serde(default = "all_faces")]
+    pub face_share: f32,
+}
+
+fn all_faces() -> f32 {
+    1.0
 }
 
 impl LogitsWindow {
@@ -43,6 +52,12 @@ impl LogitsWindow {
                 self.classes,
                 self.vocabulary.len(),
                 self.blank
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.face_share) {
+            return Err(ContractError::Invalid(format!(
+                "face_share {} is not a share (0 to 1)",
+                self.face_share
             )));
         }
         if self.frames == 0
@@ -92,6 +107,7 @@ mod tests {
             model_name: "m".into(),
             model_version: "1".into(),
             newest_ingest_us: 0,
+            face_share: 1.0,
         }
     }
 

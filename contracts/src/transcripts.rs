@@ -55,6 +55,10 @@ pub struct Transcript {
     /// none for open character decoding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grammar: Option<String>,
+    /// No face was found in the stream so far: there was nothing to read,
+    /// and the text is empty for that reason.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_face: bool,
 }
 
 impl Transcript {
@@ -75,6 +79,7 @@ impl Transcript {
             enriched: false,
             enrichment_error: None,
             grammar: None,
+            no_face: false,
         }
     }
 }

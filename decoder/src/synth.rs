@@ -80,6 +80,7 @@ pub fn windows(stream_id: &str, probs: &[f32], hop: usize) -> Vec<(LogitsEvent, 
                 model_name: "synthetic".into(),
                 model_version: "0".into(),
                 newest_ingest_us: 0,
+                face_share: 1.0,
             };
             let payload = probs[s * classes..(s + 75) * classes]
                 .iter()

@@ -63,6 +63,8 @@ pub struct PendingWindow {
     pub stream_id: String,
     pub first_frame: u64,
     pub valid: usize,
+    /// Share of the valid frames with a face.
+    pub face_share: f32,
     pub newest_ingest_us: i64,
     pub crops: Vec<u8>,
     pub queued: Instant,
@@ -74,6 +76,8 @@ pub struct PendingWindow {
 struct StreamBuffer {
     crops: VecDeque<u8>,
     frames: VecDeque<FrameInfo>,
+    /// Whether each buffered frame's crop came from a face.
+    faces: VecDeque<bool>,
     /// Frames dropped from the front of the buffer so far.
     dropped: u64,
     /// Stream-relative position (count of frames received) of the next window's start.
@@ -275,6 +279,8 @@ impl Inferencer {
         buf.last_index = c.frames.last().map(|f| f.index);
         buf.crops.extend(&payload[skip * frame_px..]);
         buf.frames.extend(c.frames[skip..].iter().cloned());
+        buf.faces
+            .extend(c.quality[skip..].iter().map(|q| q.face_found));
         buf.received += (c.frames.len() - skip) as u64;
         while buf.next_start + frames as u64 <= buf.received {
             let offset = (buf.next_start - buf.dropped) as usize;
@@ -285,10 +291,16 @@ impl Inferencer {
                 .collect();
             let window_frames: Vec<&FrameInfo> =
                 buf.frames.range(offset..offset + frames).collect();
+            let faces = buf
+                .faces
+                .range(offset..offset + frames)
+                .filter(|&&f| f)
+                .count();
             self.queue.push_back(PendingWindow {
                 stream_id: c.stream_id.clone(),
                 first_frame: window_frames[0].index,
                 valid: frames,
+                face_share: faces as f32 / frames as f32,
                 newest_ingest_us: window_frames.iter().map(|f| f.ingest_us).max().unwrap_or(0),
                 crops,
                 queued: Instant::now(),
@@ -305,6 +317,7 @@ impl Inferencer {
             let drop = (keep_from - buf.dropped) as usize;
             buf.crops.drain(..drop * frame_px);
             buf.frames.drain(..drop);
+            buf.faces.drain(..drop);
             buf.dropped = keep_from;
         }
         Ok(())
@@ -327,10 +340,12 @@ impl Inferencer {
         let mut crops: Vec<u8> = buf.crops.range(offset * frame_px..).copied().collect();
         crops.resize(frames * frame_px, 0);
         let window_frames: Vec<&FrameInfo> = buf.frames.range(offset..).collect();
+        let faces = buf.faces.range(offset..).filter(|&&f| f).count();
         self.queue.push_back(PendingWindow {
             stream_id: id.to_string(),
             first_frame: window_frames[0].index,
             valid,
+            face_share: faces as f32 / valid.max(1) as f32,
             newest_ingest_us: window_frames.iter().map(|f| f.ingest_us).max().unwrap_or(0),
             crops,
             queued: Instant::now(),
@@ -375,6 +390,7 @@ impl Inferencer {
                         model_name: info.name.clone(),
                         model_version: info.version.clone(),
                         newest_ingest_us: w.newest_ingest_us,
+                        face_share: w.face_share,
                     }),
                     payload: bytes,
                     tag: w.tag,

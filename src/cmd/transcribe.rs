@@ -59,9 +59,14 @@ fn print(t: &Transcript, json: bool) -> std::io::Result<()> {
         serde_json::to_writer(&mut out, t)?;
         writeln!(out)?;
     } else {
+        let why = if t.no_face {
+            " (no face found in the video: nothing to read)"
+        } else {
+            ""
+        };
         match t.kind {
-            TranscriptKind::Partial => writeln!(out, "partial: {}", t.text)?,
-            TranscriptKind::Final => writeln!(out, "final: {}", t.text)?,
+            TranscriptKind::Partial => writeln!(out, "partial: {}{why}", t.text)?,
+            TranscriptKind::Final => writeln!(out, "final: {}{why}", t.text)?,
         }
     }
     out.flush()

@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use mouthmap_contracts::{ContractError, Event, LogitsEvent, Transcript, TranscriptKind};
 
 pub use grammars::MAX_CACHED_GRAMMARS;
+pub use stream::MIN_FACE_SHARE;
 pub use transcript::words;
 
 use crate::ctc::{Constraint, Open};
@@ -346,5 +347,27 @@ mod tests {
         let out = run(&mut d, "h", SENTENCES[1]);
         assert_eq!(out.last().unwrap().grammar, None);
         assert_eq!(out.last().unwrap().text, SENTENCES[1]);
+    }
+
+    #[test]
+    fn windows_without_a_face_read_no_words_and_the_final_says_why() {
+        let probs = synth::posteriors(SENTENCES[0], 12, 0.9);
+        let mut d = Decoder::new(DecodeSettings::default());
+        let mut out = Vec::new();
+        for (mut ev, payload) in synth::windows("nf", &probs, 25) {
+            if let LogitsEvent::Window(w) = &mut ev {
+                w.face_share = 0.1;
+            }
+            out.extend(d.handle(&ev, &payload).unwrap());
+        }
+        out.extend(d.handle(&end("nf"), &[]).unwrap());
+        let last = out.last().unwrap();
+        assert_eq!(last.kind, TranscriptKind::Final);
+        assert_eq!(last.text, "", "letters read off what is not a face");
+        assert!(last.no_face);
+        // With faces, the same posteriors read the sentence.
+        let out = run(&mut d, "f", SENTENCES[0]);
+        assert_eq!(out.last().unwrap().text, SENTENCES[0]);
+        assert!(!out.last().unwrap().no_face);
     }
 }

@@ -33,7 +33,14 @@ pub(super) struct StreamState {
     /// Frames before this were committed and dropped; later windows' copies are ignored.
     dropped_until: u64,
     pub(super) last_seen: Instant,
+    /// Windows stitched, and those of them with a face (see [`MIN_FACE_SHARE`]).
+    pub(super) windows: u64,
+    pub(super) faced_windows: u64,
 }
+
+/// A window whose frames are less than this share faces is read as silence
+/// (blank at every frame): letters read off what is not a mouth are noise.
+pub const MIN_FACE_SHARE: f32 = 0.5;
 
 impl StreamState {
     /// The state of a stream whose first window is `w`.
@@ -53,6 +60,8 @@ impl StreamState {
             covered_until: 0,
             dropped_until: 0,
             last_seen: Instant::now(),
+            windows: 0,
+            faced_windows: 0,
         }
     }
 
@@ -90,6 +99,15 @@ impl StreamState {
                 .collect(),
             classes: classes.count,
         };
+        self.windows += 1;
+        if w.face_share >= MIN_FACE_SHARE {
+            self.faced_windows += 1;
+        } else {
+            for row in rows.rows.chunks_mut(classes.count) {
+                row.fill(0.0);
+                row[classes.blank] = 1.0;
+            }
+        }
         let word = if w.first_frame > 0 {
             stitch::repair_first_label(&mut rows, classes)
         } else {

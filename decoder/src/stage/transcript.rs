@@ -72,6 +72,7 @@ pub(super) fn build(
             .exp()) as f32
     };
     let mut t = Transcript::empty(id, kind);
+    t.no_face = state.windows > 0 && state.faced_windows == 0;
     t.stable_prefix = stable.join(" ");
     t.text = text;
     t.words = words_all;
