@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use common::pipeline::*;
 use common::*;
 use mouthmap_bus::kafka::InMessage;
-use mouthmap_contracts::{Transcript, TranscriptKind};
 
 /// Validation sentences (never trained on), joined into one 9 s stream.
 const JOINED: [&str; 3] = ["bbie8n", "bras6n", "bgauzp"];
@@ -74,34 +73,15 @@ impl Services {
     }
 }
 
-fn transcripts(msgs: &[InMessage], id: &str) -> Vec<Transcript> {
-    msgs.iter()
-        .filter(|m| m.key_str() == Some(id))
-        .map(|m| serde_json::from_slice(&m.payload).expect("transcripts are JSON"))
-        .collect()
-}
-
-/// Partials, exactly one final, last. Returns the final's text.
-fn one_final(all: &[Transcript], what: &str) -> String {
+/// Partials, exactly one final, last, and the stream's own end (not a
+/// timeout). Returns the final's text.
+fn final_text(msgs: &[InMessage], id: &str, what: &str) -> String {
+    let f = one_final(&transcripts_for(msgs, id), what);
     assert!(
-        all.iter().any(|t| t.kind == TranscriptKind::Partial),
-        "{what}: partials"
-    );
-    let finals: Vec<&Transcript> = all
-        .iter()
-        .filter(|t| t.kind == TranscriptKind::Final)
-        .collect();
-    assert_eq!(finals.len(), 1, "{what}: exactly one final");
-    assert!(
-        !finals[0].timed_out,
+        !f.timed_out,
         "{what}: the final is the stream's end, not a timeout"
     );
-    assert_eq!(
-        all.last().unwrap().kind,
-        TranscriptKind::Final,
-        "{what}: final last"
-    );
-    finals[0].text.clone()
+    f.text
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -146,7 +126,7 @@ async fn a_stage_killed_mid_stream_and_restarted_loses_nothing() {
     let mut i = ingest(&s.t, &s.brokers, &base);
     let msgs = read_until(&s.brokers, &s.t.transcripts, |m| finals_for(m, &base) >= 1).await;
     assert!(i.wait(Duration::from_secs(60)).success());
-    let reference = one_final(&transcripts(&msgs, &base), "without a fault");
+    let reference = final_text(&msgs, &base, "without a fault");
     let words = JOINED.len() * 6;
     assert!(
         reference.split_whitespace().count() >= words - 2,
@@ -168,7 +148,7 @@ async fn a_stage_killed_mid_stream_and_restarted_loses_nothing() {
             m.len() >= msgs.len() && finals_for(m, &id) >= 1
         })
         .await;
-        let text = one_final(&transcripts(&msgs, &id), &format!("{role} killed"));
+        let text = final_text(&msgs, &id, &format!("{role} killed"));
         assert!(
             word_errors(&text, &reference) <= 1,
             "{role} killed: {text:?} vs {reference:?}"

@@ -49,6 +49,18 @@ fn service(
     )
 }
 
+/// `mouthmap features serve` on the test's topics and Redis, in its own group.
+fn features_serve(t: &Topics, brokers: &str, redis: &Redis) -> Proc {
+    Proc::spawn(
+        "features serve",
+        t.command(brokers)
+            .env("MOUTHMAP_REDIS_URL", redis.url())
+            .args(["features", "serve", "--metrics-listen", "127.0.0.1:0"])
+            .arg("--group")
+            .arg(unique("features")),
+    )
+}
+
 fn transcripts_of(msgs: &[InMessage], id: &str) -> Vec<(i64, Transcript)> {
     msgs.iter()
         .filter(|m| m.key_str() == Some(id))
@@ -103,19 +115,7 @@ async fn stream_features_choose_the_grammar_and_speaker_aggregates_count_streams
         any,
         &["--features-deadline", "250ms"],
     );
-    let _features = Proc::spawn(
-        "features serve",
-        t.command(&brokers)
-            .env("MOUTHMAP_REDIS_URL", redis.url())
-            .args([
-                "features",
-                "serve",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--group",
-            ])
-            .arg(unique("features")),
-    );
+    let _features = features_serve(&t, &brokers, &redis);
 
     let mut seen_words = 0;
     for (n, (clip, sentence)) in CLIPS.iter().enumerate() {
@@ -441,19 +441,7 @@ async fn a_bad_speaker_id_is_dead_lettered_and_no_password_reaches_a_transcript(
             .await
             .unwrap();
     }
-    let _features = Proc::spawn(
-        "features serve",
-        t.command(&brokers)
-            .env("MOUTHMAP_REDIS_URL", redis.url())
-            .args([
-                "features",
-                "serve",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--group",
-            ])
-            .arg(unique("features")),
-    );
+    let _features = features_serve(&t, &brokers, &redis);
     let dead = read_until(&brokers, &t.dlq, |m| !m.is_empty()).await;
     assert_eq!(dead[0].key_str(), Some(bad.as_str()));
     let reason = dead[0].header("mm-dlq-reason").unwrap();

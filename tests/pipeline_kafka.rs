@@ -123,7 +123,7 @@ async fn malformed_messages_are_dead_lettered_and_silent_streams_time_out() {
         };
         producer
             .send(
-                OutMessage::new(topic, key, payload)
+                &OutMessage::new(topic, key, payload)
                     .header(headers::SCHEMA, schema.schema_header()),
             )
             .unwrap()

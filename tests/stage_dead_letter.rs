@@ -79,6 +79,26 @@ async fn read(settings: &KafkaSettings, topic: &str, n: usize) -> Vec<InMessage>
     out
 }
 
+/// An input, an output and a dead-letter topic of the test's own, one
+/// partition each.
+async fn fresh_topics(settings: &KafkaSettings) -> (String, String, String) {
+    let (input, output, dlq) = (unique("in"), unique("out"), unique("dlq"));
+    ensure_topics(settings, &[&input, &output, &dlq], 1, 1)
+        .await
+        .unwrap();
+    (input, output, dlq)
+}
+
+/// How many messages `topic` holds (read until 5 s pass without one).
+async fn count(settings: &KafkaSettings, topic: &str) -> usize {
+    let c = consumer(settings, &unique("reader"), &[topic], StartAt::Earliest).unwrap();
+    let mut n = 0;
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), c.recv()).await {
+        n += 1;
+    }
+    n
+}
+
 /// Runs `handler` in the at-least-once loop on `input` for `run`, then
 /// commits what it stored before the consumer goes away.
 async fn drive<H: Handler>(
@@ -136,10 +156,7 @@ async fn malformed_messages_go_to_the_dead_letter_topic_and_nothing_is_reprocess
         return;
     }
     let settings = KafkaSettings::new(brokers(), "mouthmap-test");
-    let (input, output, dlq) = (unique("in"), unique("out"), unique("dlq"));
-    ensure_topics(&settings, &[&input, &output, &dlq], 1, 1)
-        .await
-        .unwrap();
+    let (input, output, dlq) = fresh_topics(&settings).await;
     let producer = Producer::new(&settings).unwrap();
     let id = unique("s");
     for payload in [
@@ -209,13 +226,9 @@ async fn malformed_messages_go_to_the_dead_letter_topic_and_nothing_is_reprocess
     .await;
     let after = read(&settings, &output, 3).await;
     assert_eq!(after.len(), 3);
-    let c = consumer(&settings, &unique("reader"), &[&output], StartAt::Earliest).unwrap();
-    let mut count = 0;
-    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), c.recv()).await {
-        count += 1;
-    }
     assert_eq!(
-        count, 3,
+        count(&settings, &output).await,
+        3,
         "start, end, and the new end: nothing handled twice"
     );
 }
@@ -332,9 +345,7 @@ async fn an_offset_of_a_partition_not_assigned_is_left_to_its_owner() {
 }
 
 /// Panics on every `end` event (a bug in a stage), relays the rest.
-struct Brittle {
-    out_topic: String,
-}
+struct Brittle(Relay);
 
 impl Handler for Brittle {
     type Input = FrameEvent;
@@ -346,11 +357,7 @@ impl Handler for Brittle {
         if matches!(input.event, FrameEvent::End(_)) {
             panic!("bug on purpose");
         }
-        Ok(vec![OutMessage::new(
-            &self.out_topic,
-            input.event.stream_id(),
-            input.msg.payload.clone(),
-        )])
+        self.0.handle(input).await
     }
 }
 
@@ -364,10 +371,7 @@ async fn a_message_the_stage_panics_on_is_dead_lettered_and_the_stage_goes_on() 
         return;
     }
     let settings = KafkaSettings::new(brokers(), "mouthmap-test");
-    let (input, output, dlq) = (unique("in"), unique("out"), unique("dlq"));
-    ensure_topics(&settings, &[&input, &output, &dlq], 1, 1)
-        .await
-        .unwrap();
+    let (input, output, dlq) = fresh_topics(&settings).await;
     let producer = Producer::new(&settings).unwrap();
     let (a, b) = (unique("a"), unique("b"));
     for (id, payload) in [
@@ -381,9 +385,9 @@ async fn a_message_the_stage_panics_on_is_dead_lettered_and_the_stage_goes_on() 
             .unwrap();
     }
     let group = unique("brittle");
-    let mut h = Brittle {
+    let mut h = Brittle(Relay {
         out_topic: output.clone(),
-    };
+    });
     drive(
         &settings,
         &group,
@@ -407,9 +411,9 @@ async fn a_message_the_stage_panics_on_is_dead_lettered_and_the_stage_goes_on() 
         "{reason}"
     );
     // Its offset was stored: a restart does not meet it again.
-    let mut again = Brittle {
+    let mut again = Brittle(Relay {
         out_topic: output.clone(),
-    };
+    });
     drive(
         &settings,
         &group,
@@ -419,10 +423,9 @@ async fn a_message_the_stage_panics_on_is_dead_lettered_and_the_stage_goes_on() 
         Duration::from_secs(4),
     )
     .await;
-    let c = consumer(&settings, &unique("reader"), &[&dlq], StartAt::Earliest).unwrap();
-    let mut count = 0;
-    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(4), c.recv()).await {
-        count += 1;
-    }
-    assert_eq!(count, 1, "the panic was dead-lettered once");
+    assert_eq!(
+        count(&settings, &dlq).await,
+        1,
+        "the panic was dead-lettered once"
+    );
 }

@@ -52,7 +52,7 @@ pub enum BusError {
     /// librdkafka's local queue is full (the broker is slow or away): wait
     /// for acknowledgements and send the message again.
     #[error("the producer's queue is full")]
-    QueueFull(Box<OutMessage>),
+    QueueFull,
 }
 
 /// Connection settings shared by producers, consumers and the admin client.
@@ -170,16 +170,17 @@ impl Producer {
         Self::new(&self.settings)
     }
 
-    /// Enqueues a message and returns a future that resolves once the broker
+    /// Enqueues a message (librdkafka copies it; the caller may keep it, to
+    /// send it again) and returns a future that resolves once the broker
     /// acknowledged it. Messages enqueued in order stay in order per partition.
     pub fn send(
         &self,
-        msg: OutMessage,
+        msg: &OutMessage,
     ) -> Result<impl Future<Output = Result<Delivered, BusError>> + Send + use<>, BusError> {
         let size = msg.payload.len() + msg.key.len();
         if size > self.max_message_bytes {
             return Err(BusError::TooLarge {
-                topic: msg.topic,
+                topic: msg.topic.clone(),
                 size,
                 limit: self.max_message_bytes,
             });
@@ -200,7 +201,7 @@ impl Producer {
             Ok(fut) => fut,
             // The caller may wait and send the same message again.
             Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
-                return Err(BusError::QueueFull(Box::new(msg)));
+                return Err(BusError::QueueFull);
             }
             Err(e) => return Err(BusError::Kafka(e)),
         };
@@ -218,7 +219,7 @@ impl Producer {
 
     /// Sends and waits for the acknowledgement.
     pub async fn send_and_wait(&self, msg: OutMessage) -> Result<Delivered, BusError> {
-        self.send(msg)?.await
+        self.send(&msg)?.await
     }
 
     /// Waits until every enqueued message is delivered or `timeout` passes.
@@ -376,7 +377,7 @@ fn enqueue(
 ) -> Result<Acked, BusError> {
     let mut acks = Vec::with_capacity(out.len());
     for m in out {
-        acks.push(producer.send(m)?);
+        acks.push(producer.send(&m)?);
     }
     Ok(Box::pin(async move {
         for a in acks {
@@ -391,8 +392,8 @@ fn enqueue(
 /// decode and check it as `H::Input`, handle it and enqueue every output;
 /// the loop goes on with the next message while up to [`MAX_IN_FLIGHT`] are
 /// unacknowledged. A message's offset is stored only once all its outputs
-/// are acknowledged, in input order, and while the handler holds no output
-/// back. What a failure does is the error's [`Policy`]: a bad message is
+/// are acknowledged, in input order, and while it is older than anything the
+/// handler still holds back on its partition ([`Handler::oldest_held`]). What a failure does is the error's [`Policy`]: a bad message is
 /// produced to the dead-letter topic (with the reason in
 /// [`headers::DLQ_REASON`]) and its offset stored once that is
 /// acknowledged; a passing failure is retried after a backoff; a fatal one
@@ -411,7 +412,10 @@ pub async fn run_stage<H: Handler>(
     // what it holds back.
     let mut held: Vec<(String, i32, i64)> = Vec::new();
     let mut in_flight: FuturesOrdered<Acked> = FuturesOrdered::new();
-    let mut last_health_check = std::time::Instant::now() - HEALTH_EVERY;
+    // The first tick checks health at once.
+    let mut last_health_check = std::time::Instant::now()
+        .checked_sub(HEALTH_EVERY)
+        .unwrap_or_else(std::time::Instant::now);
     // Stores the offsets of acknowledged messages below what the handler
     // still holds back, in input order per partition; keeps the rest.
     let release = |held: &mut Vec<(String, i32, i64)>, handler: &H| -> Result<(), BusError> {
@@ -695,7 +699,7 @@ pub async fn replay<E: std::error::Error + 'static>(
 pub async fn produce_all(producer: &Producer, out: Vec<OutMessage>) -> Result<(), BusError> {
     let mut pending = FuturesOrdered::new();
     for m in out {
-        pending.push_back(producer.send(m)?);
+        pending.push_back(producer.send(&m)?);
     }
     while let Some(done) = pending.next().await {
         done?;
@@ -754,7 +758,7 @@ mod tests {
     fn producer_refuses_oversized_messages_before_sending() {
         let p = Producer::new(&KafkaSettings::new("127.0.0.1:1", "t")).unwrap();
         let err = p
-            .send(OutMessage::new("t", "k", vec![0; 1_000_001]))
+            .send(&OutMessage::new("t", "k", vec![0; 1_000_001]))
             .err()
             .unwrap();
         assert!(matches!(err, BusError::TooLarge { .. }), "{err}");

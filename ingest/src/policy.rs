@@ -197,13 +197,7 @@ mod tests {
             p.check("/nonexistent/x.mp4").unwrap_err().to_string()
         );
         let fifo = root.path().join("pipe");
-        assert!(
-            std::process::Command::new("mkfifo")
-                .arg(&fifo)
-                .status()
-                .unwrap()
-                .success()
-        );
+        crate::source::make_fifo(&fifo);
         assert_eq!(p.check("pipe").unwrap_err(), PolicyError::File);
         // Without a media root no file is allowed.
         let none = SourcePolicy::default();

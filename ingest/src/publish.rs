@@ -1,9 +1,7 @@
 //! The Kafka edge of ingest: events from stream threads to the `frames` topic.
 
-use std::time::Instant;
-
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesOrdered, StreamExt};
 use mouthmap_bus::kafka::{BusError, Delivered, Producer};
@@ -69,14 +67,14 @@ type Pending = std::pin::Pin<
 /// message could not even be enqueued.
 async fn enqueue(producer: &Producer, f: InFlight) -> Result<Pending, (BusError, InFlight)> {
     loop {
-        match producer.send(f.msg.clone()) {
+        match producer.send(&f.msg) {
             Ok(delivery) => {
                 let span = f.span.clone();
                 return Ok(Box::pin(
                     async move { (delivery.await, f) }.instrument(span),
                 ));
             }
-            Err(BusError::QueueFull(_)) => {
+            Err(BusError::QueueFull) => {
                 // Acknowledgements make room; until then, wait.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

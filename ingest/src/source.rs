@@ -165,6 +165,13 @@ impl Source {
     }
 }
 
+/// Makes a FIFO at `path` (for tests of what is not a regular file).
+#[cfg(test)]
+pub(crate) fn make_fifo(path: &Path) {
+    let made = std::process::Command::new("mkfifo").arg(path).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo {}", path.display());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,13 +206,7 @@ mod tests {
     fn a_fifo_is_not_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("pipe");
-        assert!(
-            std::process::Command::new("mkfifo")
-                .arg(&fifo)
-                .status()
-                .unwrap()
-                .success()
-        );
+        make_fifo(&fifo);
         assert!(matches!(
             Source::parse(fifo.to_str().unwrap()),
             Err(SourceError::NotRegular(_))

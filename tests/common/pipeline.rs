@@ -40,33 +40,42 @@ pub fn word_errors(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// One stream's transcripts: JSON with schema and trace headers, partials,
-/// then exactly one final (last), within one word of `sentence`. Returns the final.
-pub fn check_stream(msgs: &[InMessage], id: &str, clip: &str, sentence: &str) -> Transcript {
-    let ours: Vec<Transcript> = msgs
-        .iter()
+/// A stream's transcripts, as its messages carry them (JSON, schema and
+/// trace headers checked).
+pub fn transcripts_for(msgs: &[InMessage], id: &str) -> Vec<Transcript> {
+    msgs.iter()
         .filter(|m| m.key_str() == Some(id))
         .map(|m| {
             assert_eq!(m.header(headers::SCHEMA), Some("transcripts/v1"));
             assert!(m.header("traceparent").is_some());
             serde_json::from_slice(&m.payload).expect("transcripts are JSON")
         })
-        .collect();
+        .collect()
+}
+
+/// Partials, then exactly one final, which comes last. Returns the final.
+pub fn one_final(ours: &[Transcript], what: &str) -> Transcript {
     assert!(
         ours.iter().any(|t| t.kind == TranscriptKind::Partial),
-        "{clip}: partials"
+        "{what}: partials"
     );
     let finals: Vec<&Transcript> = ours
         .iter()
         .filter(|t| t.kind == TranscriptKind::Final)
         .collect();
-    assert_eq!(finals.len(), 1, "{clip}: exactly one final");
+    assert_eq!(finals.len(), 1, "{what}: exactly one final");
     assert_eq!(
         ours.last().unwrap().kind,
         TranscriptKind::Final,
-        "{clip}: the final comes last"
+        "{what}: the final comes last"
     );
-    let f = finals[0].clone();
+    finals[0].clone()
+}
+
+/// One stream's transcripts: JSON with schema and trace headers, partials,
+/// then exactly one final (last), within one word of `sentence`. Returns the final.
+pub fn check_stream(msgs: &[InMessage], id: &str, clip: &str, sentence: &str) -> Transcript {
+    let f = one_final(&transcripts_for(msgs, id), clip);
     assert!(
         word_errors(&f.text, sentence) <= 1,
         "{clip}: {:?} vs {sentence:?}",
