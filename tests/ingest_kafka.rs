@@ -141,6 +141,7 @@ async fn rtmp_publish_through_nginx_arrives_complete() {
     let logs = tempfile::tempdir().unwrap();
     let ingest_log = logs.path().join("ingest.log");
     let publish_key = "pk-do-not-log-me";
+    let kafka_password = "kafka-pw-do-not-log-me";
     let mut ingest = Proc::spawn(
         "ingest",
         mouthmap(&brokers, &topic)
@@ -150,6 +151,12 @@ async fn rtmp_publish_through_nginx_arrives_complete() {
             .arg("--rtmp-url")
             .arg(&ingest_url)
             .args(["--rtmp-publish-key", publish_key])
+            // A Kafka password among the client settings (the broker here
+            // has no SASL: librdkafka holds it unused) must not reach a log.
+            .env(
+                "MOUTHMAP_KAFKA_OPTIONS",
+                format!("sasl.password={kafka_password}"),
+            )
             .env("MOUTHMAP_LOG", "debug,ort=warn")
             .stderr(std::fs::File::create(&ingest_log).unwrap()),
     );
@@ -181,7 +188,12 @@ async fn rtmp_publish_through_nginx_arrives_complete() {
         nginx_said.contains(&key),
         "nginx logged the publish: {nginx_said}"
     );
-    for secret in [publish_key, TEST_CALLBACK_SECRET, TEST_TOKEN] {
+    for secret in [
+        publish_key,
+        TEST_CALLBACK_SECRET,
+        TEST_TOKEN,
+        kafka_password,
+    ] {
         assert!(!nginx_said.contains(secret), "{secret} in nginx's logs");
         assert!(!ingest_said.contains(secret), "{secret} in ingest's log");
     }
