@@ -28,6 +28,29 @@ struct Services {
 }
 
 impl Services {
+    /// The consuming services, started and ready, on `brokers`.
+    fn up(brokers: String) -> Self {
+        let mut s = Services {
+            t: Topics::new(),
+            brokers,
+            groups: ["preprocess", "infer", "decode"]
+                .into_iter()
+                .map(|r| (r, unique(r)))
+                .collect(),
+            ports: HashMap::new(),
+            running: HashMap::new(),
+        };
+        for role in ["preprocess", "infer", "decode"] {
+            s.start(role);
+        }
+        tokio::task::block_in_place(|| {
+            for role in ["preprocess", "infer", "decode"] {
+                s.wait_ready(role);
+            }
+        });
+        s
+    }
+
     fn start(&mut self, role: &'static str) {
         let port = free_port();
         let mut cmd = self.t.command(&self.brokers);
@@ -94,24 +117,7 @@ async fn a_stage_killed_mid_stream_and_restarted_loses_nothing() {
     let broker = OwnBroker::new();
     let dir = tempfile::tempdir().unwrap();
     let video = join_clips(dir.path(), &JOINED);
-    let mut s = Services {
-        t: Topics::new(),
-        brokers: broker.brokers(),
-        groups: ["preprocess", "infer", "decode"]
-            .into_iter()
-            .map(|r| (r, unique(r)))
-            .collect(),
-        ports: HashMap::new(),
-        running: HashMap::new(),
-    };
-    for role in ["preprocess", "infer", "decode"] {
-        s.start(role);
-    }
-    tokio::task::block_in_place(|| {
-        for role in ["preprocess", "infer", "decode"] {
-            s.wait_ready(role);
-        }
-    });
+    let mut s = Services::up(broker.brokers());
     let ingest = |t: &Topics, brokers: &str, id: &str| {
         Proc::spawn(
             "ingest",
@@ -184,4 +190,90 @@ async fn ingest_rides_out_a_broker_restart() {
     assert!(status.success(), "ingest delivered everything: {status}");
     let streams = collect_streams(&brokers, &topic, &[&id], Duration::from_secs(60)).await;
     assert_complete(&streams[&id], 225);
+}
+
+/// The same number of words at the start (or the end) of two texts, with at
+/// most one wrong.
+fn same_words(a: &str, b: &str, n: usize, from_end: bool, what: &str) {
+    let pick = |t: &str| {
+        let w: Vec<&str> = t.split_whitespace().collect();
+        let w = if from_end {
+            &w[w.len().saturating_sub(n)..]
+        } else {
+            &w[..n.min(w.len())]
+        };
+        w.join(" ")
+    };
+    let (pa, pb) = (pick(a), pick(b));
+    assert!(word_errors(&pa, &pb) <= 1, "{what}: {pa:?} vs {pb:?}");
+}
+
+/// nginx-rtmp restarted mid-stream while its publisher comes back under
+/// the same key, as OBS reconnects: one stream, one final (not an error,
+/// not two), what came before and after the outage read as without it, and
+/// the outage named in the final as a gap.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_rtmp_server_restarted_under_a_reconnecting_publisher_is_one_stream_with_its_gap() {
+    if !available(&[Need::Broker, Need::NginxRtmp]) {
+        return;
+    }
+    let broker = OwnBroker::new();
+    let dir = tempfile::tempdir().unwrap();
+    let video = join_clips(dir.path(), &JOINED);
+    let s = Services::up(broker.brokers());
+    let api = free_port();
+    let mut nginx = Nginx::start(api);
+    let _ingest = Proc::spawn(
+        "ingest",
+        s.t.command(&s.brokers)
+            .args(["ingest", "--listen"])
+            .arg(format!("127.0.0.1:{api}"))
+            .arg("--rtmp-url")
+            .arg(format!("rtmp://127.0.0.1:{}", nginx.port)),
+    );
+    wait_port(api, Duration::from_secs(30));
+
+    let base = unique("rtmp-base");
+    let mut p = ffmpeg_publish(&video, &nginx.url(&base));
+    assert!(tokio::task::block_in_place(|| p.wait(Duration::from_secs(60))).success());
+    let msgs = read_until(&s.brokers, &s.t.transcripts, |m| finals_for(m, &base) >= 1).await;
+    let reference = final_text(&msgs, &base, "without a fault");
+
+    let id = unique("rtmp-restart");
+    let t0 = Instant::now();
+    let mut first = ffmpeg_publish(&video, &nginx.url(&id));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::task::block_in_place(|| nginx.stop());
+    let status = tokio::task::block_in_place(|| first.wait(Duration::from_secs(20)));
+    assert!(!status.success(), "the publisher lost its server");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::task::block_in_place(|| nginx.start_again());
+    let back_at = t0.elapsed().as_secs_f64();
+    let mut second = ffmpeg_publish_from(&video, &nginx.url(&id), back_at);
+    assert!(
+        tokio::task::block_in_place(|| second.wait(Duration::from_secs(60))).success(),
+        "the publisher published the rest"
+    );
+    let msgs = read_until(&s.brokers, &s.t.transcripts, |m| finals_for(m, &id) >= 1).await;
+    // Give a second final the time to show up, if one were coming.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let msgs = read_until(&s.brokers, &s.t.transcripts, |m| {
+        m.len() >= msgs.len() && finals_for(m, &id) >= 1
+    })
+    .await;
+    let f = one_final(&transcripts_for(&msgs, &id), "nginx restarted");
+    assert!(!f.timed_out, "the stream ended with its publisher");
+    assert_eq!(f.gaps.len(), 1, "one gap: {:?}", f.gaps);
+    let gap = f.gaps[0];
+    assert!(
+        (500..8000).contains(&gap.missing_ms),
+        "the gap is the outage: {gap:?}"
+    );
+    same_words(&f.text, &reference, 6, false, "before the outage");
+    same_words(&f.text, &reference, 6, true, "after the outage");
+    assert!(
+        f.text.split_whitespace().count() < reference.split_whitespace().count(),
+        "the outage's words are missing, not invented: {:?} vs {reference:?}",
+        f.text
+    );
 }

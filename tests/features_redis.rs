@@ -481,6 +481,8 @@ async fn a_bad_speaker_id_is_dead_lettered_and_no_password_reaches_a_transcript(
                     frames: 75,
                     chunks: 25,
                     ended_at_ms: 0,
+                    frames_lost: 0,
+                    gaps: Vec::new(),
                 }),
                 &[],
             ),

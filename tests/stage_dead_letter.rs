@@ -61,6 +61,8 @@ fn end_event(id: &str) -> Vec<u8> {
             frames: 0,
             chunks: 0,
             ended_at_ms: 0,
+            frames_lost: 0,
+            gaps: Vec::new(),
         }),
         &[],
     )

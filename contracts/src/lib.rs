@@ -35,7 +35,9 @@ pub use event::{Event, decode};
 pub use frames::{FrameChunk, FrameEvent, FrameInfo, PixelFormat};
 pub use logits::{LogitsEvent, LogitsWindow};
 pub use mouths::{CropQuality, MouthChunk, MouthEnd, MouthEvent, StreamQuality};
-pub use stream::{EndReason, SourceKind, StreamEnd, StreamStart, validate_stream_id};
+pub use stream::{
+    EndReason, Gap, MAX_GAPS, SourceKind, StreamEnd, StreamStart, push_gap, validate_stream_id,
+};
 pub use transcripts::{TimedWord, Transcript, TranscriptKind};
 
 use serde::{Deserialize, Serialize};

@@ -76,6 +76,41 @@ pub struct StreamEnd {
     /// Chunk messages published for the stream.
     pub chunks: u64,
     pub ended_at_ms: i64,
+    /// Frames captured but never delivered: their messages failed after
+    /// every retry (counted by ingest, `mouthmap_frames_lost_total`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub frames_lost: u64,
+    /// Spans of the source that were never captured: a live source that
+    /// dropped and came back, an ingest that was restarted. At most
+    /// [`MAX_GAPS`]; later ones are added to the last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<Gap>,
+}
+
+/// Gaps a stream's end lists at most.
+pub const MAX_GAPS: usize = 1000;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A span of a stream that was never captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// Index of the first frame captured after the gap.
+    pub at_frame: u64,
+    /// Wall-clock time between the last frame before the gap and the first
+    /// after it, less one frame's time: how long nothing was captured.
+    pub missing_ms: u64,
+}
+
+/// Adds a gap to `gaps`, merging into the last once [`MAX_GAPS`] are listed.
+pub fn push_gap(gaps: &mut Vec<Gap>, gap: Gap) {
+    let full = gaps.len() >= MAX_GAPS;
+    match gaps.last_mut() {
+        Some(last) if full => last.missing_ms += gap.missing_ms,
+        _ => gaps.push(gap),
+    }
 }
 
 impl StreamEnd {
@@ -106,6 +141,8 @@ pub(crate) mod tests {
             frames: 0,
             chunks: 0,
             ended_at_ms: 2,
+            frames_lost: 0,
+            gaps: Vec::new(),
         }
     }
 
@@ -127,9 +164,22 @@ pub(crate) mod tests {
             frames: 0,
             chunks: 0,
             ended_at_ms: 5,
+            frames_lost: 0,
+            gaps: Vec::new(),
         };
         let json = serde_json::to_value(&end).unwrap();
         assert_eq!(json["reason"], "error");
         assert_eq!(json["error"], "boom");
+        assert!(json.get("gaps").is_none() && json.get("frames_lost").is_none());
+    }
+
+    #[test]
+    fn gaps_are_bounded() {
+        let mut gaps = Vec::new();
+        for i in 0..MAX_GAPS as u64 + 5 {
+            push_gap(&mut gaps, Gap { at_frame: i, missing_ms: 10 });
+        }
+        assert_eq!(gaps.len(), MAX_GAPS);
+        assert_eq!(gaps.last().unwrap().missing_ms, 60);
     }
 }

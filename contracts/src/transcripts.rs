@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::no_payload;
-use crate::{ContractError, Event, TopicKind};
+use crate::{ContractError, Event, Gap, TopicKind};
 
 /// A word with its time span in the stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +59,18 @@ pub struct Transcript {
     /// and the text is empty for that reason.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_face: bool,
+    /// On a `final`: frames ingest captured but could not deliver (the
+    /// stream's end says how many).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub frames_lost: u64,
+    /// On a `final`: spans of the stream never captured (a publisher that
+    /// dropped and came back, an ingest restart), as the stream's end lists them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<Gap>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Transcript {
@@ -80,6 +92,8 @@ impl Transcript {
             enrichment_error: None,
             grammar: None,
             no_face: false,
+            frames_lost: 0,
+            gaps: Vec::new(),
         }
     }
 }

@@ -51,6 +51,8 @@ pub fn end(stream_id: &str) -> LogitsEvent {
         frames: 0,
         chunks: 0,
         ended_at_ms: 0,
+        frames_lost: 0,
+        gaps: Vec::new(),
     })
 }
 

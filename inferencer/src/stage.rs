@@ -476,6 +476,8 @@ mod tests {
                 frames,
                 chunks: 0,
                 ended_at_ms: 0,
+                frames_lost: 0,
+                gaps: Vec::new(),
             },
             quality: StreamQuality::default(),
         })

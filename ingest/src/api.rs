@@ -36,7 +36,7 @@ use mouthmap_contracts::EndReason;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::manager::{StartError, StreamManager};
+use crate::manager::{StartError, StartOptions, StreamManager};
 use crate::policy::SourcePolicy;
 use crate::source::Source;
 use crate::stream::StopMode;
@@ -234,7 +234,14 @@ async fn start(State(state): State<Arc<ApiState>>, Json(req): Json<StartRequest>
         Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "source check failed"),
     };
-    match state.manager.start(req.id, source, req.realtime) {
+    match state.manager.start(
+        req.id,
+        source,
+        StartOptions {
+            realtime: req.realtime,
+            published: false,
+        },
+    ) {
         Ok((status, _)) => (StatusCode::CREATED, Json(status)).into_response(),
         Err(e) => start_error(e),
     }
@@ -317,7 +324,17 @@ async fn on_publish(
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    match state.manager.start(Some(name.to_string()), source, None) {
+    if state.manager.published_again(name) {
+        // Its publisher dropped (a restarted nginx) and is back: the running
+        // stream's pull reconnects to it and reports the gap.
+        tracing::info!(stream_id = name, "RTMP publisher is back; the stream goes on");
+        return (StatusCode::OK, "ok").into_response();
+    }
+    let options = StartOptions {
+        realtime: None,
+        published: true,
+    };
+    match state.manager.start(Some(name.to_string()), source, options) {
         Ok((_, ready)) => {
             // Pull before the publisher starts sending, so no frame is missed.
             let _ = tokio::time::timeout(Duration::from_secs(5), ready).await;

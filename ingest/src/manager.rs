@@ -48,6 +48,17 @@ pub struct StreamStatus {
 struct Entry {
     status: StreamStatus,
     control: Arc<StreamControl>,
+    published: bool,
+}
+
+/// How one stream runs, beside the process's [`StreamSettings`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartOptions {
+    /// Pace a file in real time, or not (else the process's setting).
+    pub realtime: Option<bool>,
+    /// The stream's end is announced by its publisher: see
+    /// [`StreamSettings::published`].
+    pub published: bool,
 }
 
 struct Inner {
@@ -124,7 +135,7 @@ impl StreamManager {
         &self,
         id: Option<String>,
         source: Source,
-        realtime: Option<bool>,
+        options: StartOptions,
     ) -> Result<(StreamStatus, oneshot::Receiver<()>), StartError> {
         let id = id.unwrap_or_else(|| source.default_stream_id());
         validate_stream_id(&id).map_err(|e| StartError::BadId(e.to_string()))?;
@@ -136,9 +147,10 @@ impl StreamManager {
             .clone()
             .ok_or(StartError::ShuttingDown)?;
         let mut settings = self.inner.settings;
-        if let Some(rt) = realtime {
+        if let Some(rt) = options.realtime {
             settings.capture.realtime = rt;
         }
+        settings.published = options.published;
         let control = Arc::new(StreamControl::default());
         let status = StreamStatus {
             id: id.clone(),
@@ -163,6 +175,7 @@ impl StreamManager {
                 Entry {
                     status: status.clone(),
                     control: control.clone(),
+                    published: options.published,
                 },
             );
             self.changed(active.len());
@@ -218,6 +231,21 @@ impl StreamManager {
                 true
             }
             None => false,
+        }
+    }
+
+    /// A publisher published under `id` again. When a published stream (one
+    /// whose end its publisher announces) runs under that id and was not
+    /// asked to stop, it is the same stream, reconnected: the stream's pull
+    /// tries again at once, and this returns true.
+    pub fn published_again(&self, id: &str) -> bool {
+        let active = self.inner.active.lock().expect("active lock");
+        match active.get(id) {
+            Some(e) if e.published && e.control.stop_mode().is_none() => {
+                e.control.source_back();
+                true
+            }
+            _ => false,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The Kafka edge of ingest: events from stream threads to the `frames` topic.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesOrdered, StreamExt};
@@ -40,6 +40,20 @@ pub const REDELIVER_FOR: Duration = Duration::from_secs(120);
 
 /// Pause before sending failed messages again.
 const REDELIVER_AFTER: Duration = Duration::from_secs(1);
+
+impl InFlight {
+    fn new(topic: &str, out: Outgoing) -> Self {
+        Self {
+            msg: OutMessage::event(topic, &out.event, &out.payload)
+                .headers(telemetry::inject(&out.span)),
+            stream_id: out.event.stream_id().to_string(),
+            event: out.event.name(),
+            frames: frames_of(&out.event),
+            created: out.created,
+            span: out.span,
+        }
+    }
+}
 
 /// Frames in an event (a chunk's; none in a start or an end).
 fn frames_of(event: &FrameEvent) -> u64 {
@@ -92,6 +106,8 @@ async fn enqueue(producer: &Producer, f: InFlight) -> Result<Pending, (BusError,
 /// lost (`mouthmap_frames_lost_total`). A message delivered after one that
 /// failed stays before it on the topic (downstream skips frames it already
 /// has, so at worst those frames are missed, and counted nowhere: rare).
+/// A stream's end waits until everything before it is settled, and carries
+/// the frames of that stream that were lost (`frames_lost`).
 pub async fn publish_loop(
     mut rx: mpsc::Receiver<Outgoing>,
     mut producer: Producer,
@@ -103,30 +119,41 @@ pub async fn publish_loop(
     let mut retry: VecDeque<InFlight> = VecDeque::new();
     let mut retry_at = tokio::time::Instant::now();
     let mut open = true;
-    let lose = |stats: &mut PublishStats, f: &InFlight, e: &BusError| {
+    // A stream's end, waiting for what came before it to settle.
+    let mut held_end: Option<Outgoing> = None;
+    let mut lost_by_stream: HashMap<String, u64> = HashMap::new();
+    let lose = |stats: &mut PublishStats, lost: &mut HashMap<String, u64>, f: &InFlight, e: &BusError| {
         stats.failed += 1;
         stats.frames_lost += f.frames;
+        *lost.entry(f.stream_id.clone()).or_default() += f.frames;
         metrics.error(ErrorKind::Produce);
         metrics.frames_lost(f.frames);
         tracing::error!(stream_id = %f.stream_id, event = f.event, frames = f.frames, error = %e,
             "delivery failed for good; its frames are lost");
     };
-    while open || !pending.is_empty() || !retry.is_empty() {
-        tokio::select! {
-            next = rx.recv(), if open && retry.is_empty() && pending.len() < MAX_PENDING => {
-                let Some(out) = next else { open = false; continue };
-                let f = InFlight {
-                    msg: OutMessage::event(&topic, &out.event, &out.payload)
-                        .headers(telemetry::inject(&out.span)),
-                    stream_id: out.event.stream_id().to_string(),
-                    event: out.event.name(),
-                    frames: frames_of(&out.event),
-                    created: out.created,
-                    span: out.span,
-                };
-                match enqueue(&producer, f).await {
+    while open || !pending.is_empty() || !retry.is_empty() || held_end.is_some() {
+        if pending.is_empty() && retry.is_empty() {
+            if let Some(mut out) = held_end.take() {
+                if let FrameEvent::End(end) = &mut out.event {
+                    end.frames_lost = lost_by_stream.remove(&end.stream_id).unwrap_or(0);
+                }
+                match enqueue(&producer, InFlight::new(&topic, out)).await {
                     Ok(p) => pending.push_back(p),
-                    Err((e, f)) => lose(&mut stats, &f, &e),
+                    Err((e, f)) => lose(&mut stats, &mut lost_by_stream, &f, &e),
+                }
+                continue;
+            }
+        }
+        tokio::select! {
+            next = rx.recv(), if open && held_end.is_none() && retry.is_empty() && pending.len() < MAX_PENDING => {
+                let Some(out) = next else { open = false; continue };
+                if matches!(out.event, FrameEvent::End(_)) {
+                    held_end = Some(out);
+                    continue;
+                }
+                match enqueue(&producer, InFlight::new(&topic, out)).await {
+                    Ok(p) => pending.push_back(p),
+                    Err((e, f)) => lose(&mut stats, &mut lost_by_stream, &f, &e),
                 }
             }
             Some((result, f)) = pending.next(), if !pending.is_empty() => {
@@ -143,7 +170,7 @@ pub async fn publish_loop(
                         retry.push_back(f);
                         retry_at = tokio::time::Instant::now() + REDELIVER_AFTER;
                     }
-                    Err(e) => lose(&mut stats, &f, &e),
+                    Err(e) => lose(&mut stats, &mut lost_by_stream, &f, &e),
                 }
             }
             _ = tokio::time::sleep_until(retry_at), if !retry.is_empty() && pending.is_empty() => {
@@ -156,7 +183,7 @@ pub async fn publish_loop(
                 while let Some(f) = retry.pop_front() {
                     match enqueue(&producer, f).await {
                         Ok(p) => pending.push_back(p),
-                        Err((e, f)) => lose(&mut stats, &f, &e),
+                        Err((e, f)) => lose(&mut stats, &mut lost_by_stream, &f, &e),
                     }
                 }
             }

@@ -10,7 +10,7 @@ use mouthmap_contracts::StreamEnd;
 use tokio::sync::{mpsc, watch};
 
 use crate::api::{self, ApiState, RtmpSettings};
-use crate::manager::{StartError, StreamManager};
+use crate::manager::{StartError, StartOptions, StreamManager};
 use crate::policy::SourcePolicy;
 use crate::publish::{PublishStats, publish_loop};
 use crate::source::Source;
@@ -127,7 +127,7 @@ pub async fn run(
     mouthmap_bus::health::ready(serde_json::json!({ "stage": "ingest", "topic": settings.topic }));
     let mut ids = Vec::new();
     for (id, source) in settings.sources {
-        let (status, _) = manager.start(id, source, None)?;
+        let (status, _) = manager.start(id, source, StartOptions::default())?;
         ids.push(status.id);
     }
 

@@ -5,10 +5,13 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use mouthmap_contracts::{EndReason, FPS, FrameEvent, PixelFormat, StreamEnd, StreamStart};
+use mouthmap_contracts::{
+    EndReason, FPS, FRAME_DURATION_NS, FrameEvent, Gap, PixelFormat, StreamEnd, StreamStart,
+    push_gap,
+};
 
 use crate::capture::{Capture, CaptureError, CaptureSettings, Polled};
 use crate::chunker::{ChunkPolicy, Chunker, RawFrame};
@@ -39,6 +42,10 @@ pub struct StreamSettings {
     pub retry_backoff: Duration,
     /// When asked to drain, end after this long without a new frame.
     pub drain_quiet: Duration,
+    /// The stream's end is announced by a stop request (an RTMP publisher's
+    /// `on_publish_done`): the source ending before that is a drop (a
+    /// restarted RTMP server), reconnected like any failure, not an end.
+    pub published: bool,
 }
 
 impl Default for StreamSettings {
@@ -53,6 +60,7 @@ impl Default for StreamSettings {
             retries: 3,
             retry_backoff: Duration::from_secs(1),
             drain_quiet: Duration::from_millis(1500),
+            published: false,
         }
     }
 }
@@ -72,9 +80,17 @@ pub enum StopMode {
 pub struct StreamControl {
     stop: Mutex<Option<StopMode>>,
     frames: AtomicU64,
+    /// Set when the source is known to be back: a reconnection waiting
+    /// out its backoff tries at once.
+    source_back: AtomicBool,
 }
 
 impl StreamControl {
+    /// The source is back (its publisher published again): reconnect now.
+    pub fn source_back(&self) {
+        self.source_back.store(true, Ordering::Relaxed);
+    }
+
     pub fn request_stop(&self, mode: StopMode) {
         let mut stop = self.stop.lock().expect("stop lock");
         // A hard stop wins over a drain, never the other way round.
@@ -83,7 +99,7 @@ impl StreamControl {
         }
     }
 
-    fn stop_mode(&self) -> Option<StopMode> {
+    pub(crate) fn stop_mode(&self) -> Option<StopMode> {
         *self.stop.lock().expect("stop lock")
     }
 
@@ -136,6 +152,9 @@ pub fn run_stream(
         control,
         chunker: Chunker::new(stream_id, settings.chunk),
         next_index: 0,
+        last_frame: None,
+        gap_from: None,
+        gaps: Vec::new(),
         listening: emitter.emit(FrameEvent::Start(start), Vec::new(), span),
     };
     let (reason, error) = run.capture_loop(source, emitter);
@@ -149,6 +168,9 @@ pub fn run_stream(
         frames: run.next_index,
         chunks: run.chunker.chunks(),
         ended_at_ms: now_ms(),
+        // Counted by the publisher, which fills it in before sending the end.
+        frames_lost: 0,
+        gaps: run.gaps,
     };
     match &end.error {
         Some(e) => {
@@ -169,6 +191,11 @@ struct Run<'a> {
     control: &'a Arc<StreamControl>,
     chunker: Chunker,
     next_index: u64,
+    /// When the last frame was captured.
+    last_frame: Option<Instant>,
+    /// Set when the source failed after frames came: the last frame's time.
+    gap_from: Option<Instant>,
+    gaps: Vec<Gap>,
     listening: bool,
 }
 
@@ -222,6 +249,13 @@ impl Run<'_> {
             if self.next_index > frames_before {
                 failures = 0; // it worked for a while: a fresh drop
             }
+            if let Some(StopMode::Drain(reason)) = self.control.stop_mode() {
+                // The publisher finished as its source went: a normal end.
+                return (reason, None);
+            }
+            if self.gap_from.is_none() {
+                self.gap_from = self.last_frame;
+            }
             let stopping = self.control.stop_mode().is_some() || !self.listening;
             if !source.is_live() || stopping || failures >= self.settings.retries {
                 let error = if source.is_live() && failures > 0 {
@@ -240,9 +274,11 @@ impl Run<'_> {
             }
             self.chunker.mark_discontinuity();
             let until = Instant::now() + delay;
-            while Instant::now() < until {
-                if self.control.stop_mode().is_some() {
-                    return (EndReason::Error, Some(error));
+            while Instant::now() < until && !self.control.source_back.swap(false, Ordering::Relaxed) {
+                match self.control.stop_mode() {
+                    Some(StopMode::Drain(reason)) => return (reason, None),
+                    Some(StopMode::Now) => return (EndReason::Error, Some(error)),
+                    None => {}
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -276,6 +312,20 @@ impl Run<'_> {
             match capture.poll(Duration::from_millis(50)) {
                 Ok(Polled::Frame(mut f)) => {
                     last_frame = Some(Instant::now());
+                    if let Some(since) = self.gap_from.take() {
+                        let frame = Duration::from_nanos(FRAME_DURATION_NS);
+                        let missing = since.elapsed().saturating_sub(frame);
+                        tracing::warn!(stream_id = self.stream_id, at_frame = self.next_index,
+                            missing_ms = missing.as_millis() as u64, "the source is back after a gap");
+                        push_gap(
+                            &mut self.gaps,
+                            Gap {
+                                at_frame: self.next_index,
+                                missing_ms: missing.as_millis() as u64,
+                            },
+                        );
+                    }
+                    self.last_frame = last_frame;
                     // I420's first plane is the grey image: Gray8 keeps it
                     // alone. JPEG frames come compressed from the capture.
                     let format = match (self.settings.pixel_format, f.format) {
@@ -308,6 +358,12 @@ impl Run<'_> {
                     }
                 }
                 Ok(Polled::Eos) => {
+                    if self.settings.published && self.control.stop_mode().is_none() {
+                        return Attempt::Failed(format!(
+                            "{}: the server ended the stream before its publisher finished",
+                            source.redacted()
+                        ));
+                    }
                     let reason = match self.control.stop_mode() {
                         Some(StopMode::Drain(r)) => r,
                         Some(StopMode::Now) => EndReason::Stopped,

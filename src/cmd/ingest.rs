@@ -295,6 +295,8 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
             retries: args.retries,
             retry_backoff: args.retry_backoff,
             drain_quiet: args.drain_quiet,
+            // Set per stream: RTMP publishes announce their end.
+            published: false,
         },
         topic: args.kafka.frames_topic.clone(),
         sources,

@@ -304,20 +304,10 @@ pub struct Nginx {
     dir: tempfile::TempDir,
 }
 
-/// nginx stops on SIGTERM (fast shutdown) and takes its worker with it;
-/// SIGKILL would leave the worker running, orphaned.
+/// nginx is stopped when dropped.
 impl Drop for Nginx {
     fn drop(&mut self) {
-        if self.proc.child.try_wait().ok().flatten().is_none() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(self.proc.child.id().to_string())
-                .status();
-            let until = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < until && self.proc.child.try_wait().ok().flatten().is_none() {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        self.stop();
     }
 }
 
@@ -340,21 +330,45 @@ impl Nginx {
             .replace("@INGEST_HOSTPORT@", &format!("127.0.0.1:{ingest_port}"))
             .replace("@CALLBACK_SECRET@", TEST_CALLBACK_SECRET)
             .replace("@ALLOW_PUBLISH@", "allow publish 127.0.0.1;");
-        let path = dir.path().join("nginx.conf");
-        std::fs::write(&path, conf).unwrap();
-        let proc = Proc::spawn(
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let proc = Self::spawn(dir.path());
+        wait_port(port, Duration::from_secs(10));
+        Self { proc, port, dir }
+    }
+
+    fn spawn(dir: &Path) -> Proc {
+        Proc::spawn(
             "nginx",
             Command::new("nginx")
                 .arg("-e")
-                .arg(dir.path().join("error.log"))
+                .arg(dir.join("error.log"))
                 .arg("-p")
-                .arg(dir.path())
+                .arg(dir)
                 .arg("-c")
-                .arg(&path)
+                .arg(dir.join("nginx.conf"))
                 .stdout(Stdio::null()),
-        );
-        wait_port(port, Duration::from_secs(10));
-        Self { proc, port, dir }
+        )
+    }
+
+    /// Stops nginx (SIGTERM, fast shutdown, its worker with it; SIGKILL
+    /// would leave the worker running, orphaned) and waits for it.
+    pub fn stop(&mut self) {
+        if self.proc.child.try_wait().ok().flatten().is_none() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.proc.child.id().to_string())
+                .status();
+            let until = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < until && self.proc.child.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Starts a stopped nginx again, on the same ports, with the same settings.
+    pub fn start_again(&mut self) {
+        self.proc = Self::spawn(self.dir.path());
+        wait_port(self.port, Duration::from_secs(10));
     }
 
     pub fn url(&self, key: &str) -> String {
@@ -373,10 +387,17 @@ impl Nginx {
 
 /// Publishes `clip` to `url` in real time with ffmpeg, as OBS would.
 pub fn ffmpeg_publish(clip: &Path, url: &str) -> Proc {
+    ffmpeg_publish_from(clip, url, 0.0)
+}
+
+/// Publishes `clip` from `from_s` seconds in: a publisher that comes back
+/// after an outage goes on with what is live then.
+pub fn ffmpeg_publish_from(clip: &Path, url: &str, from_s: f64) -> Proc {
     Proc::spawn(
         "ffmpeg",
         Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
+            .args(["-hide_banner", "-loglevel", "error", "-re"])
+            .args(["-ss", &format!("{from_s:.3}"), "-i"])
             .arg(clip)
             .args([
                 "-an",

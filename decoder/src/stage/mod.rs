@@ -22,7 +22,9 @@ mod transcript;
 
 use std::collections::HashMap;
 
-use mouthmap_contracts::{ContractError, Event, LogitsEvent, Transcript, TranscriptKind};
+use mouthmap_contracts::{
+    ContractError, Event, LogitsEvent, StreamEnd, Transcript, TranscriptKind,
+};
 
 pub use grammars::MAX_CACHED_GRAMMARS;
 pub use stream::MIN_FACE_SHARE;
@@ -159,8 +161,8 @@ impl Decoder {
                 .constraint(&id, &vocabulary)
                 .unwrap_or((None, None));
             let mut t = match &grammar {
-                Some(g) => self.finish(&id, true, g.as_ref()),
-                None => self.finish(&id, true, &Open),
+                Some(g) => self.finish(&id, None, g.as_ref()),
+                None => self.finish(&id, None, &Open),
             };
             self.grammars.forget(&id);
             t.grammar = kind;
@@ -206,13 +208,19 @@ impl Decoder {
                     Ok(Vec::new())
                 }
             }
-            LogitsEvent::End(e) => Ok(vec![self.finish(&e.stream_id, false, constraint)]),
+            LogitsEvent::End(e) => Ok(vec![self.finish(&e.stream_id, Some(e), constraint)]),
         }
     }
 
     /// The stream's one final (empty for a stream with no window at all);
-    /// the stream is gone afterwards.
-    fn finish(&mut self, id: &str, timed_out: bool, constraint: &dyn Constraint) -> Transcript {
+    /// the stream is gone afterwards. `end` is the stream's end event, none
+    /// when it timed out; what ingest lost or never captured is carried over.
+    fn finish(
+        &mut self,
+        id: &str,
+        end: Option<&StreamEnd>,
+        constraint: &dyn Constraint,
+    ) -> Transcript {
         let mut t = match self.streams.remove(id) {
             Some(state) => {
                 transcript::build(&state, id, TranscriptKind::Final, self.search(), constraint).0
@@ -220,7 +228,11 @@ impl Decoder {
             None => Transcript::empty(id, TranscriptKind::Final),
         };
         t.stable_prefix = t.text.clone();
-        t.timed_out = timed_out;
+        t.timed_out = end.is_none();
+        if let Some(end) = end {
+            t.frames_lost = end.frames_lost;
+            t.gaps = end.gaps.clone();
+        }
         t
     }
 }
@@ -275,6 +287,26 @@ mod tests {
             stable = t.stable_prefix.clone();
         }
         assert_eq!(d.active_streams(), 0);
+    }
+
+    #[test]
+    fn the_final_names_what_ingest_lost_or_never_captured() {
+        let mut d = Decoder::new(DecodeSettings::default());
+        let probs = synth::posteriors(SENTENCES[0], 12, 0.9);
+        for (ev, payload) in synth::windows("s", &probs, 25) {
+            d.handle(&ev, &payload).unwrap();
+        }
+        let LogitsEvent::End(mut e) = end("s") else {
+            unreachable!()
+        };
+        e.frames_lost = 5;
+        e.gaps = vec![mouthmap_contracts::Gap {
+            at_frame: 40,
+            missing_ms: 2000,
+        }];
+        let f = d.handle(&LogitsEvent::End(e.clone()), &[]).unwrap();
+        assert_eq!((f[0].frames_lost, &f[0].gaps), (5, &e.gaps));
+        assert!(!f[0].timed_out);
     }
 
     #[test]
