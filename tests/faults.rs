@@ -208,6 +208,75 @@ fn same_words(a: &str, b: &str, n: usize, from_end: bool, what: &str) {
     assert!(word_errors(&pa, &pb) <= 1, "{what}: {pa:?} vs {pb:?}");
 }
 
+/// nginx-rtmp in front of an ingest on a fixed API port (so an ingest
+/// started again gets nginx's callbacks), feeding `s`'s topics; with the
+/// text of the joined clips published without a fault.
+struct RtmpEntry {
+    nginx: Nginx,
+    api: u16,
+    ingest: Option<Proc>,
+    reference: String,
+}
+
+impl RtmpEntry {
+    async fn up(s: &Services, video: &std::path::Path) -> Self {
+        let api = free_port();
+        let mut e = RtmpEntry {
+            nginx: Nginx::start(api),
+            api,
+            ingest: None,
+            reference: String::new(),
+        };
+        e.start_ingest(s);
+        let base = unique("rtmp-base");
+        let mut p = ffmpeg_publish(video, &e.nginx.url(&base));
+        assert!(tokio::task::block_in_place(|| p.wait(Duration::from_secs(60))).success());
+        let msgs = read_until(&s.brokers, &s.t.transcripts, |m| finals_for(m, &base) >= 1).await;
+        e.reference = final_text(&msgs, &base, "without a fault");
+        e
+    }
+
+    fn start_ingest(&mut self, s: &Services) {
+        self.ingest = Some(Proc::spawn(
+            "ingest",
+            s.t.command(&s.brokers)
+                .args(["ingest", "--listen"])
+                .arg(format!("127.0.0.1:{}", self.api))
+                .arg("--rtmp-url")
+                .arg(format!("rtmp://127.0.0.1:{}", self.nginx.port)),
+        ));
+        wait_port(self.api, Duration::from_secs(30));
+    }
+
+    /// The stream's one final, once a second one had the time to show up
+    /// if one were coming: not a timeout, one gap of about the outage, the
+    /// words before and after it as without the fault, and fewer of them.
+    async fn check(&self, s: &Services, id: &str, what: &str) {
+        let msgs = read_until(&s.brokers, &s.t.transcripts, |m| finals_for(m, id) >= 1).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let msgs = read_until(&s.brokers, &s.t.transcripts, |m| {
+            m.len() >= msgs.len() && finals_for(m, id) >= 1
+        })
+        .await;
+        let f = one_final(&transcripts_for(&msgs, id), what);
+        assert!(!f.timed_out, "{what}: the stream ended with its publisher");
+        assert_eq!(f.gaps.len(), 1, "{what}: one gap: {:?}", f.gaps);
+        let gap = f.gaps[0];
+        assert!(
+            (500..8000).contains(&gap.missing_ms),
+            "{what}: the gap is the outage: {gap:?}"
+        );
+        let reference = &self.reference;
+        same_words(&f.text, reference, 6, false, &format!("{what}: before"));
+        same_words(&f.text, reference, 6, true, &format!("{what}: after"));
+        assert!(
+            f.text.split_whitespace().count() < reference.split_whitespace().count(),
+            "{what}: the outage's words are missing, not invented: {:?} vs {reference:?}",
+            f.text
+        );
+    }
+}
+
 /// nginx-rtmp restarted mid-stream while its publisher comes back under
 /// the same key, as OBS reconnects: one stream, one final (not an error,
 /// not two), what came before and after the outage read as without it, and
@@ -221,59 +290,53 @@ async fn an_rtmp_server_restarted_under_a_reconnecting_publisher_is_one_stream_w
     let dir = tempfile::tempdir().unwrap();
     let video = join_clips(dir.path(), &JOINED);
     let s = Services::up(broker.brokers());
-    let api = free_port();
-    let mut nginx = Nginx::start(api);
-    let _ingest = Proc::spawn(
-        "ingest",
-        s.t.command(&s.brokers)
-            .args(["ingest", "--listen"])
-            .arg(format!("127.0.0.1:{api}"))
-            .arg("--rtmp-url")
-            .arg(format!("rtmp://127.0.0.1:{}", nginx.port)),
-    );
-    wait_port(api, Duration::from_secs(30));
-
-    let base = unique("rtmp-base");
-    let mut p = ffmpeg_publish(&video, &nginx.url(&base));
-    assert!(tokio::task::block_in_place(|| p.wait(Duration::from_secs(60))).success());
-    let msgs = read_until(&s.brokers, &s.t.transcripts, |m| finals_for(m, &base) >= 1).await;
-    let reference = final_text(&msgs, &base, "without a fault");
+    let mut entry = RtmpEntry::up(&s, &video).await;
 
     let id = unique("rtmp-restart");
     let t0 = Instant::now();
-    let mut first = ffmpeg_publish(&video, &nginx.url(&id));
+    let mut first = ffmpeg_publish(&video, &entry.nginx.url(&id));
     tokio::time::sleep(Duration::from_secs(3)).await;
-    tokio::task::block_in_place(|| nginx.stop());
+    tokio::task::block_in_place(|| entry.nginx.stop());
     let status = tokio::task::block_in_place(|| first.wait(Duration::from_secs(20)));
     assert!(!status.success(), "the publisher lost its server");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    tokio::task::block_in_place(|| nginx.start_again());
+    tokio::task::block_in_place(|| entry.nginx.start_again());
     let back_at = t0.elapsed().as_secs_f64();
-    let mut second = ffmpeg_publish_from(&video, &nginx.url(&id), back_at);
+    let mut second = ffmpeg_publish_from(&video, &entry.nginx.url(&id), back_at);
     assert!(
         tokio::task::block_in_place(|| second.wait(Duration::from_secs(60))).success(),
         "the publisher published the rest"
     );
-    let msgs = read_until(&s.brokers, &s.t.transcripts, |m| finals_for(m, &id) >= 1).await;
-    // Give a second final the time to show up, if one were coming.
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let msgs = read_until(&s.brokers, &s.t.transcripts, |m| {
-        m.len() >= msgs.len() && finals_for(m, &id) >= 1
-    })
-    .await;
-    let f = one_final(&transcripts_for(&msgs, &id), "nginx restarted");
-    assert!(!f.timed_out, "the stream ended with its publisher");
-    assert_eq!(f.gaps.len(), 1, "one gap: {:?}", f.gaps);
-    let gap = f.gaps[0];
+    entry.check(&s, &id, "nginx restarted").await;
+}
+
+/// Ingest killed (SIGKILL) mid-stream and started again 2 s later, while
+/// its publisher goes on: nginx-rtmp reports the publisher to the new
+/// ingest (`on_update`), which reads where the stream left off back from
+/// the topic and goes on with it: one stream, one final, the time ingest
+/// was away named as a gap.
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_killed_under_a_live_publisher_takes_its_stream_back() {
+    if !available(&[Need::Broker, Need::NginxRtmp]) {
+        return;
+    }
+    let broker = OwnBroker::new();
+    let dir = tempfile::tempdir().unwrap();
+    let video = join_clips(dir.path(), &JOINED);
+    let s = Services::up(broker.brokers());
+    let mut entry = RtmpEntry::up(&s, &video).await;
+
+    let id = unique("ingest-killed");
+    let mut publisher = ffmpeg_publish(&video, &entry.nginx.url(&id));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut ingest = entry.ingest.take().unwrap();
+    ingest.child.kill().unwrap();
+    ingest.child.wait().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::task::block_in_place(|| entry.start_ingest(&s));
     assert!(
-        (500..8000).contains(&gap.missing_ms),
-        "the gap is the outage: {gap:?}"
+        tokio::task::block_in_place(|| publisher.wait(Duration::from_secs(60))).success(),
+        "the publisher never noticed"
     );
-    same_words(&f.text, &reference, 6, false, "before the outage");
-    same_words(&f.text, &reference, 6, true, "after the outage");
-    assert!(
-        f.text.split_whitespace().count() < reference.split_whitespace().count(),
-        "the outage's words are missing, not invented: {:?} vs {reference:?}",
-        f.text
-    );
+    entry.check(&s, &id, "ingest killed").await;
 }

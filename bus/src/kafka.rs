@@ -136,6 +136,11 @@ pub struct Producer {
 }
 
 impl Producer {
+    /// The settings the producer was made with.
+    pub fn settings(&self) -> &KafkaSettings {
+        &self.settings
+    }
+
     pub fn new(settings: &KafkaSettings) -> Result<Self, BusError> {
         let mut cfg = settings.base();
         cfg.set("enable.idempotence", "true")
@@ -690,6 +695,89 @@ pub async fn replay<E: std::error::Error + 'static>(
         read += 1;
         if offset + 1 >= end {
             ends.remove(&partition);
+        }
+    }
+    Ok(read)
+}
+
+/// Reads the newest `last` messages (at most) of each partition of `topic`,
+/// as far as each partition reached when the call started, handing each to
+/// `each` in offset order within its partition; joins no group and commits
+/// nothing. Returns how many messages were read. A partition that yields
+/// nothing for `idle` before its end is an error.
+pub async fn read_tail(
+    settings: &KafkaSettings,
+    topic: &str,
+    last: i64,
+    idle: Duration,
+    mut each: impl FnMut(InMessage),
+) -> Result<u64, ReplayError<std::convert::Infallible>> {
+    let mut cfg = settings.base();
+    cfg.set(
+        "group.id",
+        format!("{}-tail-{}", settings.client_id, std::process::id()),
+    )
+    .set("enable.auto.commit", "false")
+    .set("fetch.wait.max.ms", "20")
+    .set("fetch.message.max.bytes", "2097152");
+    let consumer: StreamConsumer =
+        settings
+            .finish(cfg)
+            .create()
+            .map_err(|source| BusError::Client {
+                what: "consumer",
+                brokers: settings.brokers.clone(),
+                source,
+            })?;
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(BusError::from)?;
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    let mut ends: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
+    for p in metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+    {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .map_err(BusError::from)?;
+        if high > low {
+            ends.insert(p, high);
+            assignment
+                .add_partition_offset(topic, p, rdkafka::Offset::Offset(low.max(high - last)))
+                .map_err(BusError::from)?;
+        }
+    }
+    if ends.is_empty() {
+        return Ok(0);
+    }
+    consumer.assign(&assignment).map_err(BusError::from)?;
+    let mut read = 0u64;
+    while !ends.is_empty() {
+        let m = match tokio::time::timeout(idle, consumer.recv()).await {
+            Ok(m) => m.map_err(BusError::from)?,
+            Err(_) => {
+                let mut partitions: Vec<i32> = ends.keys().copied().collect();
+                partitions.sort();
+                return Err(ReplayError::Idle {
+                    topic: topic.to_string(),
+                    idle,
+                    partitions,
+                });
+            }
+        };
+        let msg = InMessage::from_borrowed(&m);
+        let Some(&end) = ends.get(&msg.partition) else {
+            continue;
+        };
+        if msg.offset + 1 >= end {
+            ends.remove(&msg.partition);
+        }
+        if msg.offset < end {
+            each(msg);
+            read += 1;
         }
     }
     Ok(read)

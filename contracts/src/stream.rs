@@ -177,7 +177,13 @@ pub(crate) mod tests {
     fn gaps_are_bounded() {
         let mut gaps = Vec::new();
         for i in 0..MAX_GAPS as u64 + 5 {
-            push_gap(&mut gaps, Gap { at_frame: i, missing_ms: 10 });
+            push_gap(
+                &mut gaps,
+                Gap {
+                    at_frame: i,
+                    missing_ms: 10,
+                },
+            );
         }
         assert_eq!(gaps.len(), MAX_GAPS);
         assert_eq!(gaps.last().unwrap().missing_ms, 60);

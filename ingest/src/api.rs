@@ -12,6 +12,7 @@
 //! | `DELETE /v1/streams/{id}[?drain=true]` | stop now (or drain until the source goes quiet) |
 //! | `POST /v1/rtmp/on_publish` | nginx-rtmp: a publisher started; pull it before answering |
 //! | `POST /v1/rtmp/on_publish_done` | nginx-rtmp: the publisher finished; drain the stream |
+//! | `POST /v1/rtmp/on_update` | nginx-rtmp, every few seconds per publisher: resume one no ingest pulls (after a restart) |
 //!
 //! Every call but `/healthz`, `/readyz` and the callbacks needs the API token, as
 //! `Authorization: Bearer TOKEN` (or `?token=TOKEN`). The callbacks need the
@@ -38,6 +39,7 @@ use serde_json::json;
 
 use crate::manager::{StartError, StartOptions, StreamManager};
 use crate::policy::SourcePolicy;
+use crate::resume;
 use crate::source::Source;
 use crate::stream::StopMode;
 
@@ -72,6 +74,16 @@ pub struct ApiState {
     /// What sources callers may start.
     pub policy: SourcePolicy,
     pub rtmp: RtmpSettings,
+    /// Where streams an earlier ingest process carried are read back from,
+    /// to resume them (`on_update`); none: they start again as new streams.
+    pub resume_from: Option<ResumeFrom>,
+}
+
+/// The frames topic and how to reach it.
+#[derive(Debug, Clone)]
+pub struct ResumeFrom {
+    pub kafka: mouthmap_bus::kafka::KafkaSettings,
+    pub topic: String,
 }
 
 /// The API router.
@@ -84,6 +96,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
     let callbacks = Router::new()
         .route("/v1/rtmp/on_publish", post(on_publish))
         .route("/v1/rtmp/on_publish_done", post(on_publish_done))
+        .route("/v1/rtmp/on_update", post(on_update))
         .layer(middleware::from_fn_with_state(state.clone(), callback_auth));
     Router::new()
         .merge(mouthmap_bus::health::router())
@@ -239,7 +252,7 @@ async fn start(State(state): State<Arc<ApiState>>, Json(req): Json<StartRequest>
         source,
         StartOptions {
             realtime: req.realtime,
-            published: false,
+            ..StartOptions::default()
         },
     ) {
         Ok((status, _)) => (StatusCode::CREATED, Json(status)).into_response(),
@@ -285,23 +298,21 @@ fn first_values(form: Vec<(String, String)>) -> HashMap<String, String> {
     out
 }
 
-async fn on_publish(
-    State(state): State<Arc<ApiState>>,
-    Form(form): Form<Vec<(String, String)>>,
-) -> Response {
-    let form = first_values(form);
+/// Checks a publish that nginx-rtmp reports (its name, application and
+/// key) and returns the stream id and the source to pull, or the refusal.
+fn admit(state: &ApiState, form: &HashMap<String, String>) -> Result<(String, Source), Response> {
     let name = form.get("name").map(String::as_str).unwrap_or_default();
     let app = form.get("app").map(String::as_str).unwrap_or_default();
     if let Err(e) = mouthmap_contracts::validate_stream_id(name) {
         tracing::warn!(error = %e, "publish refused: bad stream name");
-        return error(StatusCode::BAD_REQUEST, e.to_string());
+        return Err(error(StatusCode::BAD_REQUEST, e.to_string()));
     }
     if app != state.rtmp.app {
         tracing::warn!(app, name, "publish refused: unknown application");
-        return error(
+        return Err(error(
             StatusCode::FORBIDDEN,
             format!("application {app:?} is not served"),
-        );
+        ));
     }
     if !state.rtmp.publish_keys.is_empty() {
         let key = form.get("key").map(String::as_str).unwrap_or_default();
@@ -311,7 +322,7 @@ async fn on_publish(
                 addr = form.get("addr").map(String::as_str),
                 "publish refused: wrong or missing key"
             );
-            return error(StatusCode::FORBIDDEN, "wrong or missing publish key");
+            return Err(error(StatusCode::FORBIDDEN, "wrong or missing publish key"));
         }
     }
     let uri = format!(
@@ -320,19 +331,34 @@ async fn on_publish(
         app,
         name
     );
-    let source = match Source::parse(&uri) {
-        Ok(s) => s,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    match Source::parse(&uri) {
+        Ok(source) => Ok((name.to_string(), source)),
+        Err(e) => Err(error(StatusCode::BAD_REQUEST, e.to_string())),
+    }
+}
+
+async fn on_publish(
+    State(state): State<Arc<ApiState>>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let form = first_values(form);
+    let (name, source) = match admit(&state, &form) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
     };
+    let name = name.as_str();
     if state.manager.published_again(name) {
         // Its publisher dropped (a restarted nginx) and is back: the running
         // stream's pull reconnects to it and reports the gap.
-        tracing::info!(stream_id = name, "RTMP publisher is back; the stream goes on");
+        tracing::info!(
+            stream_id = name,
+            "RTMP publisher is back; the stream goes on"
+        );
         return (StatusCode::OK, "ok").into_response();
     }
     let options = StartOptions {
-        realtime: None,
         published: true,
+        ..StartOptions::default()
     };
     match state.manager.start(Some(name.to_string()), source, options) {
         Ok((_, ready)) => {
@@ -344,6 +370,61 @@ async fn on_publish(
         }
         Err(e) => {
             tracing::warn!(stream_id = name, error = %e, "publish refused");
+            start_error(e)
+        }
+    }
+}
+
+/// nginx-rtmp reports every publisher (and player) again each
+/// `notify_update_timeout`. A publisher this process does not carry is one
+/// an earlier ingest process did (it was restarted, or killed): its stream
+/// goes on from where it left off on the topic, the time away a gap. A
+/// non-2xx answer makes nginx drop the publisher, so anything short of a
+/// refusal answers 200.
+async fn on_update(
+    State(state): State<Arc<ApiState>>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let form = first_values(form);
+    let ok = || (StatusCode::OK, "ok").into_response();
+    if form.get("call").map(String::as_str) != Some("update_publish") {
+        return ok();
+    }
+    let (name, source) = match admit(&state, &form) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
+    };
+    if state.manager.get(&name).is_some_and(|s| s.end.is_none()) {
+        return ok();
+    }
+    let Some(from) = &state.resume_from else {
+        return ok();
+    };
+    let resume = match resume::find(&from.kafka, &from.topic, &name).await {
+        Ok(point) => point,
+        Err(e) => {
+            // Tried again at the next update.
+            tracing::warn!(stream_id = name, error = %e, "cannot resume the stream yet");
+            return ok();
+        }
+    };
+    let options = StartOptions {
+        published: true,
+        resume,
+        ..StartOptions::default()
+    };
+    match state.manager.start(Some(name.clone()), source, options) {
+        Ok(_) => {
+            tracing::warn!(
+                stream_id = name,
+                resumed = resume.is_some(),
+                "a publisher no ingest pulled; pulling it again"
+            );
+            ok()
+        }
+        Err(StartError::Duplicate(_)) => ok(),
+        Err(e) => {
+            tracing::warn!(stream_id = name, error = %e, "cannot take the publisher back");
             start_error(e)
         }
     }

@@ -80,6 +80,12 @@ impl Chunker {
     }
 
     /// Chunks emitted so far.
+    /// Numbers chunks from `seq` on: a stream resumed where it left off.
+    pub fn starting_at(mut self, seq: u64) -> Self {
+        self.seq = seq;
+        self
+    }
+
     pub fn chunks(&self) -> u64 {
         self.seq
     }

@@ -16,6 +16,8 @@
 //! * [`api`]: the HTTP API and nginx-rtmp's publish callbacks.
 //! * [`publish`]: the Kafka edge: events to the `frames` topic, in order,
 //!   with trace context, every acknowledgement awaited.
+//! * [`resume`]: where a stream an earlier ingest process carried left off,
+//!   read back from the topic (a restarted ingest goes on with it).
 //! * [`service`]: all of the above wired together for `mouthmap ingest`.
 //!
 //! Everything up to [`manager`] is free of Kafka: a stream hands its events
@@ -30,6 +32,8 @@ pub mod manager;
 pub mod policy;
 #[cfg(feature = "service")]
 pub mod publish;
+#[cfg(feature = "service")]
+pub mod resume;
 #[cfg(feature = "service")]
 pub mod service;
 pub mod source;

@@ -59,6 +59,8 @@ pub struct StartOptions {
     /// The stream's end is announced by its publisher: see
     /// [`StreamSettings::published`].
     pub published: bool,
+    /// Go on from where an earlier ingest process left the stream.
+    pub resume: Option<crate::stream::ResumePoint>,
 }
 
 struct Inner {
@@ -151,6 +153,7 @@ impl StreamManager {
             settings.capture.realtime = rt;
         }
         settings.published = options.published;
+        settings.resume = options.resume;
         let control = Arc::new(StreamControl::default());
         let status = StreamStatus {
             id: id.clone(),

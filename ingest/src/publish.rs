@@ -122,7 +122,10 @@ pub async fn publish_loop(
     // A stream's end, waiting for what came before it to settle.
     let mut held_end: Option<Outgoing> = None;
     let mut lost_by_stream: HashMap<String, u64> = HashMap::new();
-    let lose = |stats: &mut PublishStats, lost: &mut HashMap<String, u64>, f: &InFlight, e: &BusError| {
+    let lose = |stats: &mut PublishStats,
+                lost: &mut HashMap<String, u64>,
+                f: &InFlight,
+                e: &BusError| {
         stats.failed += 1;
         stats.frames_lost += f.frames;
         *lost.entry(f.stream_id.clone()).or_default() += f.frames;

@@ -109,6 +109,10 @@ pub async fn run(
             listen: listener.local_addr().unwrap_or(api.listen),
             policy: api.policy.clone(),
             rtmp: api.rtmp.clone(),
+            resume_from: Some(api::ResumeFrom {
+                kafka: producer.settings().clone(),
+                topic: settings.topic.clone(),
+            }),
         });
         let mut stop = api_stop_rx.clone();
         api_task = Some(tokio::spawn(async move {

@@ -46,6 +46,20 @@ pub struct StreamSettings {
     /// `on_publish_done`): the source ending before that is a drop (a
     /// restarted RTMP server), reconnected like any failure, not an end.
     pub published: bool,
+    /// Go on with a stream an earlier ingest process carried, from where it
+    /// left off on the topic, without a new start event.
+    pub resume: Option<ResumePoint>,
+}
+
+/// Where a stream left off on the frames topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumePoint {
+    /// Number of the next chunk.
+    pub next_seq: u64,
+    /// Index of the next frame.
+    pub next_index: u64,
+    /// When the last frame published was captured, µs since the epoch.
+    pub last_frame_us: i64,
 }
 
 impl Default for StreamSettings {
@@ -61,6 +75,7 @@ impl Default for StreamSettings {
             retry_backoff: Duration::from_secs(1),
             drain_quiet: Duration::from_millis(1500),
             published: false,
+            resume: None,
         }
     }
 }
@@ -145,17 +160,30 @@ pub fn run_stream(
         started_at_ms: now_ms(),
     };
     let span = tracing::info_span!("ingest.stream_start", stream_id);
-    tracing::info!(stream_id, source = %start.source, "stream started");
+    let resume = settings.resume;
+    let listening = match resume {
+        Some(at) => {
+            tracing::info!(stream_id, source = %start.source, next_seq = at.next_seq,
+                next_index = at.next_index, "stream resumed where it left off");
+            true
+        }
+        None => {
+            tracing::info!(stream_id, source = %start.source, "stream started");
+            emitter.emit(FrameEvent::Start(start), Vec::new(), span)
+        }
+    };
     let mut run = Run {
         stream_id,
         settings,
         control,
-        chunker: Chunker::new(stream_id, settings.chunk),
-        next_index: 0,
-        last_frame: None,
-        gap_from: None,
+        chunker: Chunker::new(stream_id, settings.chunk)
+            .starting_at(resume.map_or(0, |r| r.next_seq)),
+        next_index: resume.map_or(0, |r| r.next_index),
+        last_frame_us: None,
+        // What came between the last frame published and the first now is a gap.
+        gap_from_us: resume.map(|r| r.last_frame_us),
         gaps: Vec::new(),
-        listening: emitter.emit(FrameEvent::Start(start), Vec::new(), span),
+        listening,
     };
     let (reason, error) = run.capture_loop(source, emitter);
     if let Some((chunk, payload)) = run.chunker.flush() {
@@ -191,10 +219,10 @@ struct Run<'a> {
     control: &'a Arc<StreamControl>,
     chunker: Chunker,
     next_index: u64,
-    /// When the last frame was captured.
-    last_frame: Option<Instant>,
+    /// When the last frame was captured, µs since the epoch.
+    last_frame_us: Option<i64>,
     /// Set when the source failed after frames came: the last frame's time.
-    gap_from: Option<Instant>,
+    gap_from_us: Option<i64>,
     gaps: Vec<Gap>,
     listening: bool,
 }
@@ -253,8 +281,8 @@ impl Run<'_> {
                 // The publisher finished as its source went: a normal end.
                 return (reason, None);
             }
-            if self.gap_from.is_none() {
-                self.gap_from = self.last_frame;
+            if self.gap_from_us.is_none() {
+                self.gap_from_us = self.last_frame_us;
             }
             let stopping = self.control.stop_mode().is_some() || !self.listening;
             if !source.is_live() || stopping || failures >= self.settings.retries {
@@ -274,7 +302,8 @@ impl Run<'_> {
             }
             self.chunker.mark_discontinuity();
             let until = Instant::now() + delay;
-            while Instant::now() < until && !self.control.source_back.swap(false, Ordering::Relaxed) {
+            while Instant::now() < until && !self.control.source_back.swap(false, Ordering::Relaxed)
+            {
                 match self.control.stop_mode() {
                     Some(StopMode::Drain(reason)) => return (reason, None),
                     Some(StopMode::Now) => return (EndReason::Error, Some(error)),
@@ -312,11 +341,18 @@ impl Run<'_> {
             match capture.poll(Duration::from_millis(50)) {
                 Ok(Polled::Frame(mut f)) => {
                     last_frame = Some(Instant::now());
-                    if let Some(since) = self.gap_from.take() {
+                    let captured_us = now_us();
+                    if let Some(since) = self.gap_from_us.take() {
                         let frame = Duration::from_nanos(FRAME_DURATION_NS);
-                        let missing = since.elapsed().saturating_sub(frame);
-                        tracing::warn!(stream_id = self.stream_id, at_frame = self.next_index,
-                            missing_ms = missing.as_millis() as u64, "the source is back after a gap");
+                        let missing =
+                            Duration::from_micros(captured_us.saturating_sub(since).max(0) as u64)
+                                .saturating_sub(frame);
+                        tracing::warn!(
+                            stream_id = self.stream_id,
+                            at_frame = self.next_index,
+                            missing_ms = missing.as_millis() as u64,
+                            "the source is back after a gap"
+                        );
                         push_gap(
                             &mut self.gaps,
                             Gap {
@@ -325,7 +361,7 @@ impl Run<'_> {
                             },
                         );
                     }
-                    self.last_frame = last_frame;
+                    self.last_frame_us = Some(captured_us);
                     // I420's first plane is the grey image: Gray8 keeps it
                     // alone. JPEG frames come compressed from the capture.
                     let format = match (self.settings.pixel_format, f.format) {
@@ -338,7 +374,7 @@ impl Run<'_> {
                     let frame = RawFrame {
                         index: self.next_index,
                         pts_ns: f.pts_ns,
-                        ingest_us: now_us(),
+                        ingest_us: captured_us,
                         width: f.width,
                         height: f.height,
                         format,

@@ -297,6 +297,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
             drain_quiet: args.drain_quiet,
             // Set per stream: RTMP publishes announce their end.
             published: false,
+            resume: None,
         },
         topic: args.kafka.frames_topic.clone(),
         sources,
