@@ -300,16 +300,19 @@ fn first_values(form: Vec<(String, String)>) -> HashMap<String, String> {
 
 /// Checks a publish that nginx-rtmp reports (its name, application and
 /// key) and returns the stream id and the source to pull, or the refusal.
-fn admit(state: &ApiState, form: &HashMap<String, String>) -> Result<(String, Source), Response> {
+fn admit(
+    state: &ApiState,
+    form: &HashMap<String, String>,
+) -> Result<(String, Source), (StatusCode, String)> {
     let name = form.get("name").map(String::as_str).unwrap_or_default();
     let app = form.get("app").map(String::as_str).unwrap_or_default();
     if let Err(e) = mouthmap_contracts::validate_stream_id(name) {
         tracing::warn!(error = %e, "publish refused: bad stream name");
-        return Err(error(StatusCode::BAD_REQUEST, e.to_string()));
+        return Err((StatusCode::BAD_REQUEST, e.to_string()));
     }
     if app != state.rtmp.app {
         tracing::warn!(app, name, "publish refused: unknown application");
-        return Err(error(
+        return Err((
             StatusCode::FORBIDDEN,
             format!("application {app:?} is not served"),
         ));
@@ -322,7 +325,7 @@ fn admit(state: &ApiState, form: &HashMap<String, String>) -> Result<(String, So
                 addr = form.get("addr").map(String::as_str),
                 "publish refused: wrong or missing key"
             );
-            return Err(error(StatusCode::FORBIDDEN, "wrong or missing publish key"));
+            return Err((StatusCode::FORBIDDEN, "wrong or missing publish key".into()));
         }
     }
     let uri = format!(
@@ -333,7 +336,7 @@ fn admit(state: &ApiState, form: &HashMap<String, String>) -> Result<(String, So
     );
     match Source::parse(&uri) {
         Ok(source) => Ok((name.to_string(), source)),
-        Err(e) => Err(error(StatusCode::BAD_REQUEST, e.to_string())),
+        Err(e) => Err((StatusCode::BAD_REQUEST, e.to_string())),
     }
 }
 
@@ -344,7 +347,7 @@ async fn on_publish(
     let form = first_values(form);
     let (name, source) = match admit(&state, &form) {
         Ok(admitted) => admitted,
-        Err(refusal) => return refusal,
+        Err((status, why)) => return error(status, why),
     };
     let name = name.as_str();
     if state.manager.published_again(name) {
@@ -392,7 +395,7 @@ async fn on_update(
     }
     let (name, source) = match admit(&state, &form) {
         Ok(admitted) => admitted,
-        Err(refusal) => return refusal,
+        Err((status, why)) => return error(status, why),
     };
     if state.manager.get(&name).is_some_and(|s| s.end.is_none()) {
         return ok();

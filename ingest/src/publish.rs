@@ -135,17 +135,18 @@ pub async fn publish_loop(
             "delivery failed for good; its frames are lost");
     };
     while open || !pending.is_empty() || !retry.is_empty() || held_end.is_some() {
-        if pending.is_empty() && retry.is_empty() {
-            if let Some(mut out) = held_end.take() {
-                if let FrameEvent::End(end) = &mut out.event {
-                    end.frames_lost = lost_by_stream.remove(&end.stream_id).unwrap_or(0);
-                }
-                match enqueue(&producer, InFlight::new(&topic, out)).await {
-                    Ok(p) => pending.push_back(p),
-                    Err((e, f)) => lose(&mut stats, &mut lost_by_stream, &f, &e),
-                }
-                continue;
+        if pending.is_empty()
+            && retry.is_empty()
+            && let Some(mut out) = held_end.take()
+        {
+            if let FrameEvent::End(end) = &mut out.event {
+                end.frames_lost = lost_by_stream.remove(&end.stream_id).unwrap_or(0);
             }
+            match enqueue(&producer, InFlight::new(&topic, out)).await {
+                Ok(p) => pending.push_back(p),
+                Err((e, f)) => lose(&mut stats, &mut lost_by_stream, &f, &e),
+            }
+            continue;
         }
         tokio::select! {
             next = rx.recv(), if open && held_end.is_none() && retry.is_empty() && pending.len() < MAX_PENDING => {
