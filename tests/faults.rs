@@ -14,6 +14,10 @@ use common::pipeline::*;
 use common::*;
 use mouthmap_bus::kafka::InMessage;
 
+/// One fault at a time: each runs streams in real time on this machine's
+/// few cores, and two at once would measure the machine, not the fault.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Validation sentences (never trained on), joined into one 9 s stream.
 const JOINED: [&str; 3] = ["bbie8n", "bras6n", "bgauzp"];
 
@@ -23,8 +27,9 @@ struct Services {
     t: Topics,
     brokers: String,
     groups: HashMap<&'static str, String>,
-    ports: HashMap<&'static str, u16>,
-    running: HashMap<&'static str, Proc>,
+    /// By replica name: the role, then `-N` for replicas after the first.
+    ports: HashMap<String, u16>,
+    running: HashMap<String, Proc>,
 }
 
 impl Services {
@@ -52,12 +57,22 @@ impl Services {
     }
 
     fn start(&mut self, role: &'static str) {
+        self.start_replica(role, 0);
+    }
+
+    /// Starts replica `n` of `role` under its own instance id; returns its name.
+    fn start_replica(&mut self, role: &'static str, n: u32) -> String {
+        let name = if n == 0 {
+            role.to_string()
+        } else {
+            format!("{role}-{n}")
+        };
         let port = free_port();
         let mut cmd = self.t.command(&self.brokers);
         cmd.arg(role)
             .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
             .args(["--group", &self.groups[role]])
-            .args(["--instance-id", "fault-0"]);
+            .args(["--instance-id", &format!("fault-{n}")]);
         match role {
             "infer" => {
                 cmd.arg("--model").arg(model());
@@ -72,25 +87,46 @@ impl Services {
                 cmd.args(["--feature-store", "false"]);
             }
         }
-        self.running.insert(role, Proc::spawn(role, &mut cmd));
-        self.ports.insert(role, port);
+        self.running.insert(name.clone(), Proc::spawn(role, &mut cmd));
+        self.ports.insert(name.clone(), port);
+        name
+    }
+
+    /// The replica's readiness report.
+    fn readyz(&self, name: &str) -> serde_json::Value {
+        let url = format!("http://127.0.0.1:{}/readyz", self.ports[name]);
+        reqwest::blocking::get(&url)
+            .and_then(|r| r.json())
+            .unwrap_or_else(|e| panic!("{name} answers /readyz: {e}"))
+    }
+
+    /// Events the replica has read from its input topic.
+    fn received(&self, name: &str) -> u64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.ports[name]);
+        let text = reqwest::blocking::get(&url)
+            .and_then(|r| r.text())
+            .unwrap_or_else(|e| panic!("{name} answers /metrics: {e}"));
+        text.lines()
+            .filter(|l| l.starts_with("mouthmap_events_received_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
     }
 
     /// Waits until the service says it is ready (broker reachable, group joined).
-    fn wait_ready(&self, role: &str) {
-        let url = format!("http://127.0.0.1:{}/readyz", self.ports[role]);
+    fn wait_ready(&self, name: &str) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.ports[name]);
         let until = Instant::now() + Duration::from_secs(60);
         loop {
             if reqwest::blocking::get(&url).is_ok_and(|r| r.status() == 200) {
                 return;
             }
-            assert!(Instant::now() < until, "{role} not ready within 60 s");
+            assert!(Instant::now() < until, "{name} not ready within 60 s");
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 
-    fn kill(&mut self, role: &str) {
-        let mut p = self.running.remove(role).expect("running");
+    fn kill(&mut self, name: &str) {
+        let mut p = self.running.remove(name).expect("running");
         p.child.kill().unwrap();
         p.child.wait().unwrap();
     }
@@ -112,54 +148,137 @@ async fn a_stage_killed_mid_stream_and_restarted_loses_nothing() {
     if !available(&[Need::Broker]) {
         return;
     }
+    let _serial = ONE_AT_A_TIME.lock().await;
     // A broker of the test's own: the group rejoins it watches happen on a
     // fresh coordinator, not one that the whole suite's groups went through.
     let broker = OwnBroker::new();
     let dir = tempfile::tempdir().unwrap();
     let video = join_clips(dir.path(), &JOINED);
     let mut s = Services::up(broker.brokers());
-    let ingest = |t: &Topics, brokers: &str, id: &str| {
-        Proc::spawn(
-            "ingest",
-            t.command(brokers)
-                .args(["ingest", "--realtime"])
-                .arg(format!("{id}={}", video.display())),
-        )
-    };
-
-    // Without a fault, for the text to compare with.
-    let base = unique("base");
-    let mut i = ingest(&s.t, &s.brokers, &base);
-    let msgs = read_until(&s.brokers, &s.t.transcripts, |m| finals_for(m, &base) >= 1).await;
-    assert!(i.wait(Duration::from_secs(60)).success());
-    let reference = final_text(&msgs, &base, "without a fault");
-    let words = JOINED.len() * 6;
-    assert!(
-        reference.split_whitespace().count() >= words - 2,
-        "the reference reads the sentences: {reference:?}"
-    );
-
+    let reference = reference_text(&s, &video).await;
     for role in ["infer", "decode", "preprocess"] {
         let id = unique(&format!("kill-{role}"));
-        let mut i = ingest(&s.t, &s.brokers, &id);
+        let mut i = file_streams(&s, &video, std::slice::from_ref(&id));
         tokio::time::sleep(Duration::from_secs(3)).await;
         s.kill(role);
         tokio::time::sleep(Duration::from_secs(2)).await;
         s.start(role);
-        let msgs = read_until(&s.brokers, &s.t.transcripts, |m| finals_for(m, &id) >= 1).await;
-        assert!(i.wait(Duration::from_secs(60)).success());
-        // Give a duplicate final the time to show up, if one were coming.
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let msgs = read_until(&s.brokers, &s.t.transcripts, |m| {
-            m.len() >= msgs.len() && finals_for(m, &id) >= 1
-        })
-        .await;
-        let text = final_text(&msgs, &id, &format!("{role} killed"));
+        assert!(tokio::task::block_in_place(|| i.wait(Duration::from_secs(60))).success());
+        each_reads_as(&s, &[id], &reference, &format!("{role} killed")).await;
+    }
+}
+
+/// Streams of `video` in real time from one ingest process, one per id.
+fn file_streams(s: &Services, video: &std::path::Path, ids: &[String]) -> Proc {
+    let mut cmd = s.t.command(&s.brokers);
+    cmd.args(["ingest", "--realtime"]);
+    for id in ids {
+        cmd.arg(format!("{id}={}", video.display()));
+    }
+    Proc::spawn("ingest", &mut cmd)
+}
+
+/// The text of `video` streamed without a fault, to compare with.
+async fn reference_text(s: &Services, video: &std::path::Path) -> String {
+    let base = unique("base");
+    let mut i = file_streams(s, video, std::slice::from_ref(&base));
+    let msgs = read_until(&s.brokers, &s.t.transcripts, |m| finals_for(m, &base) >= 1).await;
+    assert!(tokio::task::block_in_place(|| i.wait(Duration::from_secs(60))).success());
+    let reference = final_text(&msgs, &base, "without a fault");
+    assert!(
+        reference.split_whitespace().count() >= JOINED.len() * 6 - 2,
+        "the reference reads the sentences: {reference:?}"
+    );
+    reference
+}
+
+/// Each stream's one final (once a second one had the time to show up, if
+/// one were coming) is its own end, within one word of `reference`.
+async fn each_reads_as(s: &Services, ids: &[String], reference: &str, what: &str) {
+    let all = |m: &[InMessage]| ids.iter().all(|id| finals_for(m, id) >= 1);
+    let msgs = read_until(&s.brokers, &s.t.transcripts, all).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let msgs = read_until(&s.brokers, &s.t.transcripts, |m| {
+        m.len() >= msgs.len() && all(m)
+    })
+    .await;
+    for id in ids {
+        let text = final_text(&msgs, id, what);
         assert!(
-            word_errors(&text, &reference) <= 1,
-            "{role} killed: {text:?} vs {reference:?}"
+            word_errors(&text, reference) <= 1,
+            "{what}: {id}: {text:?} vs {reference:?}"
         );
     }
+}
+
+/// A consumer group rebalance under load: a second infer replica joins
+/// while three streams run. It takes partitions over, rebuilds the streams
+/// on them from their held-back offsets, and every stream reads as without it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_added_mid_stream_takes_partitions_and_loses_nothing() {
+    if !available(&[Need::Broker]) {
+        return;
+    }
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let broker = OwnBroker::new();
+    let dir = tempfile::tempdir().unwrap();
+    let video = join_clips(dir.path(), &JOINED);
+    let mut s = Services::up(broker.brokers());
+    let reference = reference_text(&s, &video).await;
+
+    let ids: Vec<String> = (0..3).map(|i| unique(&format!("rebalance{i}"))).collect();
+    let mut i = file_streams(&s, &video, &ids);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let added = s.start_replica("infer", 1);
+    tokio::task::block_in_place(|| s.wait_ready(&added));
+    assert!(tokio::task::block_in_place(|| i.wait(Duration::from_secs(60))).success());
+    each_reads_as(&s, &ids, &reference, "a replica added").await;
+    for name in ["infer", added.as_str()] {
+        let report = tokio::task::block_in_place(|| s.readyz(name));
+        let partitions = report["detail"]["partitions"].as_array().map_or(0, Vec::len);
+        assert!(partitions > 0, "{name} holds partitions: {report}");
+    }
+}
+
+/// Two infer replicas; the one carrying more is killed mid-stream and comes
+/// back under its identity (on the local broker, a member that died keeps
+/// its partitions until then; on Apache Kafka the survivor would take them
+/// after the session timeout): the streams it carried complete, as without
+/// the fault.
+#[tokio::test(flavor = "multi_thread")]
+async fn of_two_replicas_the_one_killed_comes_back_and_its_streams_complete() {
+    if !available(&[Need::Broker]) {
+        return;
+    }
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let broker = OwnBroker::new();
+    let dir = tempfile::tempdir().unwrap();
+    let video = join_clips(dir.path(), &JOINED);
+    let mut s = Services::up(broker.brokers());
+    let second = s.start_replica("infer", 1);
+    tokio::task::block_in_place(|| s.wait_ready(&second));
+    let reference = reference_text(&s, &video).await;
+
+    let ids: Vec<String> = (0..3).map(|i| unique(&format!("replica{i}"))).collect();
+    let before = tokio::task::block_in_place(|| [s.received("infer"), s.received(&second)]);
+    let mut i = file_streams(&s, &video, &ids);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let now = tokio::task::block_in_place(|| [s.received("infer"), s.received(&second)]);
+    let carried = [now[0] - before[0], now[1] - before[1]];
+    let (victim, n) = if carried[0] >= carried[1] {
+        ("infer".to_string(), 0)
+    } else {
+        (second.clone(), 1)
+    };
+    assert!(
+        carried[n] > 0,
+        "the replica killed carried streams: {carried:?}"
+    );
+    s.kill(&victim);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.start_replica("infer", n as u32);
+    assert!(tokio::task::block_in_place(|| i.wait(Duration::from_secs(60))).success());
+    each_reads_as(&s, &ids, &reference, "one of two replicas killed").await;
 }
 
 /// The broker stopped for 10 s mid-stream and started again with its
@@ -170,6 +289,7 @@ async fn ingest_rides_out_a_broker_restart() {
     if !available(&[Need::Broker]) {
         return;
     }
+    let _serial = ONE_AT_A_TIME.lock().await;
     let mut broker = OwnBroker::new();
     let brokers = broker.brokers();
     let dir = tempfile::tempdir().unwrap();
@@ -286,6 +406,7 @@ async fn an_rtmp_server_restarted_under_a_reconnecting_publisher_is_one_stream_w
     if !available(&[Need::Broker, Need::NginxRtmp]) {
         return;
     }
+    let _serial = ONE_AT_A_TIME.lock().await;
     let broker = OwnBroker::new();
     let dir = tempfile::tempdir().unwrap();
     let video = join_clips(dir.path(), &JOINED);
@@ -320,6 +441,7 @@ async fn ingest_killed_under_a_live_publisher_takes_its_stream_back() {
     if !available(&[Need::Broker, Need::NginxRtmp]) {
         return;
     }
+    let _serial = ONE_AT_A_TIME.lock().await;
     let broker = OwnBroker::new();
     let dir = tempfile::tempdir().unwrap();
     let video = join_clips(dir.path(), &JOINED);

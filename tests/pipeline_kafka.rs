@@ -340,15 +340,18 @@ async fn four_streams_at_once_through_replicated_services() {
     let model = model().display().to_string();
     let (pre_group, inf_group) = (unique("pre"), unique("inf"));
     let replica = |role: &str, group: &str, extra: &[&str]| {
-        Proc::spawn(
+        let port = free_port();
+        let p = Proc::spawn(
             role,
             t.command(&brokers)
                 .arg(role)
-                .args(["--metrics-listen", "127.0.0.1:0", "--group", group])
+                .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+                .args(["--group", group])
                 .args(extra),
-        )
+        );
+        (p, port)
     };
-    let _services = [
+    let mut services = [
         replica("preprocess", &pre_group, &[]),
         replica("preprocess", &pre_group, &[]),
         replica("infer", &inf_group, &["--model", &model]),
@@ -406,5 +409,24 @@ async fn four_streams_at_once_through_replicated_services() {
     .await;
     for ((clip, sentence, _), id) in streams.iter().zip(&ids) {
         check_stream(&msgs, id, clip, sentence);
+    }
+    // Every replica still runs, is ready and holds partitions of its group:
+    // streams that all went through one survivor would not show replication.
+    for (p, port) in &mut services {
+        assert!(
+            p.child.try_wait().unwrap().is_none(),
+            "{} replica on :{port} is alive",
+            p.name
+        );
+        let report: serde_json::Value =
+            reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+                .await
+                .and_then(|r| r.error_for_status())
+                .unwrap_or_else(|e| panic!("replica on :{port} is ready: {e}"))
+                .json()
+                .await
+                .unwrap();
+        let partitions = report["detail"]["partitions"].as_array().map_or(0, Vec::len);
+        assert!(partitions > 0, "replica on :{port} holds partitions: {report}");
     }
 }
