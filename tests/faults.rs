@@ -87,7 +87,8 @@ impl Services {
                 cmd.args(["--feature-store", "false"]);
             }
         }
-        self.running.insert(name.clone(), Proc::spawn(role, &mut cmd));
+        self.running
+            .insert(name.clone(), Proc::spawn(role, &mut cmd));
         self.ports.insert(name.clone(), port);
         name
     }
@@ -235,7 +236,9 @@ async fn a_replica_added_mid_stream_takes_partitions_and_loses_nothing() {
     each_reads_as(&s, &ids, &reference, "a replica added").await;
     for name in ["infer", added.as_str()] {
         let report = tokio::task::block_in_place(|| s.readyz(name));
-        let partitions = report["detail"]["partitions"].as_array().map_or(0, Vec::len);
+        let partitions = report["detail"]["partitions"]
+            .as_array()
+            .map_or(0, Vec::len);
         assert!(partitions > 0, "{name} holds partitions: {report}");
     }
 }

@@ -418,15 +418,180 @@ async fn four_streams_at_once_through_replicated_services() {
             "{} replica on :{port} is alive",
             p.name
         );
-        let report: serde_json::Value =
-            reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
-                .await
-                .and_then(|r| r.error_for_status())
-                .unwrap_or_else(|e| panic!("replica on :{port} is ready: {e}"))
-                .json()
-                .await
-                .unwrap();
-        let partitions = report["detail"]["partitions"].as_array().map_or(0, Vec::len);
-        assert!(partitions > 0, "replica on :{port} holds partitions: {report}");
+        let report: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+            .await
+            .and_then(|r| r.error_for_status())
+            .unwrap_or_else(|e| panic!("replica on :{port} is ready: {e}"))
+            .json()
+            .await
+            .unwrap();
+        let partitions = report["detail"]["partitions"]
+            .as_array()
+            .map_or(0, Vec::len);
+        assert!(
+            partitions > 0,
+            "replica on :{port} holds partitions: {report}"
+        );
     }
+}
+
+/// Bad messages on the frames topic, each from a stream of its own, while a
+/// good stream goes through: frames out of order, a chunk whose sizes do
+/// not match its frame count, a corrupt JPEG, a message from a future
+/// schema version and a 3 MB message (over the 1 MB every producer here
+/// keeps to). Each is dead-lettered with its reason (the 3 MB one cut to
+/// its head, its size named); the good stream reads its sentence, as if
+/// they were not there. (A 10 MB message: Apache Kafka refuses it at
+/// produce, the topics' `max.message.bytes`; the local broker takes it but
+/// its consumers cannot fetch over about 4 MB, see docs/reliability.md.)
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_frames_are_dead_lettered_with_their_reason_and_a_good_stream_goes_through() {
+    use mouthmap_contracts::{FrameChunk, FrameEvent, FrameInfo, PixelFormat};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    if !available(&[Need::Broker]) {
+        return;
+    }
+    let brokers = brokers();
+    let t = Topics::new();
+    let settings = KafkaSettings::new(&brokers, "t");
+    ensure_topics(
+        &settings,
+        &[&t.frames, &t.mouths, &t.logits, &t.transcripts, &t.dlq],
+        3,
+        1,
+    )
+    .await
+    .unwrap();
+    let model = model().display().to_string();
+    let _pre = t.service(&brokers, "preprocess", &[]);
+    let _inf = t.service(&brokers, "infer", &["--model", &model]);
+    let _dec = t.service(&brokers, "decode", &[]);
+
+    let chunk = |id: &str, format, indexes: &[u64], sizes: Vec<u32>| {
+        FrameEvent::Chunk(FrameChunk {
+            stream_id: id.into(),
+            seq: 0,
+            width: 64,
+            height: 64,
+            format,
+            frames: indexes
+                .iter()
+                .map(|&index| FrameInfo {
+                    index,
+                    pts_ns: index * 40_000_000,
+                    ingest_us: 1,
+                })
+                .collect(),
+            sizes,
+            discontinuity: false,
+        })
+    };
+    let start = |id: &str| {
+        FrameEvent::Start(StreamStart {
+            stream_id: id.into(),
+            source: "test".into(),
+            source_kind: SourceKind::File,
+            fps: 25,
+            started_at_ms: 0,
+        })
+    };
+    let (order, count, jpeg, future, huge) = (
+        unique("bad-order"),
+        unique("bad-count"),
+        unique("bad-jpeg"),
+        unique("bad-future"),
+        unique("bad-huge"),
+    );
+    let mut corrupt = vec![0xFF, 0xD8, 0xFF, 0xE0];
+    corrupt.extend(std::iter::repeat_n(0x5Au8, 96));
+    let bad: Vec<(&str, Vec<u8>, String)> = vec![
+        (
+            &order,
+            mouthmap_contracts::encode_envelope(
+                &chunk(&order, PixelFormat::Gray8, &[3, 2], Vec::new()),
+                &vec![0u8; 2 * 64 * 64],
+            ),
+            "frames/v1".into(),
+        ),
+        (
+            &count,
+            mouthmap_contracts::encode_envelope(
+                &chunk(&count, PixelFormat::Jpeg, &[0, 1, 2], vec![10, 10]),
+                &[0u8; 20],
+            ),
+            "frames/v1".into(),
+        ),
+        (
+            &jpeg,
+            mouthmap_contracts::encode_envelope(
+                &chunk(&jpeg, PixelFormat::Jpeg, &[0], vec![100]),
+                &corrupt,
+            ),
+            "frames/v1".into(),
+        ),
+        (
+            &future,
+            mouthmap_contracts::encode_envelope(&start(&future), &[]),
+            "frames/v2".into(),
+        ),
+        (&huge, vec![b'x'; 3 << 20], "frames/v1".into()),
+    ];
+    // A plain client: the pipeline's own producer refuses to send 3 MB.
+    let raw: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("message.max.bytes", "16000000")
+        .create()
+        .unwrap();
+    let good = unique("good");
+    let mut ingest = t.command(&brokers);
+    ingest
+        .args(["ingest", "--realtime"])
+        .arg(format!("{good}={}", grid_clip("bbie8n.mp4").display()));
+    let mut ingest = Proc::spawn("ingest", &mut ingest);
+    for (id, payload, schema) in &bad {
+        let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: headers::SCHEMA,
+            value: Some(schema.as_str()),
+        });
+        raw.send(
+            FutureRecord::to(&t.frames)
+                .key(*id)
+                .payload(payload)
+                .headers(headers),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_or_else(|(e, _)| panic!("{id}: {e}"));
+    }
+    assert!(tokio::task::block_in_place(|| ingest.wait(Duration::from_secs(60))).success());
+
+    let dead = read_until(&brokers, &t.dlq, |m| m.len() >= bad.len()).await;
+    let by_key: HashMap<&str, &mouthmap_bus::kafka::InMessage> =
+        dead.iter().map(|m| (m.key_str().unwrap(), m)).collect();
+    for (id, expect) in [
+        (&order, "frame indexes in a chunk must increase"),
+        (&count, "needs 3 non-zero `sizes`, has 2"),
+        (&jpeg, "JPEG"),
+        (&future, "frames/v2"),
+        (&huge, "3145728 bytes, over the 1000000-byte limit"),
+    ] {
+        let m = by_key
+            .get(id.as_str())
+            .unwrap_or_else(|| panic!("{id} dead-lettered"));
+        let reason = m.header(headers::DLQ_REASON).unwrap();
+        assert!(
+            reason.contains(expect),
+            "{id}: {reason:?} should say {expect:?}"
+        );
+        assert_eq!(m.header(headers::DLQ_STAGE), Some("preprocess"));
+    }
+    let cut = by_key[huge.as_str()];
+    assert_eq!(cut.payload.len(), mouthmap_bus::kafka::DEAD_LETTER_KEEPS);
+    assert_eq!(
+        cut.header(mouthmap_bus::kafka::DLQ_TRUNCATED),
+        Some("3145728")
+    );
+
+    let msgs = read_until(&brokers, &t.transcripts, |m| finals_for(m, &good) >= 1).await;
+    check_stream(&msgs, &good, "bbie8n", "bin blue in e eight now");
 }

@@ -251,9 +251,16 @@ pub async fn ensure_topics(
             brokers: settings.brokers.clone(),
             source,
         })?;
+    // The broker refuses a message over the limit every producer here keeps
+    // to (plus room for its batch framing), so no consumer is ever handed
+    // one it would have to refuse.
+    let max_bytes = (mouthmap_contracts::MAX_MESSAGE_BYTES + 64 * 1024).to_string();
     let new: Vec<NewTopic> = topics
         .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))
+        .map(|t| {
+            NewTopic::new(t, partitions, TopicReplication::Fixed(replication))
+                .set("max.message.bytes", &max_bytes)
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for result in admin.create_topics(&new, &opts).await? {
@@ -795,15 +802,31 @@ pub async fn produce_all(producer: &Producer, out: Vec<OutMessage>) -> Result<()
     Ok(())
 }
 
-/// The dead-letter copy of `msg`: same key and payload, its original headers,
-/// and the reason, stage and origin added.
+/// Bytes of a message's payload a dead letter keeps at most: the copy must
+/// fit under the producer's limit whatever arrived (the rest is named by
+/// the [`DLQ_TRUNCATED`] header).
+pub const DEAD_LETTER_KEEPS: usize = 64 * 1024;
+
+/// Dead letters: the original payload's size, when the copy keeps only its
+/// first [`DEAD_LETTER_KEEPS`] bytes.
+pub const DLQ_TRUNCATED: &str = "mm-dlq-truncated-from";
+
+/// The dead-letter copy of `msg`: same key and payload (its first
+/// [`DEAD_LETTER_KEEPS`] bytes when it is over the message limit), its
+/// original headers, and the reason, stage and origin added.
 pub fn dead_letter(msg: &InMessage, stage: &str, topic: &str, reason: &str) -> OutMessage {
-    let mut out = OutMessage::new(
-        topic,
-        msg.key_str().unwrap_or_default(),
-        msg.payload.clone(),
-    );
+    // Room for the headers a dead letter adds.
+    let over = msg.payload.len() + 4096 > mouthmap_contracts::MAX_MESSAGE_BYTES;
+    let kept = if over {
+        &msg.payload[..DEAD_LETTER_KEEPS]
+    } else {
+        &msg.payload[..]
+    };
+    let mut out = OutMessage::new(topic, msg.key_str().unwrap_or_default(), kept.to_vec());
     out.headers = msg.headers.clone();
+    if over {
+        out = out.header(DLQ_TRUNCATED, msg.payload.len().to_string());
+    }
     out.header(headers::DLQ_REASON, reason)
         .header(headers::DLQ_STAGE, stage)
         .header(headers::DLQ_TOPIC, &msg.topic)
@@ -814,6 +837,26 @@ pub fn dead_letter(msg: &InMessage, stage: &str, topic: &str, reason: &str) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dead_letter_of_a_huge_message_keeps_its_head_and_its_size() {
+        let msg = InMessage {
+            topic: "frames".into(),
+            partition: 0,
+            offset: 1,
+            key: Some(b"cam-1".to_vec()),
+            payload: vec![7u8; 10 << 20],
+            headers: Vec::new(),
+            timestamp_ms: None,
+        };
+        let dl = dead_letter(&msg, "preprocess", "dead-letters", "too large");
+        assert_eq!(dl.payload.len(), DEAD_LETTER_KEEPS);
+        assert!(
+            dl.headers
+                .iter()
+                .any(|(k, v)| k == DLQ_TRUNCATED && v == b"10485760")
+        );
+    }
 
     #[test]
     fn dead_letter_keeps_the_message_and_says_why() {

@@ -36,6 +36,10 @@ pub enum ContractError {
     },
     #[error("the {what} described by the metadata does not fit in memory")]
     Oversized { what: String },
+    #[error(
+        "the message is {size} bytes, over the {limit}-byte limit of every topic: no producer of this pipeline writes one"
+    )]
+    MessageTooLarge { size: usize, limit: usize },
     #[error("{0}")]
     Invalid(String),
 }

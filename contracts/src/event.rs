@@ -47,6 +47,12 @@ pub fn decode<'a, E: Event>(
     key: Option<&[u8]>,
     schema: Option<&str>,
 ) -> Result<(E, &'a [u8]), ContractError> {
+    if value.len() > crate::MAX_MESSAGE_BYTES {
+        return Err(ContractError::MessageTooLarge {
+            size: value.len(),
+            limit: crate::MAX_MESSAGE_BYTES,
+        });
+    }
     if let Some(found) = schema {
         let expected = E::TOPIC.schema_header();
         if found != expected {
@@ -164,6 +170,15 @@ mod tests {
         assert!(matches!(
             decode::<FrameEvent>(&bytes, None, Some("frames/v2")),
             Err(ContractError::SchemaMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_refused_before_it_is_parsed() {
+        let huge = vec![0u8; crate::MAX_MESSAGE_BYTES + 1];
+        assert!(matches!(
+            decode::<FrameEvent>(&huge, None, None),
+            Err(ContractError::MessageTooLarge { .. })
         ));
     }
 

@@ -107,7 +107,14 @@ pub struct Capture {
     pads: Arc<Mutex<PadState>>,
     name: String,
     first_pts: Option<gst::ClockTime>,
+    /// Where the last frame read ends (its timestamp plus its duration).
+    read_end: gst::ClockTime,
 }
+
+/// A file whose frames end this much before its declared duration is
+/// reported as cut short (more than an audio track outlasting the video
+/// by a few frames, as muxers leave it).
+const SHORTFALL: Duration = Duration::from_millis(500);
 
 fn make(factory: &str) -> Result<gst::Element, CaptureError> {
     gst::ElementFactory::make(factory)
@@ -268,6 +275,7 @@ impl Capture {
             pads,
             name,
             first_pts: None,
+            read_end: gst::ClockTime::ZERO,
         };
         if capture.pipeline.set_state(gst::State::Playing).is_err() {
             // The bus says why.
@@ -321,6 +329,22 @@ impl Capture {
         Ok(Polled::Idle)
     }
 
+    /// After the end of a file: why its frames stopped well before the
+    /// duration its container declares (cut short or damaged), if they did.
+    pub fn cut_short(&self) -> Option<String> {
+        let declared = self.pipeline.query_duration::<gst::ClockTime>()?;
+        let read = self.read_end;
+        let shortfall = gst::ClockTime::from_nseconds(SHORTFALL.as_nanos() as u64);
+        (self.first_pts.is_some() && read + shortfall < declared).then(|| {
+            format!(
+                "{}: its frames end at {:.2} s of the {:.2} s it declares: the file is cut short or damaged (the frames before were read)",
+                self.name,
+                read.nseconds() as f64 / 1e9,
+                declared.nseconds() as f64 / 1e9
+            )
+        })
+    }
+
     /// Asks the source to end: what is already decoded still comes out, then EOS.
     pub fn send_eos(&self) {
         self.pipeline.send_event(gst::event::Eos::new());
@@ -338,6 +362,7 @@ impl Capture {
             .caps()
             .ok_or_else(|| fail("sample without caps".into()))?;
         let pts = buffer.pts().unwrap_or(gst::ClockTime::ZERO);
+        self.read_end = pts + buffer.duration().unwrap_or(gst::ClockTime::ZERO);
         let first = *self.first_pts.get_or_insert(pts);
         let pts_ns = pts.saturating_sub(first).nseconds();
         if let Some(s) = caps.structure(0).filter(|s| s.name() == "image/jpeg") {

@@ -411,6 +411,12 @@ impl Run<'_> {
                             source.redacted()
                         ));
                     }
+                    if !source.is_live()
+                        && self.control.stop_mode().is_none()
+                        && let Some(why) = capture.cut_short()
+                    {
+                        return Attempt::Failed(why);
+                    }
                     return Attempt::Ended(reason);
                 }
                 Ok(Polled::Idle) => {
