@@ -6,6 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use common::pipeline::word_errors;
 use common::*;
 use mouthmap_inferencer::model::{Device, Model};
 
@@ -159,4 +160,49 @@ fn a_video_without_a_face_reads_no_words_and_says_so() {
         let t: serde_json::Value = serde_json::from_str(line).unwrap();
         assert_eq!(t["text"], "", "no partial reads letters either: {line}");
     }
+}
+
+/// Ten seconds with no face (the test pattern), then a speaker: the
+/// faceless part reads as silence and the sentence as itself, and the
+/// final does not say no face (there was one).
+#[test]
+fn ten_seconds_without_a_face_then_a_face_reads_the_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = dir.path().join("late-face.mp4");
+    let clip = grid_clip("bbie8n.mp4");
+    let made = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
+        .arg("testsrc=duration=10:size=360x288:rate=25")
+        .arg("-i")
+        .arg(&clip)
+        .args(["-filter_complex", "[0:v][1:v]concat=n=2:v=1[v]", "-map", "[v]"])
+        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .arg(&video)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let out = Command::new(env!("CARGO_BIN_EXE_mouthmap"))
+        .env("MOUTHMAP_FACE_MODEL", face_model())
+        .args(["transcribe", "--json", "--model"])
+        .arg(model_path())
+        .arg(&video)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a final")).unwrap();
+    assert_eq!(last["kind"], "final");
+    let text = last["text"].as_str().unwrap();
+    assert!(
+        word_errors(text, "bin blue in e eight now") <= 1,
+        "{text:?}"
+    );
+    assert!(last.get("no_face").is_none(), "{stdout}");
+    let first_word = last["words"][0]["start_ms"].as_u64().unwrap();
+    assert!(first_word >= 9_500, "nothing read before the face: {stdout}");
 }
