@@ -30,6 +30,8 @@ struct Services {
     /// By replica name: the role, then `-N` for replicas after the first.
     ports: HashMap<String, u16>,
     running: HashMap<String, Proc>,
+    /// More arguments for every replica of a role.
+    extra: HashMap<&'static str, Vec<String>>,
 }
 
 impl Services {
@@ -44,6 +46,7 @@ impl Services {
                 .collect(),
             ports: HashMap::new(),
             running: HashMap::new(),
+            extra: HashMap::new(),
         };
         for role in ["preprocess", "infer", "decode"] {
             s.start(role);
@@ -167,6 +170,50 @@ async fn a_stage_killed_mid_stream_and_restarted_loses_nothing() {
         assert!(tokio::task::block_in_place(|| i.wait(Duration::from_secs(60))).success());
         each_reads_as(&s, &[id], &reference, &format!("{role} killed")).await;
     }
+}
+
+/// The decoder killed right after it sent a stream's final, before its
+/// offsets were committed (the commit interval stretched to make sure):
+/// restarted, it reads the stream again, and sees its final on the topic
+/// already: still exactly one final.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_decoder_killed_just_after_a_final_does_not_send_it_twice() {
+    if !available(&[Need::Broker]) {
+        return;
+    }
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let broker = OwnBroker::new();
+    let mut s = Services::up(broker.brokers());
+    let slow_commit = ["--kafka-option", "auto.commit.interval.ms=30000"];
+    s.extra
+        .insert("decode", slow_commit.iter().map(|a| a.to_string()).collect());
+    s.kill("decode");
+    s.start("decode");
+    tokio::task::block_in_place(|| s.wait_ready("decode"));
+
+    let id = unique("final-then-kill");
+    let mut i = Proc::spawn(
+        "ingest",
+        s.t.command(&s.brokers)
+            .arg("ingest")
+            .arg(format!("{id}={}", grid_clip("bbie8n.mp4").display())),
+    );
+    let msgs = read_until(&s.brokers, &s.t.transcripts, |m| finals_for(m, &id) >= 1).await;
+    s.kill("decode");
+    assert!(tokio::task::block_in_place(|| i.wait(Duration::from_secs(60))).success());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.start("decode");
+    tokio::task::block_in_place(|| s.wait_ready("decode"));
+    // Its offsets were not committed: it reads the stream again (its
+    // partials come again) ...
+    read_until(&s.brokers, &s.t.transcripts, |m| m.len() > msgs.len()).await;
+    // ... but not its final.
+    let second = tokio::time::timeout(
+        Duration::from_secs(15),
+        read_until(&s.brokers, &s.t.transcripts, |m| finals_for(m, &id) >= 2),
+    )
+    .await;
+    assert!(second.is_err(), "one final, after a restart too");
 }
 
 /// Streams of `video` in real time from one ingest process, one per id.

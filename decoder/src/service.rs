@@ -29,6 +29,32 @@ pub struct DecodeHandler {
     /// Where each open stream's first message came from: its input is held
     /// back from there until its final is out.
     pub open: HashMap<String, (String, i32, i64)>,
+    /// Finals already on the transcripts topic when the service started
+    /// (stream id -> the final's timestamp, Unix ms; see
+    /// [`published_finals`]): a stream this replica rebuilds after a
+    /// restart, whose final went out before the restart stored its offset,
+    /// does not get a second one.
+    pub published_finals: HashMap<String, i64>,
+}
+
+/// Finals among the newest `per_partition` messages of each partition of
+/// the transcripts topic: stream id -> the newest final's timestamp (Unix ms).
+pub async fn published_finals(
+    settings: &mouthmap_bus::kafka::KafkaSettings,
+    topic: &str,
+    per_partition: i64,
+) -> Result<HashMap<String, i64>, mouthmap_bus::kafka::ReplayError<std::convert::Infallible>> {
+    let mut finals = HashMap::new();
+    mouthmap_bus::kafka::read_tail(settings, topic, per_partition, Duration::from_secs(10), |m| {
+        if m.header(mouthmap_contracts::headers::EVENT) == Some("final")
+            && let (Some(key), Some(ts)) = (m.key_str(), m.timestamp_ms)
+        {
+            let newest = finals.entry(key.to_string()).or_insert(ts);
+            *newest = (*newest).max(ts);
+        }
+    })
+    .await?;
+    Ok(finals)
 }
 
 /// The outcome of one lookup, as transcripts carry it.
@@ -125,8 +151,18 @@ impl Handler for DecodeHandler {
                 .or_insert_with(|| (m.topic.clone(), m.partition, m.offset));
         }
         let mut out = tokio::task::block_in_place(|| self.stage.handle(event, input.payload))?;
-        if matches!(event, LogitsEvent::End(_)) {
-            self.open.remove(event.stream_id());
+        if let LogitsEvent::End(end) = event {
+            self.open.remove(&end.stream_id);
+            // Its final went out after this end was sent: before a restart.
+            if self
+                .published_finals
+                .remove(&end.stream_id)
+                .is_some_and(|at| at >= end.ended_at_ms)
+            {
+                tracing::info!(stream_id = %end.stream_id,
+                    "the stream's final is on the topic already (sent before a restart); not sent again");
+                out.retain(|t| t.kind != mouthmap_contracts::TranscriptKind::Final);
+            }
         }
         for t in &mut out {
             Self::attach(t, &lookup);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use mouthmap_bus::metrics::StageMetrics;
-use mouthmap_decoder::service::DecodeHandler;
+use mouthmap_decoder::service::{DecodeHandler, published_finals};
 use mouthmap_decoder::stage::{DecodeSettings, Decoder};
 
 use mouthmap_feature_store::enrich::Enricher;
@@ -84,6 +84,10 @@ pub struct DecodeArgs {
     kafka: KafkaArgs,
 }
 
+/// Newest messages of each transcripts partition searched for finals
+/// already sent, at startup.
+const FINALS_LOOKBACK: i64 = 2000;
+
 pub async fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
     let metrics = StageMetrics::new("decode");
     let store = args.features.store()?;
@@ -92,6 +96,17 @@ pub async fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
     {
         tracing::warn!(error = %e, "feature store unreachable at startup; transcripts say enriched: false until it answers");
     }
+    // Finals sent before a restart whose offsets were not stored yet: the
+    // streams are read again, their finals not sent twice.
+    let settings = args.kafka.settings("mouthmap-decode")?;
+    let published_finals =
+        match published_finals(&settings, &args.kafka.transcripts_topic, FINALS_LOOKBACK).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the finals already sent; a stream rebuilt after a restart may get its final twice");
+                Default::default()
+            }
+        };
     let mut handler = DecodeHandler {
         stage: args.decoder.stage(),
         transcripts_topic: args.kafka.transcripts_topic.clone(),
@@ -99,6 +114,7 @@ pub async fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
         idle_timeout: args.idle_timeout,
         enricher: store.map(|s| Enricher::new(s, args.features_cache, args.features_deadline)),
         open: Default::default(),
+        published_finals,
     };
     let wiring = ServiceWiring {
         stage: "decode",
