@@ -15,135 +15,19 @@
 //! latency over the last third of the frames is within a second of the
 //! first third's (no growing backlog), and p99 stays under 5 s.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::*;
 
 use mouthmap_bus::kafka::{InMessage, KafkaSettings, StartAt, consumer};
 use mouthmap_contracts::{Transcript, TranscriptKind};
 use serde_json::json;
-
-const CLIPS: [&str; 10] = [
-    "bbie8n", "bgauzp", "bgbh4n", "bras6n", "brbt3a", "brwt5s", "bwanzp", "bwim4n", "bwwh2n",
-    "bwwh4p",
-];
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn shared() -> PathBuf {
-    std::env::var_os("MOUTHMAP_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared"))
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        nanos % 1_000_000_000_000
-    )
-}
-
-/// Ten validation clips back to back: one 30 s video.
-fn long_video(dir: &Path) -> PathBuf {
-    let video = dir.join("validation-30s.mp4");
-    if video.exists() {
-        return video;
-    }
-    let list = dir.join("validation-30s.txt");
-    let lines: String = CLIPS
-        .iter()
-        .map(|c| {
-            format!(
-                "file '{}'\n",
-                shared().join(format!("data/grid/s1/{c}.mp4")).display()
-            )
-        })
-        .collect();
-    std::fs::write(&list, lines).unwrap();
-    let ok = Command::new("ffmpeg")
-        .args([
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "concat",
-            "-safe",
-            "0",
-            "-i",
-        ])
-        .arg(&list)
-        .args(["-c", "copy"])
-        .arg(&video)
-        .status()
-        .expect("ffmpeg");
-    assert!(ok.success(), "ffmpeg could not join the clips");
-    video
-}
-
-struct Service {
-    role: String,
-    child: Child,
-    log: PathBuf,
-}
-
-/// (peak resident memory in MiB, CPU seconds) of a live process.
-fn usage(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses).
-    let after = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of stat: 12 and 13 after the name.
-    (hwm_kb / 1024.0, (ticks(11) + ticks(12)) / 100.0)
-}
-
-/// Pids of running processes named `name` (the broker, Redis).
-fn pids_named(name: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
-        })
-        .collect()
-}
-
-/// CPU seconds used so far by the processes named `name`.
-fn cpu_of(name: &str) -> f64 {
-    pids_named(name).into_iter().map(|p| usage(p).1).sum()
-}
-
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
 
 /// Latency of every frame to the first partial covering it, in stream order.
 fn frame_latencies(partials: &[(i64, Transcript)]) -> Vec<f64> {

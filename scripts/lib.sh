@@ -47,3 +47,17 @@ wait_port() {
 }
 
 mouthmap_bin() { echo "$ROOT/target/$MOUTHMAP_PROFILE/mouthmap"; }
+
+python_with() {
+  # A Python with onnxruntime, numpy and matplotlib: the model's venv when
+  # it exists, else a small one of our own.
+  if [ -x "$ROOT/model/.venv/bin/python" ] && "$ROOT/model/.venv/bin/python" -c 'import onnxruntime, matplotlib' 2>/dev/null; then
+    echo "$ROOT/model/.venv/bin/python"; return
+  fi
+  local venv="$MOUTHMAP_STACK_DIR/bench-venv"
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "onnxruntime==$ORT_VERSION" numpy matplotlib
+  fi
+  echo "$venv/bin/python"
+}

@@ -185,8 +185,10 @@ async fn a_decoder_killed_just_after_a_final_does_not_send_it_twice() {
     let broker = OwnBroker::new();
     let mut s = Services::up(broker.brokers());
     let slow_commit = ["--kafka-option", "auto.commit.interval.ms=30000"];
-    s.extra
-        .insert("decode", slow_commit.iter().map(|a| a.to_string()).collect());
+    s.extra.insert(
+        "decode",
+        slow_commit.iter().map(|a| a.to_string()).collect(),
+    );
     s.kill("decode");
     s.start("decode");
     tokio::task::block_in_place(|| s.wait_ready("decode"));

@@ -175,7 +175,12 @@ fn ten_seconds_without_a_face_then_a_face_reads_the_sentence() {
         .arg("testsrc=duration=10:size=360x288:rate=25")
         .arg("-i")
         .arg(&clip)
-        .args(["-filter_complex", "[0:v][1:v]concat=n=2:v=1[v]", "-map", "[v]"])
+        .args([
+            "-filter_complex",
+            "[0:v][1:v]concat=n=2:v=1[v]",
+            "-map",
+            "[v]",
+        ])
         .args(["-c:v", "libx264", "-pix_fmt", "yuv420p"])
         .arg(&video)
         .status()
@@ -204,5 +209,8 @@ fn ten_seconds_without_a_face_then_a_face_reads_the_sentence() {
     );
     assert!(last.get("no_face").is_none(), "{stdout}");
     let first_word = last["words"][0]["start_ms"].as_u64().unwrap();
-    assert!(first_word >= 9_500, "nothing read before the face: {stdout}");
+    assert!(
+        first_word >= 9_500,
+        "nothing read before the face: {stdout}"
+    );
 }

@@ -45,14 +45,20 @@ pub async fn published_finals(
     per_partition: i64,
 ) -> Result<HashMap<String, i64>, mouthmap_bus::kafka::ReplayError<std::convert::Infallible>> {
     let mut finals = HashMap::new();
-    mouthmap_bus::kafka::read_tail(settings, topic, per_partition, Duration::from_secs(10), |m| {
-        if m.header(mouthmap_contracts::headers::EVENT) == Some("final")
-            && let (Some(key), Some(ts)) = (m.key_str(), m.timestamp_ms)
-        {
-            let newest = finals.entry(key.to_string()).or_insert(ts);
-            *newest = (*newest).max(ts);
-        }
-    })
+    mouthmap_bus::kafka::read_tail(
+        settings,
+        topic,
+        per_partition,
+        Duration::from_secs(10),
+        |m| {
+            if m.header(mouthmap_contracts::headers::EVENT) == Some("final")
+                && let (Some(key), Some(ts)) = (m.key_str(), m.timestamp_ms)
+            {
+                let newest = finals.entry(key.to_string()).or_insert(ts);
+                *newest = (*newest).max(ts);
+            }
+        },
+    )
     .await?;
     Ok(finals)
 }

@@ -99,14 +99,19 @@ pub async fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
     // Finals sent before a restart whose offsets were not stored yet: the
     // streams are read again, their finals not sent twice.
     let settings = args.kafka.settings("mouthmap-decode")?;
-    let published_finals =
-        match published_finals(&settings, &args.kafka.transcripts_topic, FINALS_LOOKBACK).await {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the finals already sent; a stream rebuilt after a restart may get its final twice");
-                Default::default()
-            }
-        };
+    let published_finals = match published_finals(
+        &settings,
+        &args.kafka.transcripts_topic,
+        FINALS_LOOKBACK,
+    )
+    .await
+    {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the finals already sent; a stream rebuilt after a restart may get its final twice");
+            Default::default()
+        }
+    };
     let mut handler = DecodeHandler {
         stage: args.decoder.stage(),
         transcripts_topic: args.kafka.transcripts_topic.clone(),
