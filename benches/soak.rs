@@ -195,6 +195,7 @@ async fn main() {
         json!(metric(&ingest_page, "mouthmap_frames_lost_total")),
     );
     let mut errors = 0.0;
+    let mut error_kinds = Vec::new();
     for (s, port) in &services {
         if s.role == "ingest" {
             continue;
@@ -209,8 +210,14 @@ async fn main() {
             None => String::new(),
         };
         errors += metric(&page, "mouthmap_errors_total");
+        error_kinds.extend(
+            page.lines()
+                .filter(|l| l.starts_with("mouthmap_errors_total"))
+                .map(str::to_string),
+        );
     }
     counters.insert("stage_errors".into(), json!(errors));
+    counters.insert("stage_errors_by_kind".into(), json!(error_kinds));
     for (s, _) in &mut services {
         let _ = Command::new("kill")
             .arg("-TERM")

@@ -58,7 +58,12 @@ def main(report_path: str, docs: str) -> None:
             f"{r['duplicate_finals']} with more than one, {r['timed_out']} timed out.",
             f"- Lost windows: {r['streams_with_lost_windows']} streams whose final covers "
             f"less than 29 s; frames lost at ingest: {c['frames_lost']:.0f}; "
-            f"stage errors (dead letters and others): {c['stage_errors']:.0f}.",
+            f"stage errors (dead letters and others): {c['stage_errors']:.0f}"
+            + (
+                " (" + "; ".join(f"`{k}`" for k in c.get("stage_errors_by_kind", [])) + ")."
+                if c.get("stage_errors")
+                else "."
+            ),
             f"- Memory flat: {'yes' if r['memory_flat'] else '**no**'}.",
             "",
             *rows,
