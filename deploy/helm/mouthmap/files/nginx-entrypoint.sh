@@ -1,0 +1,1 @@
+../../../compose/nginx-entrypoint.sh
