@@ -12,7 +12,7 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -272,6 +272,37 @@ pub async fn ensure_topics(
     Ok(())
 }
 
+/// The consumer every stage runs: librdkafka's statistics (every
+/// [`STATISTICS_EVERY`]) give each held partition's lag to the
+/// `mouthmap_consumer_lag` gauge.
+pub type BusConsumer = StreamConsumer<LagContext>;
+
+/// How often librdkafka reports its statistics (consumer lag among them).
+pub const STATISTICS_EVERY: Duration = Duration::from_secs(5);
+
+/// Publishes the consumer lag librdkafka reports, labelled with the stage:
+/// the client id without its `mouthmap-` prefix (`mouthmap-infer`: `infer`).
+pub struct LagContext {
+    stage: String,
+}
+
+impl rdkafka::ClientContext for LagContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (&partition, p) in &t.partitions {
+                if partition < 0 {
+                    continue; // librdkafka's internal unassigned partition
+                }
+                // -1: not a partition this replica holds (or not known yet).
+                let lag = (p.consumer_lag >= 0).then_some(p.consumer_lag);
+                crate::metrics::set_consumer_lag(&self.stage, topic, partition, lag);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
 /// Where a consumer group starts when it has no committed offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartAt {
@@ -286,7 +317,7 @@ pub fn consumer(
     group: &str,
     topics: &[&str],
     start: StartAt,
-) -> Result<StreamConsumer, BusError> {
+) -> Result<BusConsumer, BusError> {
     let mut cfg = settings.base();
     if let Some(id) = &settings.instance_id {
         // Unique per group, so one id can name a replica of every stage.
@@ -308,16 +339,26 @@ pub fn consumer(
         // hand messages on one by one, and some brokers (Tansu) hold a
         // fetch for the whole wait. Override with --kafka-option.
         .set("fetch.wait.max.ms", "20")
-        .set("fetch.message.max.bytes", "2097152");
-    let consumer: StreamConsumer =
-        settings
-            .finish(cfg)
-            .create()
-            .map_err(|source| BusError::Client {
-                what: "consumer",
-                brokers: settings.brokers.clone(),
-                source,
-            })?;
+        .set("fetch.message.max.bytes", "2097152")
+        .set(
+            "statistics.interval.ms",
+            STATISTICS_EVERY.as_millis().to_string(),
+        );
+    let context = LagContext {
+        stage: settings
+            .client_id
+            .strip_prefix("mouthmap-")
+            .unwrap_or(&settings.client_id)
+            .to_string(),
+    };
+    let consumer: BusConsumer = settings
+        .finish(cfg)
+        .create_with_context(context)
+        .map_err(|source| BusError::Client {
+            what: "consumer",
+            brokers: settings.brokers.clone(),
+            source,
+        })?;
     consumer.subscribe(topics)?;
     Ok(consumer)
 }
@@ -411,7 +452,7 @@ fn enqueue(
 /// acknowledged; a passing failure is retried after a backoff; a fatal one
 /// stops the loop with the offset not stored.
 pub async fn run_stage<H: Handler>(
-    consumer: &StreamConsumer,
+    consumer: &BusConsumer,
     producer: &Producer,
     handler: &mut H,
     settings: &StageSettings,
@@ -525,6 +566,7 @@ pub async fn run_stage<H: Handler>(
                     metrics.error(e.kind());
                     match e.policy() {
                         Policy::DeadLetter => {
+                            metrics.dead_letter(e.kind());
                             let reason = e.to_string();
                             tracing::warn!(stage = %settings.stage, topic = %msg.topic,
                                 partition = msg.partition, offset = msg.offset, kind = %e.kind(), %reason,
@@ -564,7 +606,7 @@ const HEALTH_EVERY: Duration = Duration::from_secs(5);
 /// Readiness: the broker answers a metadata request, and the consumer has
 /// joined its group (its assignment, possibly empty when there are more
 /// replicas than partitions, is known).
-fn check_health(consumer: &StreamConsumer, stage: &str) {
+fn check_health(consumer: &BusConsumer, stage: &str) {
     let reachable =
         tokio::task::block_in_place(|| consumer.fetch_metadata(None, Duration::from_millis(1500)));
     match (reachable, consumer.assignment()) {
@@ -600,7 +642,7 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 /// its new owner reads on from the last committed offset, so the message is
 /// handled again there (at-least-once), and this consumer goes on.
 pub fn store_offset(
-    consumer: &StreamConsumer,
+    consumer: &BusConsumer,
     topic: &str,
     partition: i32,
     offset: i64,

@@ -11,6 +11,9 @@
 //! | `mouthmap_batch_size` | histogram | `stage` (items in one batch run) |
 //! | `mouthmap_feature_lookup_seconds` | histogram | `stage` (one feature-store lookup, cache included, deadline included) |
 //! | `mouthmap_frames_lost_total` | counter | `stage` (frames whose message could not be delivered after every retry) |
+//! | `mouthmap_dead_letters_total` | counter | `stage`, `kind` (messages sent to the dead-letter topic) |
+//! | `mouthmap_transcript_latency_seconds` | histogram | `stage`, `kind` (`partial`, `final`: from the ingest of the newest frame a transcript covers to its publication) |
+//! | `mouthmap_consumer_lag` | gauge | `stage`, `topic`, `partition` (messages behind the partition's end, for the partitions this replica holds; from librdkafka's statistics every 5 s) |
 //!
 //! `mouthmap_processing_seconds` is always per event, observed by the
 //! consume loop; a stage that batches reports its batch runs apart, so the two
@@ -37,6 +40,9 @@ struct Families {
     batch_size: HistogramVec,
     lookup: HistogramVec,
     frames_lost: IntCounterVec,
+    dead_letters: IntCounterVec,
+    transcript_latency: HistogramVec,
+    consumer_lag: IntGaugeVec,
 }
 
 fn families() -> &'static Families {
@@ -107,7 +113,38 @@ fn families() -> &'static Families {
             &["stage"],
         )
         .expect("valid metric");
-        for c in [&received, &sent, &errors, &frames_lost] {
+        let dead_letters = IntCounterVec::new(
+            Opts::new(
+                "mouthmap_dead_letters_total",
+                "Messages sent to the dead-letter topic, by stage and error kind",
+            ),
+            &["stage", "kind"],
+        )
+        .expect("valid metric");
+        let transcript_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "mouthmap_transcript_latency_seconds",
+                "From the ingest of the newest frame a transcript covers to its publication, by kind",
+            )
+            .buckets(prometheus::exponential_buckets(0.05, 2.0, 10).expect("valid buckets")),
+            &["stage", "kind"],
+        )
+        .expect("valid metric");
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "mouthmap_consumer_lag",
+                "Messages behind the end of each partition this replica holds",
+            ),
+            &["stage", "topic", "partition"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(consumer_lag.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(transcript_latency.clone()))
+            .expect("unique metric");
+        for c in [&received, &sent, &errors, &frames_lost, &dead_letters] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -131,6 +168,9 @@ fn families() -> &'static Families {
             batch_size,
             lookup,
             frames_lost,
+            dead_letters,
+            transcript_latency,
+            consumer_lag,
         }
     })
 }
@@ -144,10 +184,17 @@ pub struct StageMetrics {
 impl StageMetrics {
     pub fn new(stage: impl Into<String>) -> Self {
         let stage = stage.into();
-        // Touch the families so the stage shows up with zeros from the start.
+        // Touch the families so the stage shows up with zeros from the
+        // start: a dashboard or an alert that selects an error kind finds
+        // a series at 0 instead of none.
         let f = families();
         f.sent.with_label_values(&[&stage]);
         f.active.with_label_values(&[&stage]);
+        f.frames_lost.with_label_values(&[&stage]);
+        for kind in ErrorKind::ALL {
+            f.errors.with_label_values(&[&stage, kind.as_str()]);
+            f.dead_letters.with_label_values(&[&stage, kind.as_str()]);
+        }
         Self { stage }
     }
 
@@ -207,8 +254,41 @@ impl StageMetrics {
             .inc_by(n);
     }
 
+    /// A message sent to the dead-letter topic, for an error of `kind`.
+    pub fn dead_letter(&self, kind: ErrorKind) {
+        families()
+            .dead_letters
+            .with_label_values(&[&self.stage, kind.as_str()])
+            .inc();
+    }
+
+    /// A transcript of `kind` (`partial`, `final`) published `latency`
+    /// after the ingest of the newest frame it covers.
+    pub fn observe_transcript_latency(&self, kind: &str, latency: Duration) {
+        families()
+            .transcript_latency
+            .with_label_values(&[&self.stage, kind])
+            .observe(latency.as_secs_f64());
+    }
+
     pub fn set_active(&self, n: i64) {
         families().active.with_label_values(&[&self.stage]).set(n);
+    }
+}
+
+/// The lag of one partition a replica of `stage` holds; None: it holds it
+/// no more (its series goes).
+pub fn set_consumer_lag(stage: &str, topic: &str, partition: i32, lag: Option<i64>) {
+    let f = families();
+    let p = partition.to_string();
+    match lag {
+        Some(lag) => f
+            .consumer_lag
+            .with_label_values(&[stage, topic, &p])
+            .set(lag),
+        None => {
+            let _ = f.consumer_lag.remove_label_values(&[stage, topic, &p]);
+        }
     }
 }
 

@@ -82,6 +82,10 @@ impl From<DecodeError> for HandleError {
 
 impl DecodeHandler {
     fn message(&self, t: &Transcript, span: &tracing::Span) -> OutMessage {
+        self.metrics.observe_transcript_latency(
+            t.name(),
+            Duration::from_secs_f64(t.latency_ms.max(0.0) / 1000.0),
+        );
         OutMessage::event(&self.transcripts_topic, t, &[]).headers(telemetry::inject(span))
     }
 

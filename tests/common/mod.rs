@@ -24,6 +24,8 @@ pub enum Need {
     Redis,
     /// nginx with the RTMP module, which the test starts on a port of its own.
     NginxRtmp,
+    /// Prometheus, which the test starts on a port of its own.
+    Prometheus,
 }
 
 fn missing(need: Need) -> Option<String> {
@@ -47,6 +49,8 @@ fn missing(need: Need) -> Option<String> {
         Need::NginxRtmp => (!(on_path("nginx")
             && Path::new("/usr/lib/nginx/modules/ngx_rtmp_module.so").exists()))
         .then(|| "nginx with its RTMP module (`scripts/install-deps` installs them)".to_string()),
+        Need::Prometheus => (!on_path("prometheus"))
+            .then(|| "prometheus (`scripts/install-deps` installs it)".to_string()),
     }
 }
 
