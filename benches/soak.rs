@@ -277,6 +277,7 @@ async fn main() {
         "counters": counters, "memory": flat, "memory_flat": all_flat,
         "samples": samples,
         "command": format!("cargo bench --bench soak -- --minutes {minutes} --streams {lanes}"),
+        "brokers": brokers,
     });
     std::fs::write(
         out.join("soak.json"),

@@ -49,7 +49,9 @@ def main(report_path: str, docs: str) -> None:
     section = "\n".join(
         [
             BEGIN,
-            f"Measured with `{r['command']}` (`scripts/soak`), on the local broker, "
+            f"Measured with `{r['command']}` (`scripts/soak`), on "
+            + ("the soak's own in-memory Tansu broker" if r.get("brokers", "").endswith(":19092") else "the stack's Tansu broker (SQLite storage)")
+            + ", "
             f"{r['lanes']} lanes each streaming the 30 s validation video in real time, "
             "one stream after another, through one long-running ingest.",
             "",

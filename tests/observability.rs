@@ -41,9 +41,14 @@ fn scrape_config(shipped: &str, ports: &HashMap<&str, u16>, token_file: &Path) -
                 out.push(format!("{indent}  - targets: ['127.0.0.1:{port}']"));
             }
             t if t.starts_with("credentials_file:") => {
-                out.push(format!("{indent}credentials_file: {}", token_file.display()));
+                out.push(format!(
+                    "{indent}credentials_file: {}",
+                    token_file.display()
+                ));
             }
-            t if t.starts_with("scrape_interval:") => out.push(format!("{indent}scrape_interval: 2s")),
+            t if t.starts_with("scrape_interval:") => {
+                out.push(format!("{indent}scrape_interval: 2s"))
+            }
             t if t.starts_with("evaluation_interval:") => {
                 out.push(format!("{indent}evaluation_interval: 2s"))
             }
@@ -100,9 +105,10 @@ fn selectors(root: &Path) -> BTreeSet<String> {
 }
 
 async fn prometheus_get(port: u16, path: &str, query: &[(&str, &str)]) -> serde_json::Value {
+    let url =
+        reqwest::Url::parse_with_params(&format!("http://127.0.0.1:{port}{path}"), query).unwrap();
     reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}{path}"))
-        .query(query)
+        .get(url)
         .send()
         .await
         .unwrap()
@@ -170,8 +176,7 @@ async fn prometheus_scrapes_every_service_and_every_panel_and_rule_has_series() 
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("ingest-token");
     std::fs::write(&token, TEST_TOKEN).unwrap();
-    let shipped =
-        std::fs::read_to_string(root.join("deploy/prometheus/prometheus.yml")).unwrap();
+    let shipped = std::fs::read_to_string(root.join("deploy/prometheus/prometheus.yml")).unwrap();
     std::fs::write(
         dir.path().join("prometheus.yml"),
         scrape_config(&shipped, &ports, &token),
@@ -247,9 +252,7 @@ async fn prometheus_scrapes_every_service_and_every_panel_and_rule_has_series() 
         for s in &wanted {
             // A histogram is selected through its buckets, sum or count.
             let selector = match s.split_once('{') {
-                Some((name, labels))
-                    if name.ends_with("_seconds") || name.ends_with("_size") =>
-                {
+                Some((name, labels)) if name.ends_with("_seconds") || name.ends_with("_size") => {
                     format!("{name}_count{{{labels}")
                 }
                 None if s.ends_with("_seconds") || s.ends_with("_size") => format!("{s}_count"),

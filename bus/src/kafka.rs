@@ -351,14 +351,15 @@ pub fn consumer(
             .unwrap_or(&settings.client_id)
             .to_string(),
     };
-    let consumer: BusConsumer = settings
-        .finish(cfg)
-        .create_with_context(context)
-        .map_err(|source| BusError::Client {
-            what: "consumer",
-            brokers: settings.brokers.clone(),
-            source,
-        })?;
+    let consumer: BusConsumer =
+        settings
+            .finish(cfg)
+            .create_with_context(context)
+            .map_err(|source| BusError::Client {
+                what: "consumer",
+                brokers: settings.brokers.clone(),
+                source,
+            })?;
     consumer.subscribe(topics)?;
     Ok(consumer)
 }

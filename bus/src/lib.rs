@@ -13,6 +13,8 @@
 //!   message as its stage's input type, stores an offset only after every
 //!   downstream send of that message was acknowledged, and acts on a failure
 //!   by its error's policy (dead letter, retry, stop).
+//! * [`idle`]: when a stream is idle, by event time per partition (a
+//!   backlog upstream never makes a live stream look idle).
 //! * [`error`]: [`HandleError`](error::HandleError): a stage's error as
 //!   itself, with its [`ErrorKind`](error::ErrorKind) (the metric label) and
 //!   its [`Policy`](error::Policy).
@@ -30,6 +32,7 @@
 
 pub mod error;
 pub mod health;
+pub mod idle;
 pub mod kafka;
 pub mod message;
 pub mod metrics;

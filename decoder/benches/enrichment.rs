@@ -66,6 +66,7 @@ async fn decode_rate(enricher: Option<Enricher>, msgs: &[InMessage]) -> f64 {
         idle_timeout: Duration::from_secs(60),
         enricher,
         open: Default::default(),
+        clock: Default::default(),
         published_finals: Default::default(),
     };
     let start = Instant::now();

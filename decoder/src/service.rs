@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use mouthmap_bus::idle::IdleClock;
 use mouthmap_bus::kafka::{Handler, Incoming};
 use mouthmap_bus::metrics::StageMetrics;
 use mouthmap_bus::{ErrorKind, HandleError, OutMessage, telemetry};
@@ -22,8 +23,11 @@ pub struct DecodeHandler {
     pub stage: Decoder,
     pub transcripts_topic: String,
     pub metrics: StageMetrics,
-    /// A stream with no message for this long is closed with a timed-out final.
+    /// A stream whose partition's event time moved this far past its own
+    /// newest (see [`IdleClock`]) is closed with a timed-out final.
     pub idle_timeout: Duration,
+    /// Event time per partition and per open stream.
+    pub clock: IdleClock,
     /// The feature store, when one is configured.
     pub enricher: Option<Enricher>,
     /// Where each open stream's first message came from: its input is held
@@ -154,11 +158,21 @@ impl Handler for DecodeHandler {
             LogitsEvent::Start(_) => None,
             _ => self.lookup(event.stream_id()).await,
         };
-        if !matches!(event, LogitsEvent::End(_)) {
-            let m = input.msg;
-            self.open
-                .entry(event.stream_id().to_string())
-                .or_insert_with(|| (m.topic.clone(), m.partition, m.offset));
+        let m = input.msg;
+        match event {
+            LogitsEvent::End(e) => self.clock.forget(&e.stream_id),
+            _ => {
+                self.open
+                    .entry(event.stream_id().to_string())
+                    .or_insert_with(|| (m.topic.clone(), m.partition, m.offset));
+                let event_ms = match event {
+                    LogitsEvent::Window(w) => w.newest_ingest_us / 1000,
+                    LogitsEvent::Start(s) => s.started_at_ms,
+                    LogitsEvent::End(_) => unreachable!(),
+                };
+                self.clock
+                    .saw(event.stream_id(), &m.topic, m.partition, event_ms);
+            }
         }
         let mut out = tokio::task::block_in_place(|| self.stage.handle(event, input.payload))?;
         if let LogitsEvent::End(end) = event {
@@ -182,7 +196,14 @@ impl Handler for DecodeHandler {
     }
 
     async fn on_tick(&mut self) -> Result<Vec<OutMessage>, HandleError> {
-        let mut expired = self.stage.expire_idle(self.idle_timeout);
+        let idle = self.clock.idle(self.idle_timeout);
+        for id in &idle {
+            self.clock.forget(id);
+            // A stream that never sent a window has no final to send, and
+            // holds its input back no more either.
+            self.open.remove(id);
+        }
+        let mut expired = self.stage.close(&idle);
         let span = tracing::info_span!("decode.expire", streams = expired.len());
         for t in &mut expired {
             self.open.remove(&t.stream_id);

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use mouthmap_bus::idle::IdleClock;
 use mouthmap_bus::kafka::{Handler, Incoming};
 use mouthmap_bus::metrics::StageMetrics;
 use mouthmap_bus::{ErrorKind, HandleError, InMessage, OutMessage, telemetry};
@@ -15,8 +16,11 @@ pub struct InferHandler {
     pub stage: Inferencer,
     pub logits_topic: String,
     pub metrics: StageMetrics,
-    /// A stream with no event for this long has its buffer dropped.
+    /// A stream whose partition's event time moved this far past its own
+    /// newest (see [`IdleClock`]) has its buffer dropped.
     pub idle_timeout: std::time::Duration,
+    /// Event time per partition and per stream.
+    pub clock: IdleClock,
     /// Where each stream's chunks came from, oldest first, while the stage
     /// still needs their frames: the offsets that must not be committed.
     pub inputs: InputLog,
@@ -148,6 +152,20 @@ impl Handler for InferHandler {
         {
             self.inputs.record(&c.stream_id, first.index, input.msg);
         }
+        let m = input.msg;
+        match input.event {
+            MouthEvent::Start(s) => {
+                self.clock
+                    .saw(&s.stream_id, &m.topic, m.partition, s.started_at_ms)
+            }
+            MouthEvent::Chunk(c) => {
+                if let Some(last) = c.frames.last() {
+                    self.clock
+                        .saw(&c.stream_id, &m.topic, m.partition, last.ingest_us / 1000);
+                }
+            }
+            MouthEvent::End(e) => self.clock.forget(&e.end.stream_id),
+        }
         let out = tokio::task::block_in_place(|| {
             let out =
                 self.stage
@@ -168,7 +186,11 @@ impl Handler for InferHandler {
     }
 
     async fn on_tick(&mut self) -> Result<Vec<OutMessage>, HandleError> {
-        for id in self.stage.expire_idle(self.idle_timeout) {
+        let idle = self.clock.idle(self.idle_timeout);
+        for id in &idle {
+            self.clock.forget(id);
+        }
+        for id in self.stage.drop_streams(&idle) {
             tracing::warn!(stream_id = %id, "no event within the idle timeout; stream buffer dropped");
         }
         let out = tokio::task::block_in_place(|| {

@@ -228,6 +228,15 @@ impl Inferencer {
         stale
     }
 
+    /// Drops the buffers of these streams (those there); returns their ids.
+    /// The Kafka service judges idleness by event time and calls this.
+    pub fn drop_streams(&mut self, ids: &[String]) -> Vec<String> {
+        ids.iter()
+            .filter(|id| self.streams.remove(id.as_str()).is_some())
+            .cloned()
+            .collect()
+    }
+
     /// Runs the queue if its oldest window has waited `max_delay`.
     pub fn tick(&mut self) -> Result<Out, InferError> {
         match self.queue.front() {

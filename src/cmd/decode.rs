@@ -63,8 +63,11 @@ pub struct DecodeArgs {
     #[command(flatten)]
     decoder: DecoderArgs,
 
-    /// Close a stream whose end event never came after this long without
-    /// messages, with a final transcript marked timed out.
+    /// Close a stream whose end event never came, with a final transcript
+    /// marked timed out, once the other streams of its partition are this
+    /// far ahead of it in event time (a frame's ingest time), or after ten
+    /// times this without a message where nothing moves at all. A backlog
+    /// upstream delays every stream alike and closes none.
     #[arg(long, env = "MOUTHMAP_IDLE_TIMEOUT", value_parser = duration, default_value = "30s")]
     idle_timeout: Duration,
 
@@ -119,6 +122,7 @@ pub async fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
         idle_timeout: args.idle_timeout,
         enricher: store.map(|s| Enricher::new(s, args.features_cache, args.features_deadline)),
         open: Default::default(),
+        clock: Default::default(),
         published_finals,
     };
     let wiring = ServiceWiring {

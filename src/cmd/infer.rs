@@ -108,6 +108,7 @@ pub async fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         logits_topic: args.kafka.logits_topic.clone(),
         metrics: metrics.clone(),
         idle_timeout: args.state.stream_idle_timeout,
+        clock: Default::default(),
         inputs: Default::default(),
     };
     let wiring = ServiceWiring {

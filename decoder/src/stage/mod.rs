@@ -144,8 +144,9 @@ impl Decoder {
         Ok(out)
     }
 
-    /// Closes streams whose end never came after `idle`, each with a `final`
-    /// marked `timed_out`, each under its own grammar.
+    /// Closes streams whose end never came after `idle` without a message
+    /// (wall-clock time; the Kafka service judges by event time and calls
+    /// [`close`](Self::close)), each with a `final` marked `timed_out`.
     pub fn expire_idle(&mut self, idle: std::time::Duration) -> Vec<Transcript> {
         let stale: Vec<String> = self
             .streams
@@ -153,18 +154,26 @@ impl Decoder {
             .filter(|(_, s)| s.last_seen.elapsed() >= idle)
             .map(|(id, _)| id.clone())
             .collect();
+        self.close(&stale)
+    }
+
+    /// Closes these streams (those open among them) with a `final` marked
+    /// `timed_out`, each under its own grammar.
+    pub fn close(&mut self, ids: &[String]) -> Vec<Transcript> {
         let mut out = Vec::new();
-        for id in stale {
-            let vocabulary = self.streams[&id].vocabulary.clone();
+        for id in ids {
+            let Some(vocabulary) = self.streams.get(id).map(|s| s.vocabulary.clone()) else {
+                continue;
+            };
             let (grammar, kind) = self
                 .grammars
-                .constraint(&id, &vocabulary)
+                .constraint(id, &vocabulary)
                 .unwrap_or((None, None));
             let mut t = match &grammar {
-                Some(g) => self.finish(&id, None, g.as_ref()),
-                None => self.finish(&id, None, &Open),
+                Some(g) => self.finish(id, None, g.as_ref()),
+                None => self.finish(id, None, &Open),
             };
-            self.grammars.forget(&id);
+            self.grammars.forget(id);
             t.grammar = kind;
             out.push(t);
         }
