@@ -34,6 +34,31 @@ CHART = ROOT / "deploy/helm/mouthmap"
 KUBE = "1.30.0"
 
 failures: list[str] = []
+BINARY = next((p for p in [ROOT / "target/release/mouthmap", ROOT / "target/debug/mouthmap"]
+               if p.exists()), None)
+_helps: dict[tuple[str, ...], str] = {}
+
+
+def check_args(what: str, args: list[str], env: dict[str, str] | None = None) -> None:
+    """Every --flag in a container's arguments, and every MOUTHMAP_ variable
+    in its environment, is one the mouthmap subcommand knows (its --help)."""
+    if BINARY is None or not args:
+        return
+    words = [a for a in args if not a.startswith("-")]
+    command = tuple(words[:2]) if words[:1] in (["features"], ["topics"]) else tuple(words[:1])
+    if command not in _helps:
+        out = subprocess.run([str(BINARY), *command, "--help"], capture_output=True, text=True)
+        _helps[command] = out.stdout + out.stderr
+    page = _helps[command]
+    for a in args:
+        if a.startswith("--"):
+            flag = a.split("=", 1)[0]
+            if not re.search(re.escape(flag) + r"[ =,\n]", page):
+                fail(f"{what}: `mouthmap {' '.join(command)}` has no {flag}")
+    for name in (env or {}):
+        if name.startswith("MOUTHMAP_") and name not in ("MOUTHMAP_HEALTH_PORT", "MOUTHMAP_KAFKA_SASL_PASSWORD") \
+                and name not in page:
+            fail(f"{what}: `mouthmap {' '.join(command)}` reads no {name}")
 
 
 def fail(msg: str) -> None:
@@ -99,6 +124,10 @@ def check(values_name: str | None) -> None:
                 fail(f"{what}: mouthmap.toml is not TOML: {e}")
             else:
                 print(f"{label}: mouthmap.toml keys: {sorted(conf)}")
+        if o["kind"] in ("Deployment", "Job"):
+            for c in o["spec"]["template"]["spec"]["containers"]:
+                if c["name"] != "nginx-rtmp":
+                    check_args(what, c.get("args", []), {e["name"]: "" for e in c.get("env", [])})
         if o["kind"] == "Deployment":
             for c in o["spec"]["template"]["spec"]["containers"]:
                 if c["name"] == "nginx-rtmp":
@@ -193,7 +222,17 @@ def check_dockerfile() -> None:
           f"all from the {len(wanted)} runtime packages or their dependencies")
 
 
+def check_compose() -> None:
+    compose = yaml.safe_load((ROOT / "deploy/compose/docker-compose.yml").read_text())
+    for name, svc in compose["services"].items():
+        if "mouthmap" not in str(svc.get("image", "")):
+            continue
+        check_args(f"compose: {name}", svc.get("command", []), svc.get("environment", {}))
+    print(f"compose: the mouthmap services' flags and variables are known to the binary")
+
+
 check_dockerfile()
+check_compose()
 for name in [None, "values-small.yaml", "values-large.yaml"]:
     try:
         check(name)
