@@ -136,6 +136,32 @@ impl Services {
     }
 }
 
+/// What every fault test starts from: a broker of its own, the joined
+/// clips' video, and the consuming services ready on it.
+struct Fixture {
+    _broker: OwnBroker,
+    _dir: tempfile::TempDir,
+    video: std::path::PathBuf,
+    s: Services,
+}
+
+impl Fixture {
+    fn up() -> Self {
+        // A broker of the test's own: the group rejoins it watches happen
+        // on a fresh coordinator, not one the whole suite's groups went through.
+        let broker = OwnBroker::new();
+        let dir = tempfile::tempdir().unwrap();
+        let video = join_clips(dir.path(), &JOINED);
+        let s = Services::up(broker.brokers());
+        Fixture {
+            _broker: broker,
+            _dir: dir,
+            video,
+            s,
+        }
+    }
+}
+
 /// Partials, exactly one final, last, and the stream's own end (not a
 /// timeout). Returns the final's text.
 fn final_text(msgs: &[InMessage], id: &str, what: &str) -> String {
@@ -153,12 +179,12 @@ async fn a_stage_killed_mid_stream_and_restarted_loses_nothing() {
         return;
     }
     let _serial = ONE_AT_A_TIME.lock().await;
-    // A broker of the test's own: the group rejoins it watches happen on a
-    // fresh coordinator, not one that the whole suite's groups went through.
-    let broker = OwnBroker::new();
-    let dir = tempfile::tempdir().unwrap();
-    let video = join_clips(dir.path(), &JOINED);
-    let mut s = Services::up(broker.brokers());
+    let Fixture {
+        _broker,
+        _dir,
+        video,
+        mut s,
+    } = Fixture::up();
     let reference = reference_text(&s, &video).await;
     for role in ["infer", "decode", "preprocess"] {
         let id = unique(&format!("kill-{role}"));
@@ -218,6 +244,33 @@ async fn a_decoder_killed_just_after_a_final_does_not_send_it_twice() {
     assert!(second.is_err(), "one final, after a restart too");
 }
 
+/// The broker stopped for 10 s mid-stream under the whole pipeline and
+/// started again with its storage: every service reconnects (ingest's
+/// producer is renewed, see docs/reliability.md), and the stream reads as
+/// without the fault, with one final.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_whole_pipeline_rides_out_a_broker_restart() {
+    if !available(&[Need::Broker]) {
+        return;
+    }
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Fixture {
+        _broker: mut broker,
+        _dir,
+        video,
+        s,
+    } = Fixture::up();
+    let reference = reference_text(&s, &video).await;
+    let id = unique("broker-restart");
+    let mut i = file_streams(&s, &video, std::slice::from_ref(&id));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::task::block_in_place(|| broker.stop());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    tokio::task::block_in_place(|| broker.start());
+    assert!(tokio::task::block_in_place(|| i.wait(Duration::from_secs(150))).success());
+    each_reads_as(&s, &[id], &reference, "broker restarted").await;
+}
+
 /// Streams of `video` in real time from one ingest process, one per id.
 fn file_streams(s: &Services, video: &std::path::Path, ids: &[String]) -> Proc {
     let mut cmd = s.t.command(&s.brokers);
@@ -270,10 +323,12 @@ async fn a_replica_added_mid_stream_takes_partitions_and_loses_nothing() {
         return;
     }
     let _serial = ONE_AT_A_TIME.lock().await;
-    let broker = OwnBroker::new();
-    let dir = tempfile::tempdir().unwrap();
-    let video = join_clips(dir.path(), &JOINED);
-    let mut s = Services::up(broker.brokers());
+    let Fixture {
+        _broker,
+        _dir,
+        video,
+        mut s,
+    } = Fixture::up();
     let reference = reference_text(&s, &video).await;
 
     let ids: Vec<String> = (0..3).map(|i| unique(&format!("rebalance{i}"))).collect();
@@ -303,10 +358,12 @@ async fn of_two_replicas_the_one_killed_comes_back_and_its_streams_complete() {
         return;
     }
     let _serial = ONE_AT_A_TIME.lock().await;
-    let broker = OwnBroker::new();
-    let dir = tempfile::tempdir().unwrap();
-    let video = join_clips(dir.path(), &JOINED);
-    let mut s = Services::up(broker.brokers());
+    let Fixture {
+        _broker,
+        _dir,
+        video,
+        mut s,
+    } = Fixture::up();
     let second = s.start_replica("infer", 1);
     tokio::task::block_in_place(|| s.wait_ready(&second));
     let reference = reference_text(&s, &video).await;
@@ -461,10 +518,12 @@ async fn an_rtmp_server_restarted_under_a_reconnecting_publisher_is_one_stream_w
         return;
     }
     let _serial = ONE_AT_A_TIME.lock().await;
-    let broker = OwnBroker::new();
-    let dir = tempfile::tempdir().unwrap();
-    let video = join_clips(dir.path(), &JOINED);
-    let s = Services::up(broker.brokers());
+    let Fixture {
+        _broker,
+        _dir,
+        video,
+        s,
+    } = Fixture::up();
     let mut entry = RtmpEntry::up(&s, &video).await;
 
     let id = unique("rtmp-restart");
@@ -496,10 +555,12 @@ async fn ingest_killed_under_a_live_publisher_takes_its_stream_back() {
         return;
     }
     let _serial = ONE_AT_A_TIME.lock().await;
-    let broker = OwnBroker::new();
-    let dir = tempfile::tempdir().unwrap();
-    let video = join_clips(dir.path(), &JOINED);
-    let s = Services::up(broker.brokers());
+    let Fixture {
+        _broker,
+        _dir,
+        video,
+        s,
+    } = Fixture::up();
     let mut entry = RtmpEntry::up(&s, &video).await;
 
     let id = unique("ingest-killed");

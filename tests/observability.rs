@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::pipeline::*;
 use common::*;
-use mouthmap_bus::kafka::{KafkaSettings, OutMessage, Producer, ensure_topics};
+use mouthmap_bus::kafka::{KafkaSettings, OutMessage, Producer};
 use mouthmap_contracts::{TopicKind, headers};
 
 /// The shipped Prometheus configuration with each job's DNS discovery
@@ -126,14 +126,7 @@ async fn prometheus_scrapes_every_service_and_every_panel_and_rule_has_series() 
     let brokers = brokers();
     let t = Topics::new();
     let settings = KafkaSettings::new(&brokers, "t");
-    ensure_topics(
-        &settings,
-        &[&t.frames, &t.mouths, &t.logits, &t.transcripts, &t.dlq],
-        3,
-        1,
-    )
-    .await
-    .unwrap();
+    t.create(&brokers).await;
     let redis = Redis::start();
     let ports: HashMap<&str, u16> = ["ingest", "preprocess", "infer", "decode", "features"]
         .into_iter()

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::pipeline::*;
 use common::*;
-use mouthmap_bus::kafka::{KafkaSettings, OutMessage, Producer, ensure_topics};
+use mouthmap_bus::kafka::{KafkaSettings, OutMessage, Producer};
 use mouthmap_contracts::{
     self, LogitsEvent, LogitsWindow, SourceKind, StreamStart, TopicKind, Transcript,
     TranscriptKind, headers,
@@ -102,14 +102,7 @@ async fn malformed_messages_are_dead_lettered_and_silent_streams_time_out() {
     let brokers = brokers();
     let t = Topics::new();
     let settings = KafkaSettings::new(&brokers, "t");
-    ensure_topics(
-        &settings,
-        &[&t.frames, &t.mouths, &t.logits, &t.transcripts, &t.dlq],
-        3,
-        1,
-    )
-    .await
-    .unwrap();
+    t.create(&brokers).await;
     let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/models/tiny-contract.onnx");
     let _inf = t.service(&brokers, "infer", &["--model", tiny.to_str().unwrap()]);
@@ -453,15 +446,7 @@ async fn bad_frames_are_dead_lettered_with_their_reason_and_a_good_stream_goes_t
     }
     let brokers = brokers();
     let t = Topics::new();
-    let settings = KafkaSettings::new(&brokers, "t");
-    ensure_topics(
-        &settings,
-        &[&t.frames, &t.mouths, &t.logits, &t.transcripts, &t.dlq],
-        3,
-        1,
-    )
-    .await
-    .unwrap();
+    t.create(&brokers).await;
     let model = model().display().to_string();
     let _pre = t.service(&brokers, "preprocess", &[]);
     let _inf = t.service(&brokers, "infer", &["--model", &model]);

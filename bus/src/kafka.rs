@@ -679,6 +679,43 @@ pub enum ReplayError<E: std::error::Error + 'static> {
     Each(E),
 }
 
+/// Each partition of `topic` that holds messages, with its low and high
+/// watermarks now.
+fn watermarks<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    topic: &str,
+) -> Result<Vec<(i32, i64, i64)>, BusError> {
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let mut out = Vec::new();
+    for p in metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+    {
+        let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+        if high > low {
+            out.push((p, low, high));
+        }
+    }
+    Ok(out)
+}
+
+/// The error of a read that waited `idle` for the partitions in `ends`.
+fn idle_error<E: std::error::Error + 'static>(
+    topic: &str,
+    idle: Duration,
+    ends: &std::collections::HashMap<i32, i64>,
+) -> ReplayError<E> {
+    let mut partitions: Vec<i32> = ends.keys().copied().collect();
+    partitions.sort();
+    ReplayError::Idle {
+        topic: topic.to_string(),
+        idle,
+        partitions,
+    }
+}
+
 /// Reads `topic` from its beginning to the end each partition had when the
 /// call started, handing every message to `each` in partition order, in a
 /// consumer group of its own that commits nothing. Returns how many
@@ -699,38 +736,16 @@ pub async fn replay<E: std::error::Error + 'static>(
             .map_or(0, |d| d.as_millis())
     );
     let consumer = consumer(settings, &group, &[topic], StartAt::Earliest)?;
-    let timeout = Duration::from_secs(10);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(BusError::from)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
     // The end of each partition now: the replay covers everything before it.
-    let mut ends: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
-    for p in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .map_err(BusError::from)?;
-        if high > low {
-            ends.insert(p, high);
-        }
-    }
+    let mut ends: std::collections::HashMap<i32, i64> = watermarks(&consumer, topic)?
+        .into_iter()
+        .map(|(p, _, high)| (p, high))
+        .collect();
     let mut read = 0u64;
     while !ends.is_empty() {
         let m = match tokio::time::timeout(idle, consumer.recv()).await {
             Ok(m) => m.map_err(BusError::from)?,
-            Err(_) => {
-                let mut partitions: Vec<i32> = ends.keys().copied().collect();
-                partitions.sort();
-                return Err(ReplayError::Idle {
-                    topic: topic.to_string(),
-                    idle,
-                    partitions,
-                });
-            }
+            Err(_) => return Err(idle_error(topic, idle, &ends)),
         };
         let msg = InMessage::from_borrowed(&m);
         let Some(&end) = ends.get(&msg.partition) else {
@@ -779,26 +794,13 @@ pub async fn read_tail(
                 brokers: settings.brokers.clone(),
                 source,
             })?;
-    let timeout = Duration::from_secs(10);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(BusError::from)?;
     let mut assignment = rdkafka::TopicPartitionList::new();
     let mut ends: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
-    for p in metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-    {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, timeout)
+    for (p, low, high) in watermarks(&consumer, topic)? {
+        ends.insert(p, high);
+        assignment
+            .add_partition_offset(topic, p, rdkafka::Offset::Offset(low.max(high - last)))
             .map_err(BusError::from)?;
-        if high > low {
-            ends.insert(p, high);
-            assignment
-                .add_partition_offset(topic, p, rdkafka::Offset::Offset(low.max(high - last)))
-                .map_err(BusError::from)?;
-        }
     }
     if ends.is_empty() {
         return Ok(0);
@@ -808,15 +810,7 @@ pub async fn read_tail(
     while !ends.is_empty() {
         let m = match tokio::time::timeout(idle, consumer.recv()).await {
             Ok(m) => m.map_err(BusError::from)?,
-            Err(_) => {
-                let mut partitions: Vec<i32> = ends.keys().copied().collect();
-                partitions.sort();
-                return Err(ReplayError::Idle {
-                    topic: topic.to_string(),
-                    idle,
-                    partitions,
-                });
-            }
+            Err(_) => return Err(idle_error(topic, idle, &ends)),
         };
         let msg = InMessage::from_borrowed(&m);
         let Some(&end) = ends.get(&msg.partition) else {

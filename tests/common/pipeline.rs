@@ -110,6 +110,25 @@ impl Topics {
         }
     }
 
+    /// Creates all five topics (3 partitions) before any service runs.
+    pub async fn create(&self, brokers: &str) {
+        let settings = mouthmap_bus::kafka::KafkaSettings::new(brokers, "t");
+        mouthmap_bus::kafka::ensure_topics(
+            &settings,
+            &[
+                &self.frames,
+                &self.mouths,
+                &self.logits,
+                &self.transcripts,
+                &self.dlq,
+            ],
+            3,
+            1,
+        )
+        .await
+        .unwrap();
+    }
+
     pub fn command(&self, brokers: &str) -> Command {
         let mut c = mouthmap(brokers, &self.frames);
         c.env("MOUTHMAP_MOUTHS_TOPIC", &self.mouths)
