@@ -62,6 +62,8 @@ async fn main() {
             .env("MOUTHMAP_FACE_MODEL", &face)
             .env("MOUTHMAP_LOG", "warn")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            // No feature store: the soak measures the pipeline alone.
+            .env("MOUTHMAP_FEATURE_STORE", "false")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -62,7 +62,7 @@ def main(report_path: str, docs: str) -> None:
             f"less than 29 s; frames lost at ingest: {c['frames_lost']:.0f}; "
             f"stage errors (dead letters and others): {c['stage_errors']:.0f}"
             + (
-                " (" + "; ".join(f"`{k}`" for k in c.get("stage_errors_by_kind", [])) + ")."
+                " (" + "; ".join(f"`{k}`" for k in c.get("stage_errors_by_kind", []) if not k.endswith(" 0")) + ")."
                 if c.get("stage_errors")
                 else "."
             ),
