@@ -21,18 +21,27 @@ def main(report_path: str, docs: str) -> None:
     img_dir.mkdir(parents=True, exist_ok=True)
     samples = r["samples"]
     minutes = [s["minute"] for s in samples]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for role in ["ingest", "preprocess", "infer", "decode", "tansu", "redis-server"]:
+    # The services on their own scale; the broker (an in-memory one keeps
+    # every message) beside them.
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.5), width_ratios=[2, 1])
+    for role in ["ingest", "preprocess", "infer", "decode"]:
         ys = [s["rss_mib"].get(role) for s in samples]
-        if any(y is not None for y in ys):
-            ax.plot(minutes, ys, marker="o", markersize=3, label=role)
-    ax.axvspan(5, 10, color="0.9", label="minutes 5-10")
-    ax.axvspan(r["minutes"] - 10, r["minutes"], color="0.8", label="last 10 minutes")
-    ax.set_xlabel("minute of the run")
+        ax.plot(minutes, ys, marker="o", markersize=3, label=role)
+    for a in (ax, bx):
+        a.axvspan(5, 10, color="0.9", label="minutes 5-10")
+        a.axvspan(r["minutes"] - 10, r["minutes"], color="0.8", label="last 10 minutes")
+        a.set_xlabel("minute of the run")
+        a.grid(alpha=0.3)
     ax.set_ylabel("resident memory (MiB)")
-    ax.set_title(f"{r['lanes']} real-time streams for {r['minutes']} minutes")
-    ax.legend(loc="upper left", fontsize=8, ncol=2)
-    ax.grid(alpha=0.3)
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"MouthMap services: {r['lanes']} real-time streams for {r['minutes']} minutes")
+    ax.legend(loc="lower right", fontsize=8, ncol=2)
+    for role in ["tansu", "redis-server"]:
+        ys = [s["rss_mib"].get(role) for s in samples]
+        if any(y for y in ys):
+            bx.plot(minutes, ys, marker="o", markersize=3, label=role)
+    bx.set_title("the broker (and Redis)")
+    bx.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(img_dir / "soak-memory.png", dpi=110)
 
