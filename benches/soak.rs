@@ -29,6 +29,15 @@ use serde_json::json;
 /// A stream is started on each lane this often (the video is 30 s long).
 const EVERY: Duration = Duration::from_secs(32);
 
+/// A final transcript among the messages read, kept under its stream.
+fn keep_final(finals: &mut HashMap<String, Vec<Transcript>>, m: &InMessage) {
+    if let Ok(t) = serde_json::from_slice::<Transcript>(&m.payload)
+        && t.kind == TranscriptKind::Final
+    {
+        finals.entry(t.stream_id.clone()).or_default().push(t);
+    }
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let brokers = std::env::var("MOUTHMAP_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
@@ -160,24 +169,14 @@ async fn main() {
             break;
         }
         if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(200), reader.recv()).await {
-            let m = InMessage::from_borrowed(&m);
-            if let Ok(t) = serde_json::from_slice::<Transcript>(&m.payload)
-                && t.kind == TranscriptKind::Final
-            {
-                finals.entry(t.stream_id.clone()).or_default().push(t);
-            }
+            keep_final(&mut finals, &InMessage::from_borrowed(&m));
         }
     }
     // Finals arriving late would still be duplicates: a last look.
     let until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until {
         if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(200), reader.recv()).await {
-            let m = InMessage::from_borrowed(&m);
-            if let Ok(t) = serde_json::from_slice::<Transcript>(&m.payload)
-                && t.kind == TranscriptKind::Final
-            {
-                finals.entry(t.stream_id.clone()).or_default().push(t);
-            }
+            keep_final(&mut finals, &InMessage::from_borrowed(&m));
         }
     }
 

@@ -125,6 +125,28 @@ fn reads_five_validation_clips_back_to_back() {
     }
 }
 
+/// `mouthmap transcribe --json` of `video` with the reference model: every
+/// line it printed, and the last one, which must be the final.
+fn transcribe_json(video: &Path) -> (String, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mouthmap"))
+        .env("MOUTHMAP_FACE_MODEL", face_model())
+        .args(["transcribe", "--json", "--model"])
+        .arg(model_path())
+        .arg(video)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let last: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a final")).unwrap();
+    assert_eq!(last["kind"], "final");
+    (stdout, last)
+}
+
 /// A video with no face in it (ffmpeg's test pattern) reads no words, and
 /// its final says why (before, it read the letter "l" off the pattern).
 #[test]
@@ -139,21 +161,7 @@ fn a_video_without_a_face_reads_no_words_and_says_so() {
         .status()
         .unwrap();
     assert!(made.success());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mouthmap"));
-    cmd.env("MOUTHMAP_FACE_MODEL", face_model())
-        .args(["transcribe", "--json", "--model"])
-        .arg(model_path())
-        .arg(&video);
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().expect("a final")).unwrap();
-    assert_eq!(last["kind"], "final");
+    let (stdout, last) = transcribe_json(&video);
     assert_eq!(last["text"], "", "{stdout}");
     assert_eq!(last["no_face"], true, "{stdout}");
     for line in stdout.lines() {
@@ -186,22 +194,7 @@ fn ten_seconds_without_a_face_then_a_face_reads_the_sentence() {
         .status()
         .unwrap();
     assert!(made.success());
-    let out = Command::new(env!("CARGO_BIN_EXE_mouthmap"))
-        .env("MOUTHMAP_FACE_MODEL", face_model())
-        .args(["transcribe", "--json", "--model"])
-        .arg(model_path())
-        .arg(&video)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().expect("a final")).unwrap();
-    assert_eq!(last["kind"], "final");
+    let (stdout, last) = transcribe_json(&video);
     let text = last["text"].as_str().unwrap();
     assert!(
         word_errors(text, "bin blue in e eight now") <= 1,
