@@ -85,8 +85,6 @@ struct StreamBuffer {
     received: u64,
     /// The last window queued ends at this received-frame count.
     covered: u64,
-    /// When the stream's last event came.
-    last_seen: Option<Instant>,
     /// The newest frame index received: frames at or before it again (a
     /// preprocessor that restarted and re-read its input) are duplicates.
     last_index: Option<u64>,
@@ -211,25 +209,11 @@ impl Inferencer {
         }
     }
 
-    /// Drops the buffers of streams with no event for `idle` (an end that
-    /// never came: a crashed publisher, a lost message), so per-stream state
-    /// cannot grow without bound; returns their ids. Windows already queued
-    /// still run.
-    pub fn expire_idle(&mut self, idle: Duration) -> Vec<String> {
-        let stale: Vec<String> = self
-            .streams
-            .iter()
-            .filter(|(_, b)| b.last_seen.is_some_and(|t| t.elapsed() >= idle))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &stale {
-            self.streams.remove(id);
-        }
-        stale
-    }
-
-    /// Drops the buffers of these streams (those there); returns their ids.
-    /// The Kafka service judges idleness by event time and calls this.
+    /// Drops the buffers of these streams (those there): an end that never
+    /// came (a crashed publisher, a lost message), so per-stream state cannot
+    /// grow without bound; returns their ids. Windows already queued still
+    /// run. The Kafka service judges idleness by event time
+    /// (`mouthmap_bus::idle::IdleClock`) and calls this.
     pub fn drop_streams(&mut self, ids: &[String]) -> Vec<String> {
         ids.iter()
             .filter(|id| self.streams.remove(id.as_str()).is_some())
@@ -274,7 +258,6 @@ impl Inferencer {
         );
         let wb = self.window_bytes();
         let buf = self.streams.entry(c.stream_id.clone()).or_default();
-        buf.last_seen = Some(Instant::now());
         // At-least-once upstream: frames already received are skipped, so a
         // redelivered chunk cannot repeat frames inside a window.
         let skip = c
@@ -626,14 +609,17 @@ mod tests {
     }
 
     #[test]
-    fn streams_whose_end_never_comes_are_dropped_after_the_idle_time() {
+    fn a_stream_dropped_as_idle_frees_its_buffer() {
         let mut inf = Inferencer::new(model(), InferSettings::default());
         let (ev, p) = chunk("lost", 0, 3, 0);
         inf.handle(&start("lost"), &[], &[]).unwrap();
         inf.handle(&ev, &p, &[]).unwrap();
         assert_eq!(inf.active_streams(), 1);
-        assert!(inf.expire_idle(Duration::from_secs(60)).is_empty());
-        assert_eq!(inf.expire_idle(Duration::ZERO), vec!["lost".to_string()]);
+        assert!(inf.drop_streams(&["other".to_string()]).is_empty());
+        assert_eq!(
+            inf.drop_streams(&["lost".to_string()]),
+            vec!["lost".to_string()]
+        );
         assert_eq!(inf.active_streams(), 0);
     }
 

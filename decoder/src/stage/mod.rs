@@ -144,21 +144,10 @@ impl Decoder {
         Ok(out)
     }
 
-    /// Closes streams whose end never came after `idle` without a message
-    /// (wall-clock time; the Kafka service judges by event time and calls
-    /// [`close`](Self::close)), each with a `final` marked `timed_out`.
-    pub fn expire_idle(&mut self, idle: std::time::Duration) -> Vec<Transcript> {
-        let stale: Vec<String> = self
-            .streams
-            .iter()
-            .filter(|(_, s)| s.last_seen.elapsed() >= idle)
-            .map(|(id, _)| id.clone())
-            .collect();
-        self.close(&stale)
-    }
-
     /// Closes these streams (those open among them) with a `final` marked
-    /// `timed_out`, each under its own grammar.
+    /// `timed_out`, each under its own grammar: their end never came. The
+    /// Kafka service judges idleness by event time
+    /// (`mouthmap_bus::idle::IdleClock`) and calls this.
     pub fn close(&mut self, ids: &[String]) -> Vec<Transcript> {
         let mut out = Vec::new();
         for id in ids {

@@ -2,7 +2,6 @@
 //! next one cuts into, and the words committed by bounded re-decoding.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use mouthmap_contracts::{FRAME_DURATION_NS, LogitsWindow, TimedWord};
 
@@ -32,7 +31,6 @@ pub(super) struct StreamState {
     pub(super) covered_until: u64,
     /// Frames before this were committed and dropped; later windows' copies are ignored.
     dropped_until: u64,
-    pub(super) last_seen: Instant,
     /// Windows stitched, and those of them with a face (see [`MIN_FACE_SHARE`]).
     pub(super) windows: u64,
     pub(super) faced_windows: u64,
@@ -59,7 +57,6 @@ impl StreamState {
             committed_log_conf: (0.0, 0),
             covered_until: 0,
             dropped_until: 0,
-            last_seen: Instant::now(),
             windows: 0,
             faced_windows: 0,
         }
@@ -88,7 +85,6 @@ impl StreamState {
         let prev_first = self.last_window.as_ref().map(|p| p.first);
         if prev_first.is_some_and(|p| w.first_frame <= p) {
             // A window already stitched (redelivered) or older: nothing new.
-            self.last_seen = Instant::now();
             return Ok(());
         }
         let mut rows = WindowRows {
@@ -146,7 +142,6 @@ impl StreamState {
             .covered_until
             .max(w.first_frame + w.valid_frames as u64);
         self.model_version = w.model_version.clone();
-        self.last_seen = Instant::now();
         Ok(())
     }
 
