@@ -253,15 +253,15 @@ async fn a_decoder_killed_just_after_a_final_does_not_send_it_twice() {
 }
 
 /// The broker stopped for 10 s mid-stream under the whole pipeline and
-/// started again with its storage: every service reconnects (ingest's
-/// producer is renewed, see docs/reliability.md), and the stream reads as
-/// without the fault, with one final.
+/// started again with its storage: every service reconnects, and what the
+/// broker failed to take while it went down and came back is sent again by
+/// a renewed producer (ingest and every stage: Tansu 0.6 forgets an
+/// idempotent producer's identity on restart, see docs/reliability.md). The
+/// stream reads as without the fault, with one final.
 ///
-/// Fails today (2026-12-01): ingest delivers everything, but after the
-/// restart the stages' consumer-group sessions time out and no transcript
-/// comes within 150 s. Ignored until the stages recover (the open
-/// reliability issue); `cargo test --test faults -- --ignored` runs it.
-#[ignore = "the stages do not recover from a Tansu restart yet (open reliability issue)"]
+/// Failed before the stages sent again (2026-12-01): preprocess stopped
+/// with "Unknown broker error" on its first send after the restart and no
+/// transcript came within 150 s.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_whole_pipeline_rides_out_a_broker_restart() {
     if !available(&[Need::Broker]) {

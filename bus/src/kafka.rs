@@ -4,6 +4,7 @@
 //! Everything here speaks plain Kafka through librdkafka; nothing depends on
 //! the broker being Apache Kafka, Redpanda or Tansu.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::time::Duration;
 
@@ -420,24 +421,50 @@ pub struct StageSettings {
 /// per message would cap a stage at a few hundred messages a second).
 pub const MAX_IN_FLIGHT: usize = 256;
 
-type Acked = std::pin::Pin<Box<dyn Future<Output = Result<(String, i32, i64), BusError>> + Send>>;
+/// How long a stage or ingest sends again what the broker failed to take
+/// (a broker that restarts refuses what it is sent while it comes back, and
+/// may have forgotten an idempotent producer's identity).
+pub const REDELIVER_FOR: Duration = Duration::from_secs(120);
 
-/// Enqueues every output of the message at `key` and returns a future that
-/// resolves to `key` once all of them are acknowledged.
-fn enqueue(
-    producer: &Producer,
-    out: Vec<OutMessage>,
+/// Pause before sending failed messages again, by a renewed producer.
+pub const REDELIVER_AFTER: Duration = Duration::from_secs(1);
+
+/// A handled input message's outputs on their way to the broker.
+struct Flight {
+    /// The input message: topic, partition, offset.
     key: (String, i32, i64),
-) -> Result<Acked, BusError> {
-    let mut acks = Vec::with_capacity(out.len());
-    for m in out {
-        acks.push(producer.send(&m)?);
+    out: Vec<OutMessage>,
+    /// When its outputs were first sent.
+    first_sent: std::time::Instant,
+    /// Sent again after a failed delivery.
+    resent: bool,
+}
+
+type Acked = std::pin::Pin<Box<dyn Future<Output = (Flight, Result<(), BusError>)> + Send>>;
+
+/// Enqueues every output of `flight` and returns a future that resolves
+/// once all of them are acknowledged, or one failed. Err only for an output
+/// over the message limit, which no retry can send.
+fn enqueue(producer: &Producer, flight: Flight) -> Result<Acked, BusError> {
+    let mut acks = Vec::with_capacity(flight.out.len());
+    for i in 0..flight.out.len() {
+        let sent = producer.send(&flight.out[i]);
+        match sent {
+            Ok(ack) => acks.push(ack),
+            Err(e @ BusError::TooLarge { .. }) => return Err(e),
+            // Refused at once (a full queue, a producer fenced by a broker
+            // that restarted): the whole flight is sent again.
+            Err(e) => return Ok(Box::pin(async move { (flight, Err(e)) })),
+        }
     }
     Ok(Box::pin(async move {
-        for a in acks {
-            a.await?;
+        let mut result = Ok(());
+        for ack in acks {
+            if let Err(e) = ack.await {
+                result = Err(e);
+            }
         }
-        Ok(key)
+        (flight, result)
     }))
 }
 
@@ -452,6 +479,12 @@ fn enqueue(
 /// [`headers::DLQ_REASON`]) and its offset stored once that is
 /// acknowledged; a passing failure is retried after a backoff; a fatal one
 /// stops the loop with the offset not stored.
+///
+/// A failed delivery (the broker restarting, or back but refusing a
+/// producer identity it forgot) is not a reason to stop: consuming pauses,
+/// and once everything in flight settled the failed outputs are sent again
+/// by a renewed producer, in input order, for [`REDELIVER_FOR`]; offsets
+/// are stored again once they are all acknowledged.
 pub async fn run_stage<H: Handler>(
     consumer: &BusConsumer,
     producer: &Producer,
@@ -466,6 +499,18 @@ pub async fn run_stage<H: Handler>(
     // what it holds back.
     let mut held: Vec<(String, i32, i64)> = Vec::new();
     let mut in_flight: FuturesOrdered<Acked> = FuturesOrdered::new();
+    let mut producer = producer.clone();
+    // Flights whose delivery failed, to send again at `retry_at`, and how
+    // many sent again are still on their way: offsets wait for both.
+    let mut retry: VecDeque<Flight> = VecDeque::new();
+    let mut retry_at = tokio::time::Instant::now();
+    let mut resending = 0usize;
+    let flight = |key, out| Flight {
+        key,
+        out,
+        first_sent: std::time::Instant::now(),
+        resent: false,
+    };
     // The first tick checks health at once.
     let mut last_health_check = std::time::Instant::now()
         .checked_sub(HEALTH_EVERY)
@@ -473,6 +518,8 @@ pub async fn run_stage<H: Handler>(
     // Stores the offsets of acknowledged messages below what the handler
     // still holds back, in input order per partition; keeps the rest.
     let release = |held: &mut Vec<(String, i32, i64)>, handler: &H| -> Result<(), BusError> {
+        // Acknowledged out of order after a redelivery: stored in order.
+        held.sort();
         let mut blocked: Vec<(String, i32)> = Vec::new();
         let mut kept = Vec::new();
         for (topic, partition, offset) in held.drain(..) {
@@ -495,15 +542,54 @@ pub async fn run_stage<H: Handler>(
             _ = shutdown.changed() => {
                 tracing::info!(stage = %settings.stage, in_flight = in_flight.len(),
                     "shutdown requested; waiting for acknowledgements, then stopping");
-                while let Some(done) = in_flight.next().await {
-                    held.push(done?);
+                // What is not acknowledged now is not stored, and comes again.
+                while let Some((f, result)) = in_flight.next().await {
+                    if result.is_ok() {
+                        held.push(f.key);
+                    } else {
+                        retry.push_back(f);
+                    }
                 }
-                release(&mut held, handler)?;
+                if retry.is_empty() {
+                    release(&mut held, handler)?;
+                }
                 break;
             }
-            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                held.push(done?);
-                release(&mut held, handler)?;
+            Some((f, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                if f.resent {
+                    resending -= 1;
+                }
+                match result {
+                    Ok(()) => held.push(f.key),
+                    Err(e) if f.first_sent.elapsed() < REDELIVER_FOR => {
+                        metrics.error(ErrorKind::Produce);
+                        tracing::warn!(stage = %settings.stage, error = %e, topic = %f.key.0,
+                            partition = f.key.1, offset = f.key.2,
+                            "delivery failed; consuming paused, sending it again");
+                        retry.push_back(f);
+                        retry_at = tokio::time::Instant::now() + REDELIVER_AFTER;
+                    }
+                    Err(e) => return Err(e),
+                }
+                if retry.is_empty() && resending == 0 {
+                    release(&mut held, handler)?;
+                }
+            }
+            _ = tokio::time::sleep_until(retry_at), if !retry.is_empty() && in_flight.is_empty() => {
+                // A broker that restarted may have forgotten this producer's
+                // identity and refuse it for good: send again as a new one.
+                match producer.renewed() {
+                    Ok(p) => producer = p,
+                    Err(e) => tracing::warn!(stage = %settings.stage, error = %e,
+                        "cannot renew the producer; sending again with the old one"),
+                }
+                retry.make_contiguous().sort_by(|a, b| a.key.cmp(&b.key));
+                tracing::info!(stage = %settings.stage, messages = retry.len(), "sending failed outputs again");
+                while let Some(mut f) = retry.pop_front() {
+                    f.resent = true;
+                    resending += 1;
+                    in_flight.push_back(enqueue(&producer, f)?);
+                }
             }
             _ = tick.tick() => {
                 if last_health_check.elapsed() >= HEALTH_EVERY {
@@ -512,7 +598,7 @@ pub async fn run_stage<H: Handler>(
                 }
                 match handler.on_tick().await {
                     Ok(out) => {
-                        produce_all(producer, out).await?;
+                        deliver_all(&mut producer, out, &settings.stage, metrics).await?;
                         release(&mut held, handler)?;
                     }
                     Err(e) => {
@@ -524,7 +610,7 @@ pub async fn run_stage<H: Handler>(
                     }
                 }
             }
-            received = consumer.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+            received = consumer.recv(), if in_flight.len() < MAX_IN_FLIGHT && retry.is_empty() && resending == 0 => {
                 let borrowed = match received {
                     Ok(m) => m,
                     Err(e) => {
@@ -558,7 +644,7 @@ pub async fn run_stage<H: Handler>(
                     let e = match result {
                         Ok(out) => {
                             let n = out.len();
-                            in_flight.push_back(enqueue(producer, out, key)?);
+                            in_flight.push_back(enqueue(&producer, flight(key, out))?);
                             metrics.sent_n(n as u64);
                             break;
                         }
@@ -573,7 +659,7 @@ pub async fn run_stage<H: Handler>(
                                 partition = msg.partition, offset = msg.offset, kind = %e.kind(), %reason,
                                 "message sent to the dead-letter topic");
                             let dl = dead_letter(&msg, &settings.stage, &settings.dead_letter_topic, &reason);
-                            in_flight.push_back(enqueue(producer, vec![dl], key)?);
+                            in_flight.push_back(enqueue(&producer, flight(key, vec![dl]))?);
                             break;
                         }
                         Policy::Retry => {
@@ -582,8 +668,10 @@ pub async fn run_stage<H: Handler>(
                                 _ = tokio::time::sleep(backoff) => {}
                                 _ = shutdown.changed() => {
                                     // Stored offsets end before this message: it comes again.
-                                    while let Some(done) = in_flight.next().await {
-                                        held.push(done?);
+                                    while let Some((f, result)) = in_flight.next().await {
+                                        if result.is_ok() && !f.resent {
+                                            held.push(f.key);
+                                        }
                                     }
                                     release(&mut held, handler)?;
                                     return Ok(());
@@ -828,15 +916,52 @@ pub async fn read_tail(
 }
 
 /// Produces all messages (in order) and waits for every acknowledgement.
-pub async fn produce_all(producer: &Producer, out: Vec<OutMessage>) -> Result<(), BusError> {
-    let mut pending = FuturesOrdered::new();
-    for m in out {
-        pending.push_back(producer.send(&m)?);
+/// Produces `out` and waits for every acknowledgement; what fails is sent
+/// again by a renewed producer (see [`run_stage`]) for [`REDELIVER_FOR`].
+async fn deliver_all(
+    producer: &mut Producer,
+    out: Vec<OutMessage>,
+    stage: &str,
+    metrics: &StageMetrics,
+) -> Result<(), BusError> {
+    let started = std::time::Instant::now();
+    let mut out = out;
+    loop {
+        let mut pending = FuturesOrdered::new();
+        for m in out {
+            let ack = producer.send(&m);
+            pending.push_back(async move {
+                match ack {
+                    Ok(ack) => (m, ack.await.map(|_| ())),
+                    Err(e) => (m, Err(e)),
+                }
+            });
+        }
+        let mut failed = Vec::new();
+        let mut last = None;
+        while let Some((m, result)) = pending.next().await {
+            match result {
+                Ok(()) => {}
+                Err(e @ BusError::TooLarge { .. }) => return Err(e),
+                Err(e) => {
+                    failed.push(m);
+                    last = Some(e);
+                }
+            }
+        }
+        let Some(e) = last else { return Ok(()) };
+        if started.elapsed() >= REDELIVER_FOR {
+            return Err(e);
+        }
+        metrics.error(ErrorKind::Produce);
+        tracing::warn!(stage, error = %e, messages = failed.len(), "delivery failed; sending it again");
+        tokio::time::sleep(REDELIVER_AFTER).await;
+        match producer.renewed() {
+            Ok(p) => *producer = p,
+            Err(e) => tracing::warn!(stage, error = %e, "cannot renew the producer; sending again with the old one"),
+        }
+        out = failed;
     }
-    while let Some(done) = pending.next().await {
-        done?;
-    }
-    Ok(())
 }
 
 /// Bytes of a message's payload a dead letter keeps at most: the copy must

@@ -4,7 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesOrdered, StreamExt};
-use mouthmap_bus::kafka::{BusError, Delivered, Producer};
+use mouthmap_bus::kafka::{BusError, Delivered, Producer, REDELIVER_AFTER, REDELIVER_FOR};
 use mouthmap_bus::metrics::StageMetrics;
 use mouthmap_bus::telemetry;
 use mouthmap_bus::{ErrorKind, OutMessage};
@@ -33,13 +33,6 @@ pub struct PublishStats {
 /// Past it the publisher stops taking events, the channel from the stream
 /// threads fills, and capture waits: backpressure, not loss.
 pub const MAX_PENDING: usize = 256;
-
-/// How long a message is sent again after its delivery failed (a broker
-/// that restarts can refuse what it is sent while it comes back).
-pub const REDELIVER_FOR: Duration = Duration::from_secs(120);
-
-/// Pause before sending failed messages again.
-const REDELIVER_AFTER: Duration = Duration::from_secs(1);
 
 impl InFlight {
     fn new(topic: &str, out: Outgoing) -> Self {
