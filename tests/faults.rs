@@ -407,6 +407,24 @@ async fn of_two_replicas_the_one_killed_comes_back_and_its_streams_complete() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     s.start_replica("infer", n as u32);
     assert!(tokio::task::block_in_place(|| i.wait(Duration::from_secs(60))).success());
+    // Both replicas hold partitions again (the one back took its own).
+    tokio::task::block_in_place(|| {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let reports = [s.readyz("infer"), s.readyz(&second)];
+            let held = |r: &serde_json::Value| {
+                r["detail"]["partitions"].as_array().is_some_and(|p| !p.is_empty())
+            };
+            if reports.iter().all(held) {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "both replicas hold partitions within 60 s: {reports:?}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
     each_reads_as(&s, &ids, &reference, "one of two replicas killed").await;
 }
 

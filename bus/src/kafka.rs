@@ -302,7 +302,33 @@ impl rdkafka::ClientContext for LagContext {
     }
 }
 
-impl ConsumerContext for LagContext {}
+/// Every rebalance is logged with the partitions it gave or took, so an
+/// operator (and a fault test) sees which replica holds what.
+impl ConsumerContext for LagContext {
+    fn post_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        use rdkafka::consumer::Rebalance;
+        let list = |tpl: &rdkafka::TopicPartitionList| {
+            tpl.elements()
+                .iter()
+                .map(|e| format!("{}/{}", e.topic(), e.partition()))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(stage = %self.stage, partitions = %list(tpl), "partitions assigned")
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(stage = %self.stage, partitions = %list(tpl), "partitions revoked")
+            }
+            Rebalance::Error(e) => tracing::warn!(stage = %self.stage, error = %e, "rebalance failed"),
+        }
+    }
+}
 
 /// Where a consumer group starts when it has no committed offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,6 +367,11 @@ pub fn consumer(
         // fetch for the whole wait. Override with --kafka-option.
         .set("fetch.wait.max.ms", "20")
         .set("fetch.message.max.bytes", "2097152")
+        // Prefetch at most 16 MB per consumer (librdkafka's default, 64 MB,
+        // is what a slow broker's bursts filled in the soak): a stage takes
+        // messages far faster than its broker sends them, so this costs
+        // nothing but bounds the memory.
+        .set("queued.max.messages.kbytes", "16384")
         .set(
             "statistics.interval.ms",
             STATISTICS_EVERY.as_millis().to_string(),
