@@ -76,9 +76,12 @@ RUN apt-get update \
  && useradd --system --uid 10001 --home-dir /var/lib/mouthmap --create-home mouthmap
 COPY --from=build /usr/local/bin/mouthmap /usr/local/bin/mouthmap
 COPY --from=ort /ort/ /opt/onnxruntime/
-COPY models/mouthmap-lipnet-grid-s1.onnx model/MODEL_CARD.md /opt/mouthmap/models/
+# The image's model repository (docs/models.md): the reference model as
+# version 1, with its card. Mount another repository over it, or one more
+# version beside it, to serve your own.
+COPY models/mouthmap-lipnet-grid-s1/1/model.onnx model/MODEL_CARD.md /opt/mouthmap/models/mouthmap-lipnet-grid-s1/1/
 ENV ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so \
-    MOUTHMAP_MODEL=/opt/mouthmap/models/mouthmap-lipnet-grid-s1.onnx \
+    MOUTHMAP_MODELS_DIR=/opt/mouthmap/models \
     MOUTHMAP_FACE_MODEL=/models/yunet/face_detection_yunet_2026may.onnx \
     MOUTHMAP_LOG=info \
     MOUTHMAP_HEALTH_PORT=8088

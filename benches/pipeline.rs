@@ -252,7 +252,7 @@ async fn main() {
     let video = long_video(&out);
     let seconds = 30;
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_mouthmap"));
-    let model = root().join("models/mouthmap-lipnet-grid-s1.onnx");
+    let model = root().join("models/mouthmap-lipnet-grid-s1/1/model.onnx");
     let face = shared().join("models/yunet/face_detection_yunet_2026may.onnx");
     let mut runs = Vec::new();
     let mut max_sustained = 0;

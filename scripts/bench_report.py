@@ -251,7 +251,7 @@ def decoding_section(ev) -> list[str]:
     out += [
         f"The validation set (model/split.json) through the serving code (`mouthmap transcribe`), "
         f"model `{name}`, open and grammar decoding measured in one run: "
-        "`cd model && python -m mouthmap_model.evaluate --models ../models/mouthmap-lipnet-grid-s1.onnx --report ../model/eval-report.json`.",
+        "`cd model && python -m mouthmap_model.evaluate --models ../models/mouthmap-lipnet-grid-s1/1/model.onnx --report ../model/eval-report.json`.",
         "The grammar is what a stream gets when its `grammar` feature is `grid`.",
         "",
         "| | open: CER | open: WER | GRID grammar: CER | GRID grammar: WER |",

@@ -70,6 +70,9 @@ enum Command {
     /// Feature store: set and read stream and speaker features, keep aggregates from transcripts.
     #[command(long_about = cmd::features::LONG_ABOUT)]
     Features(cmd::features::FeaturesArgs),
+    /// The model repository: list, show and validate model versions; export one to Triton.
+    #[command(long_about = cmd::models::LONG_ABOUT)]
+    Models(cmd::models::ModelsArgs),
     /// Manage the pipeline's Kafka topics.
     Topics(cmd::topics::TopicsArgs),
     /// Print a topic's messages as JSON lines (metadata decoded, payload sizes only).
@@ -134,13 +137,14 @@ fn main() -> ExitCode {
         Command::Topics(_) => "mouthmap-topics",
         Command::Features(_) => "mouthmap-features",
         Command::Tail(_) => "mouthmap-tail",
+        Command::Models(_) => "mouthmap-models",
     };
     let format = match cli.log_format {
         LogFormatArg::Text => LogFormat::Text,
         LogFormatArg::Json => LogFormat::Json,
     };
     let filter = cli.log.clone().unwrap_or_else(|| match cli.command {
-        Command::Crops(_) | Command::Transcribe(_) => "warn".into(),
+        Command::Crops(_) | Command::Transcribe(_) | Command::Models(_) => "warn".into(),
         _ => "info,ort=warn".into(),
     });
     let guard = match telemetry::init(service, &filter, format) {
@@ -171,6 +175,7 @@ fn main() -> ExitCode {
             Command::Topics(args) => cmd::topics::run(args).await,
             Command::Features(args) => cmd::features::run(args).await,
             Command::Tail(args) => cmd::tail::run(args).await,
+            Command::Models(args) => cmd::models::run(args).await,
         }
     });
     drop(runtime);

@@ -365,13 +365,8 @@ async fn a_replica_added_mid_stream_takes_partitions_and_loses_nothing() {
 /// back under its identity (on the local broker, a member that died keeps
 /// its partitions until then; on Apache Kafka the survivor would take them
 /// after the session timeout): the streams it carried complete, as without
-/// the fault.
-///
-/// Flaky on Tansu 0.6 (1 of 3 clean-clone runs on 2026-12-01): the replica
-/// restarted under its identity sometimes does not get its partitions back
-/// within two minutes. Ignored until that is fixed (the open reliability
-/// issue); `cargo test --test faults -- --ignored` runs it.
-#[ignore = "flaky on Tansu 0.6: a restarted replica sometimes never gets its partitions back (open reliability issue)"]
+/// the fault. Both replicas must hold partitions again before the streams
+/// are read, so a replica that did not get its partitions back says so.
 #[tokio::test(flavor = "multi_thread")]
 async fn of_two_replicas_the_one_killed_comes_back_and_its_streams_complete() {
     if !available(&[Need::Broker]) {
@@ -413,7 +408,9 @@ async fn of_two_replicas_the_one_killed_comes_back_and_its_streams_complete() {
         loop {
             let reports = [s.readyz("infer"), s.readyz(&second)];
             let held = |r: &serde_json::Value| {
-                r["detail"]["partitions"].as_array().is_some_and(|p| !p.is_empty())
+                r["detail"]["partitions"]
+                    .as_array()
+                    .is_some_and(|p| !p.is_empty())
             };
             if reports.iter().all(held) {
                 break;

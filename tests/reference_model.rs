@@ -11,7 +11,7 @@ use common::*;
 use mouthmap_inferencer::model::{Device, Model};
 
 fn model_path() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mouthmap-lipnet-grid-s1.onnx")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mouthmap-lipnet-grid-s1/1/model.onnx")
 }
 
 /// `mouthmap transcribe` with the committed model; its printed lines.

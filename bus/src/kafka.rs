@@ -325,7 +325,9 @@ impl ConsumerContext for LagContext {
             Rebalance::Revoke(tpl) => {
                 tracing::info!(stage = %self.stage, partitions = %list(tpl), "partitions revoked")
             }
-            Rebalance::Error(e) => tracing::warn!(stage = %self.stage, error = %e, "rebalance failed"),
+            Rebalance::Error(e) => {
+                tracing::warn!(stage = %self.stage, error = %e, "rebalance failed")
+            }
         }
     }
 }
@@ -989,7 +991,9 @@ async fn deliver_all(
         tokio::time::sleep(REDELIVER_AFTER).await;
         match producer.renewed() {
             Ok(p) => *producer = p,
-            Err(e) => tracing::warn!(stage, error = %e, "cannot renew the producer; sending again with the old one"),
+            Err(e) => {
+                tracing::warn!(stage, error = %e, "cannot renew the producer; sending again with the old one")
+            }
         }
         out = failed;
     }

@@ -5,11 +5,14 @@
 //!   it against the contract, reading vocabulary, blank and normalisation
 //!   from its metadata; a model that breaks the contract is refused with the
 //!   part it breaks.
+//! * [`repository`]: a model repository in Triton's layout
+//!   (`MODELS_DIR/NAME/VERSION/model.onnx`): versions listed and resolved.
 //! * [`stage`]: `mouths` events in, `logits` events out: per-stream buffers,
 //!   75-frame windows every `hop` frames, an end-aligned last window, and a
 //!   dynamic batcher (`max_batch`, `max_delay`). Free of transport.
 
 pub mod model;
+pub mod repository;
 #[cfg(feature = "service")]
 pub mod service;
 pub mod stage;

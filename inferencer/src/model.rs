@@ -23,8 +23,12 @@ use serde::Deserialize;
 pub enum ModelError {
     #[error("cannot load the model {0}")]
     Load(#[from] OnnxError),
-    #[error("the model {path} breaks the MouthMap contract: {reason}")]
-    Contract { path: PathBuf, reason: String },
+    /// Every part of the contract the model breaks, each in its own words.
+    #[error("the model {path} breaks the MouthMap contract: {}", problems.join("; "))]
+    Contract {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
     #[error("inference failed: {0}")]
     Run(String),
 }
@@ -58,6 +62,22 @@ struct Normalization {
     std: Option<f32>,
     scale: Option<f32>,
     offset: Option<f32>,
+}
+
+/// A graph input or output: its name and declared shape (-1: dynamic).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tensor {
+    pub name: String,
+    pub shape: Vec<i64>,
+}
+
+/// What a model file declares, beyond [`ModelInfo`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description {
+    pub input: Tensor,
+    pub output: Tensor,
+    /// Every metadata entry, by key.
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 /// A loaded model.
@@ -97,6 +117,31 @@ impl Model {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The graph's input and output as declared (names, shapes with -1 for
+    /// a dynamic axis) and every metadata entry, for `mouthmap models show`
+    /// and the Triton export.
+    pub fn describe(&self) -> Description {
+        let tensor = |name: &str, vt: &ort::value::ValueType| Tensor {
+            name: name.to_string(),
+            shape: dims(vt).map(|(_, s)| s).unwrap_or_default(),
+        };
+        let input = &self.session.inputs()[0];
+        let output = &self.session.outputs()[0];
+        let mut metadata = std::collections::BTreeMap::new();
+        if let Ok(meta) = self.session.metadata() {
+            for key in meta.custom_keys().unwrap_or_default() {
+                if let Some(value) = meta.custom(&key) {
+                    metadata.insert(key, value);
+                }
+            }
+        }
+        Description {
+            input: tensor(input.name(), input.dtype()),
+            output: tensor(output.name(), output.dtype()),
+            metadata,
+        }
     }
 
     /// Runs `batch` windows of crops (`batch * frames * height * width`
@@ -147,117 +192,171 @@ impl Model {
     }
 }
 
+/// Checks a loaded session against the contract, and names every part
+/// that breaks it (not just the first), so one run of `mouthmap models
+/// validate` shows all that a model's exporter has to fix.
 fn check_contract(session: &Session, path: &Path) -> Result<ModelInfo, ModelError> {
-    let bad = |reason: String| ModelError::Contract {
+    let mut problems: Vec<String> = Vec::new();
+    let fail = |problems: Vec<String>| ModelError::Contract {
         path: path.to_path_buf(),
-        reason,
+        problems,
     };
     if session.inputs().len() != 1 || session.outputs().is_empty() {
-        return Err(bad(format!(
+        problems.push(format!(
             "it has {} inputs and {} outputs; one input [batch, frames, height, width, 1] and one output [batch, frames, classes] are expected",
             session.inputs().len(),
             session.outputs().len()
-        )));
+        ));
     }
-    let (ity, ishape) =
-        dims(session.inputs()[0].dtype()).ok_or_else(|| bad("the input is not a tensor".into()))?;
-    if ity != TensorElementType::Float32 {
-        return Err(bad(format!("the input is {ity:?}, not float32")));
+    let input = session.inputs().first().and_then(|i| dims(i.dtype()));
+    let output = session.outputs().first().and_then(|o| dims(o.dtype()));
+    let mut ishape = vec![-1i64; 5];
+    match input {
+        None => problems.push("the input is not a tensor".into()),
+        Some((ty, shape)) => {
+            if ty != TensorElementType::Float32 {
+                problems.push(format!("the input is {ty:?}, not float32"));
+            }
+            if shape.len() != 5 || (shape[4] != 1 && shape[4] != -1) {
+                problems.push(format!(
+                    "the input shape is {shape:?}, not [batch, frames, height, width, 1]"
+                ));
+            } else {
+                ishape = shape;
+            }
+        }
     }
-    if ishape.len() != 5 || (ishape[4] != 1 && ishape[4] != -1) {
-        return Err(bad(format!(
-            "the input shape is {ishape:?}, not [batch, frames, height, width, 1]"
-        )));
+    let mut oshape = vec![-1i64; 3];
+    match output {
+        None => problems.push("the output is not a tensor".into()),
+        Some((ty, shape)) => {
+            if ty != TensorElementType::Float32 {
+                problems.push(format!("the output is {ty:?}, not float32"));
+            }
+            if shape.len() != 3 {
+                problems.push(format!(
+                    "the output shape is {shape:?}, not [batch, frames, classes]"
+                ));
+            } else {
+                oshape = shape;
+            }
+        }
     }
-    let (oty, oshape) = dims(session.outputs()[0].dtype())
-        .ok_or_else(|| bad("the output is not a tensor".into()))?;
-    if oty != TensorElementType::Float32 {
-        return Err(bad(format!("the output is {oty:?}, not float32")));
-    }
-    if oshape.len() != 3 {
-        return Err(bad(format!(
-            "the output shape is {oshape:?}, not [batch, frames, classes]"
-        )));
-    }
-    let meta = session.metadata().map_err(|e| bad(e.to_string()))?;
+    let meta = session.metadata().map_err(|e| fail(vec![e.to_string()]))?;
     let get = |k: &str| meta.custom(k);
-    let vocab_text = get("vocabulary").ok_or_else(|| {
-        bad("metadata has no `vocabulary` (a JSON list of the classes in index order)".into())
-    })?;
-    let vocabulary: Vec<String> = serde_json::from_str(&vocab_text).map_err(|e| {
-        bad(format!(
-            "metadata `vocabulary` is not a JSON list of strings: {e}"
-        ))
-    })?;
-    let blank: usize = get("blank_index")
-        .ok_or_else(|| bad("metadata has no `blank_index`".into()))?
-        .trim()
-        .parse()
-        .map_err(|e| bad(format!("metadata `blank_index` is not a number: {e}")))?;
-    if blank >= vocabulary.len() {
-        return Err(bad(format!(
-            "blank_index {blank} is outside the {}-class vocabulary",
-            vocabulary.len()
-        )));
+    let vocabulary: Option<Vec<String>> = match get("vocabulary") {
+        None => {
+            problems.push(
+                "metadata has no `vocabulary` (a JSON list of the classes in index order)".into(),
+            );
+            None
+        }
+        Some(text) => match serde_json::from_str(&text) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                problems.push(format!(
+                    "metadata `vocabulary` is not a JSON list of strings: {e}"
+                ));
+                None
+            }
+        },
+    };
+    let blank: Option<usize> = match get("blank_index").map(|b| b.trim().parse::<usize>()) {
+        None => {
+            problems.push("metadata has no `blank_index`".into());
+            None
+        }
+        Some(Err(e)) => {
+            problems.push(format!("metadata `blank_index` is not a number: {e}"));
+            None
+        }
+        Some(Ok(b)) => Some(b),
+    };
+    if let (Some(v), Some(b)) = (&vocabulary, blank)
+        && b >= v.len()
+    {
+        problems.push(format!(
+            "blank_index {b} is outside the {}-class vocabulary",
+            v.len()
+        ));
     }
-    if oshape[2] != -1 && oshape[2] as usize != vocabulary.len() {
-        return Err(bad(format!(
+    if let Some(v) = &vocabulary
+        && oshape[2] != -1
+        && oshape[2] as usize != v.len()
+    {
+        problems.push(format!(
             "the output has {} classes but the vocabulary {}",
             oshape[2],
-            vocabulary.len()
-        )));
+            v.len()
+        ));
     }
-    let norm_text =
-        get("normalization").ok_or_else(|| bad("metadata has no `normalization`".into()))?;
-    let norm: Normalization = serde_json::from_str(&norm_text)
-        .map_err(|e| bad(format!("metadata `normalization` is not JSON: {e}")))?;
-    let (scale, offset) = match norm {
-        Normalization {
-            mean: Some(m),
-            std: Some(s),
-            ..
-        } if s > 0.0 => (1.0 / (255.0 * s), -m / s),
-        Normalization {
-            scale: Some(sc),
-            offset,
-            ..
-        } => (sc, offset.unwrap_or(0.0)),
-        _ => {
-            return Err(bad(
-                "metadata `normalization` needs {\"mean\", \"std\"} or {\"scale\", \"offset\"}"
-                    .into(),
-            ));
+    let norm = match get("normalization").map(|t| serde_json::from_str::<Normalization>(&t)) {
+        None => {
+            problems.push("metadata has no `normalization`".into());
+            None
         }
+        Some(Err(e)) => {
+            problems.push(format!("metadata `normalization` is not JSON: {e}"));
+            None
+        }
+        Some(Ok(n)) => match n {
+            Normalization {
+                mean: Some(m),
+                std: Some(s),
+                ..
+            } if s > 0.0 => Some((1.0 / (255.0 * s), -m / s)),
+            Normalization {
+                scale: Some(sc),
+                offset,
+                ..
+            } => Some((sc, offset.unwrap_or(0.0))),
+            _ => {
+                problems.push(
+                    "metadata `normalization` needs {\"mean\", \"std\"} or {\"scale\", \"offset\"}"
+                        .into(),
+                );
+                None
+            }
+        },
     };
-    let dim = |key: &str, shape_value: i64, default: usize| -> Result<usize, ModelError> {
-        let from_meta = get(key)
-            .map(|v| v.trim().parse::<usize>())
-            .transpose()
-            .map_err(|e| bad(format!("metadata `{key}`: {e}")))?;
+    let mut dim = |key: &str, shape_value: i64, default: usize| -> usize {
+        let from_meta = get(key).map(|v| v.trim().parse::<usize>());
         match (from_meta, shape_value) {
-            (Some(m), s) if s > 0 && s as usize != m => Err(bad(format!(
-                "metadata says {key} = {m} but the input shape says {s}"
-            ))),
-            (Some(m), _) => Ok(m),
-            (None, s) if s > 0 => Ok(s as usize),
-            (None, _) => Ok(default),
+            (Some(Err(e)), _) => {
+                problems.push(format!("metadata `{key}`: {e}"));
+                default
+            }
+            (Some(Ok(m)), s) if s > 0 && s as usize != m => {
+                problems.push(format!(
+                    "metadata says {key} = {m} but the input shape says {s}"
+                ));
+                m
+            }
+            (Some(Ok(m)), _) => m,
+            (None, s) if s > 0 => s as usize,
+            (None, _) => default,
         }
     };
-    let frames = dim("frames_per_window", ishape[1], 75)?;
-    let height = dim("frame_height", ishape[2], 46)?;
-    let width = dim("frame_width", ishape[3], 140)?;
+    let frames = dim("frames_per_window", ishape[1], 75);
+    let height = dim("frame_height", ishape[2], 46);
+    let width = dim("frame_width", ishape[3], 140);
     if oshape[1] > 0 && oshape[1] as usize != frames {
-        return Err(bad(format!(
+        problems.push(format!(
             "the output has {} frames per window, the input {frames}",
             oshape[1]
-        )));
+        ));
     }
     let fps = get("fps").and_then(|v| v.trim().parse().ok()).unwrap_or(25);
     if fps != 25 {
-        return Err(bad(format!(
+        problems.push(format!(
             "the model was trained at {fps} fps; MouthMap streams are 25 fps"
-        )));
+        ));
     }
+    let (Some(vocabulary), Some(blank), Some((scale, offset)), true) =
+        (vocabulary, blank, norm, problems.is_empty())
+    else {
+        return Err(fail(problems));
+    };
     Ok(ModelInfo {
         name: get("model_name").unwrap_or_else(|| {
             path.file_stem()
@@ -331,6 +430,21 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("no such file"), "{err}");
+    }
+
+    #[test]
+    fn names_every_broken_part_not_just_the_first() {
+        let err = Model::load(&fixture("tiny-many-problems.onnx"), Device::Cpu, 1)
+            .err()
+            .expect("refused")
+            .to_string();
+        for part in [
+            "blank_index 99 is outside",
+            "no `normalization`",
+            "trained at 30 fps",
+        ] {
+            assert!(err.contains(part), "{part}: {err}");
+        }
     }
 
     #[test]

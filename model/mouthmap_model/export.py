@@ -1,6 +1,6 @@
 """Export a checkpoint to ONNX with the serving contract and its metadata.
 
-    python -m mouthmap_model.export --checkpoint runs/lipnet/best.pt --out ../models/mouthmap-lipnet-grid-s1.onnx
+    python -m mouthmap_model.export --checkpoint runs/lipnet/best.pt --out ../models/mouthmap-lipnet-grid-s1/1/model.onnx
 
 Input `frames` float32 [batch, 75, 46, 140, 1], normalised as the metadata's
 `normalization` says; output `probs` float32 [batch, 75, classes], CTC
@@ -68,7 +68,7 @@ def set_metadata(path: Path, meta: dict[str, str]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=str(D.REPO / "model/runs/lipnet/best.pt"))
-    p.add_argument("--out", default=str(D.REPO / "models" / f"{MODEL_NAME}.onnx"))
+    p.add_argument("--out", default=str(D.REPO / "models" / MODEL_NAME / "1" / "model.onnx"), help="where the model goes: a version of the model repository, models/NAME/VERSION/model.onnx")
     args = p.parse_args()
     ckpt = torch.load(args.checkpoint, weights_only=False)
     net = LipNet(D.CLASSES)

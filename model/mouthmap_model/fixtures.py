@@ -79,6 +79,8 @@ def main() -> None:
         "tiny-four-dim-input.onnx": contract_model(in_rank=4),
         "tiny-vocabulary-mismatch.onnx": contract_model(meta={"vocabulary": json.dumps(list("abc")), "blank_index": "2"}),
         "tiny-bad-blank.onnx": contract_model(meta={"blank_index": "99"}),
+        # Three broken parts at once: validation names every one.
+        "tiny-many-problems.onnx": contract_model(meta={"blank_index": "99", "normalization": None, "fps": "30"}),
     }
     for name, m in models.items():
         onnx.checker.check_model(m)

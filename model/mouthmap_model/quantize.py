@@ -1,6 +1,6 @@
 """FP16 and INT8 variants of an exported model.
 
-    python -m mouthmap_model.quantize --model ../models/mouthmap-lipnet-grid-s1.onnx
+    python -m mouthmap_model.quantize --model ../models/mouthmap-lipnet-grid-s1/1/model.onnx
 
 FP16: every weight and activation in half precision, inputs and outputs kept
 float32 (so the serving contract holds). INT8: dynamic quantisation of the

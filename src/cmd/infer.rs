@@ -1,13 +1,14 @@
 //! `mouthmap infer`: mouth crops in, per-window CTC probabilities out.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use mouthmap_bus::metrics::StageMetrics;
 use mouthmap_inferencer::model::{Device, Model};
+use mouthmap_inferencer::repository::Repository;
 use mouthmap_inferencer::service::InferHandler;
 use mouthmap_inferencer::stage::{InferSettings, Inferencer};
 
@@ -28,13 +29,51 @@ impl From<DeviceArg> for Device {
     }
 }
 
+/// Where the model repository is (shared by `infer`, `transcribe` and `models`).
+#[derive(Args, Debug, Clone)]
+pub struct RepositoryArgs {
+    /// The model repository: NAME/VERSION/model.onnx, Triton's layout (docs/models.md).
+    /// Default: models/ in the checkout.
+    #[arg(long, global = true, env = "MOUTHMAP_MODELS_DIR", value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
+}
+
+impl RepositoryArgs {
+    pub fn dir(&self) -> PathBuf {
+        self.models_dir
+            .clone()
+            .unwrap_or_else(mouthmap_onnx::default_models_dir)
+    }
+
+    pub fn open(&self) -> anyhow::Result<Repository> {
+        Ok(Repository::open(&self.dir())?)
+    }
+
+    /// The ONNX file `model` names: a path (it ends in .onnx, holds a '/',
+    /// or is a file), else NAME or NAME:VERSION in the repository; with no
+    /// name, the reference model's latest version.
+    pub fn model_file(&self, model: Option<&str>) -> anyhow::Result<PathBuf> {
+        let spec = model.unwrap_or(mouthmap_onnx::DEFAULT_MODEL_NAME);
+        if spec.ends_with(".onnx") || spec.contains('/') || Path::new(spec).is_file() {
+            return Ok(PathBuf::from(spec));
+        }
+        Ok(self.open()?.resolve(spec)?.model())
+    }
+}
+
 /// The model and how it runs (shared by `infer` and `transcribe`).
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Model")]
 pub struct ModelArgs {
-    /// Lip-reading model (ONNX, MouthMap contract). Default: the committed reference model.
-    #[arg(long, env = "MOUTHMAP_MODEL")]
-    pub model: Option<PathBuf>,
+    /// The lip-reading model: NAME or NAME:VERSION in the model repository
+    /// (latest version when none is named), or the path of an .onnx file
+    /// (MouthMap contract). Default: mouthmap-lipnet-grid-s1, the committed
+    /// reference model.
+    #[arg(long, env = "MOUTHMAP_MODEL", value_name = "NAME[:VERSION]|FILE")]
+    pub model: Option<String>,
+
+    #[command(flatten)]
+    pub repository: RepositoryArgs,
 
     /// Where the model runs; cuda needs the onnxruntime-gpu library (no silent fallback to cpu).
     #[arg(long, env = "MOUTHMAP_DEVICE", value_enum, default_value_t = DeviceArg::Cpu)]
@@ -51,10 +90,7 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn load(&self) -> anyhow::Result<Model> {
-        let path = self
-            .model
-            .clone()
-            .unwrap_or_else(mouthmap_onnx::default_model);
+        let path = self.repository.model_file(self.model.as_deref())?;
         Ok(Model::load(&path, self.device.into(), self.model_threads)?)
     }
 }

@@ -5,6 +5,7 @@ pub mod decode;
 pub mod features;
 pub mod infer;
 pub mod ingest;
+pub mod models;
 pub mod preprocess;
 pub mod tail;
 pub mod topics;

@@ -26,6 +26,18 @@ pub enum Need {
     NginxRtmp,
     /// Prometheus, which the test starts on a port of its own.
     Prometheus,
+    /// The Python with Triton's client (its model-config protobuf) and the
+    /// model converters: [`interop_python`].
+    Interop,
+}
+
+/// The Python `scripts/install-deps` sets up for model interop (Triton's
+/// model-config protobuf from `tritonclient`).
+pub fn interop_python() -> PathBuf {
+    let stack = std::env::var_os("MOUTHMAP_STACK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".stack"));
+    stack.join("interop-venv/bin/python")
 }
 
 fn missing(need: Need) -> Option<String> {
@@ -51,6 +63,12 @@ fn missing(need: Need) -> Option<String> {
         .then(|| "nginx with its RTMP module (`scripts/install-deps` installs them)".to_string()),
         Need::Prometheus => (!on_path("prometheus"))
             .then(|| "prometheus (`scripts/install-deps` installs it)".to_string()),
+        Need::Interop => (!interop_python().is_file()).then(|| {
+            format!(
+                "{} (`scripts/install-deps` makes it)",
+                interop_python().display()
+            )
+        }),
     }
 }
 

@@ -17,7 +17,8 @@ pub const CLIPS: [(&str, &str); 2] = [
 ];
 
 pub fn model() -> PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mouthmap-lipnet-grid-s1.onnx")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models/mouthmap-lipnet-grid-s1/1/model.onnx")
 }
 
 pub fn word_errors(a: &str, b: &str) -> usize {
