@@ -220,3 +220,77 @@ fn transcribe_serves_a_named_version_from_the_repository() {
         "{out}"
     );
 }
+
+/// A Keras LipNet as users have them (input [75, 50, 100, 3] RGB, softmax
+/// over a-z, space and the blank last), built with random weights, imported
+/// by `model/mouthmap_model/keras_import.py` into a repository version:
+/// ONNX Runtime matches Keras within 1e-4 (the importer checks it and
+/// reports the difference), the contract check passes with the metadata the
+/// importer wrote, and `transcribe` serves it from the repository.
+#[test]
+fn a_keras_lipnet_is_imported_matches_keras_and_is_served() {
+    if !available(&[Need::Interop]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let h5 = dir.path().join("lipnet.h5");
+    let repo = dir.path().join("models");
+    let python = |module: &str, args: &[&std::ffi::OsStr]| {
+        let o = Command::new(interop_python())
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("model"))
+            .args(["-m", module])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{module}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    python(
+        "mouthmap_model.keras_lipnet",
+        &["--small".as_ref(), "--out".as_ref(), h5.as_os_str()],
+    );
+    let out = repo.join("keras-lipnet/1/model.onnx");
+    let report = python(
+        "mouthmap_model.keras_import",
+        &[
+            h5.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+            "--mean".as_ref(),
+            "0.5".as_ref(),
+            "--std".as_ref(),
+            "0.25".as_ref(),
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_str(report.lines().last().unwrap()).unwrap();
+    let diff = report["max_abs_diff"].as_f64().unwrap();
+    assert!(diff <= 1e-4, "ONNX Runtime vs Keras: {diff}");
+    assert_eq!(report["input"], serde_json::json!([75, 50, 100, 3]));
+
+    let o = models(&repo, &["validate"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = models(&repo, &["show", "keras-lipnet"]);
+    let shown = text(&o);
+    for part in [
+        "blank at 27",
+        r#"["a","b","c""#,
+        r#"" ","<blank>"]"#,
+        "imported_from",
+        "input = pixel * 0.015686",
+    ] {
+        assert!(shown.contains(part), "{part}: {shown}");
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_mouthmap"))
+        .env("MOUTHMAP_FACE_MODEL", face_model())
+        .args(["transcribe", "--json", "--models-dir"])
+        .arg(&repo)
+        .args(["--model", "keras-lipnet"])
+        .arg(grid_clip("bbie8n.mp4"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["kind"], "final", "{stdout}");
+    assert_eq!(last["model_version"], "1.0.0", "{last}");
+}
