@@ -35,6 +35,27 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// `mouthmap transcribe --json` of a validation clip with `model` from `repo`.
+fn transcribe(repo: &Path, model: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mouthmap"))
+        .env("MOUTHMAP_FACE_MODEL", face_model())
+        .args(["transcribe", "--json", "--models-dir"])
+        .arg(repo)
+        .args(["--model", model])
+        .arg(grid_clip("bbie8n.mp4"))
+        .output()
+        .expect("mouthmap runs")
+}
+
+/// The last line `transcribe --json` printed, which must be the final.
+fn final_of(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", text(o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["kind"], "final", "{stdout}");
+    last
+}
+
 /// A repository of three versions of `lipnet` (the reference model, the
 /// tiny contract model, a model breaking three parts of the contract) and
 /// one stray file.
@@ -187,21 +208,8 @@ print(json.dumps({
 #[test]
 fn transcribe_serves_a_named_version_from_the_repository() {
     let repo = repository();
-    let run = |model: &str| {
-        Command::new(env!("CARGO_BIN_EXE_mouthmap"))
-            .env("MOUTHMAP_FACE_MODEL", face_model())
-            .args(["transcribe", "--json", "--models-dir"])
-            .arg(repo.path())
-            .args(["--model", model])
-            .arg(grid_clip("bbie8n.mp4"))
-            .output()
-            .unwrap()
-    };
-    let o = run("lipnet:1");
-    assert!(o.status.success(), "{}", text(&o));
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(last["kind"], "final");
+    let run = |model: &str| transcribe(repo.path(), model);
+    let last = final_of(&run("lipnet:1"));
     let words = last["text"].as_str().unwrap();
     assert!(
         common::pipeline::word_errors(words, "bin blue in e eight now") <= 1,
@@ -280,17 +288,6 @@ fn a_keras_lipnet_is_imported_matches_keras_and_is_served() {
     ] {
         assert!(shown.contains(part), "{part}: {shown}");
     }
-    let o = Command::new(env!("CARGO_BIN_EXE_mouthmap"))
-        .env("MOUTHMAP_FACE_MODEL", face_model())
-        .args(["transcribe", "--json", "--models-dir"])
-        .arg(&repo)
-        .args(["--model", "keras-lipnet"])
-        .arg(grid_clip("bbie8n.mp4"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(last["kind"], "final", "{stdout}");
+    let last = final_of(&transcribe(&repo, "keras-lipnet"));
     assert_eq!(last["model_version"], "1.0.0", "{last}");
 }
