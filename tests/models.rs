@@ -289,5 +289,9 @@ fn a_keras_lipnet_is_imported_matches_keras_and_is_served() {
         assert!(shown.contains(part), "{part}: {shown}");
     }
     let last = final_of(&transcribe(&repo, "keras-lipnet"));
-    assert_eq!(last["model_version"], "1.0.0", "{last}");
+    assert_eq!(
+        (last["model"].as_str(), last["model_version"].as_str()),
+        (Some("keras-lipnet"), Some("1.0.0")),
+        "{last}"
+    );
 }

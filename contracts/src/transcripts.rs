@@ -31,6 +31,11 @@ pub struct Transcript {
     pub stable_prefix: String,
     pub words: Vec<TimedWord>,
     pub confidence: f32,
+    /// The model that read the stream: its name (a repository model's
+    /// directory, or the file's `model_name` metadata) ...
+    #[serde(default)]
+    pub model: String,
+    /// ... and the version string in its metadata.
     pub model_version: String,
     /// From the ingest of the newest frame covered to this publication.
     pub latency_ms: f64,
@@ -83,6 +88,7 @@ impl Transcript {
             stable_prefix: String::new(),
             words: Vec::new(),
             confidence: 0.0,
+            model: String::new(),
             model_version: String::new(),
             latency_ms: 0.0,
             covered_ms: 0,

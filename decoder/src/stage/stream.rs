@@ -17,6 +17,7 @@ pub(super) struct StreamState {
     last_cut: u64,
     pub(super) vocabulary: Vec<String>,
     pub(super) blank: usize,
+    pub(super) model_name: String,
     pub(super) model_version: String,
     pub(super) newest_ingest_us: i64,
     /// Frames before this no later window can change.
@@ -49,6 +50,7 @@ impl StreamState {
             last_cut: 0,
             vocabulary: w.vocabulary.clone(),
             blank: w.blank as usize,
+            model_name: w.model_name.clone(),
             model_version: w.model_version.clone(),
             newest_ingest_us: 0,
             settled_until: 0,
@@ -141,6 +143,7 @@ impl StreamState {
         self.covered_until = self
             .covered_until
             .max(w.first_frame + w.valid_frames as u64);
+        self.model_name = w.model_name.clone();
         self.model_version = w.model_version.clone();
         Ok(())
     }
