@@ -540,6 +540,7 @@ fn mouthmap_decoder_window(id: &str) -> (Vec<u8>, mouthmap_contracts::LogitsEven
         blank: 27,
         model_name: "test".into(),
         model_version: "1".into(),
+        served_version: 0,
         newest_ingest_us: 0,
         face_share: 1.0,
     };

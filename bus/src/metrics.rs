@@ -14,6 +14,16 @@
 //! | `mouthmap_dead_letters_total` | counter | `stage`, `kind` (messages sent to the dead-letter topic) |
 //! | `mouthmap_transcript_latency_seconds` | histogram | `stage`, `kind` (`partial`, `final`: from the ingest of the newest frame a transcript covers to its publication) |
 //! | `mouthmap_consumer_lag` | gauge | `stage`, `topic`, `partition` (messages behind the partition's end, for the partitions this replica holds; from librdkafka's statistics every 5 s) |
+//! | `mouthmap_model_windows_total` | counter | `stage`, `model`, `version` (windows a model version read) |
+//! | `mouthmap_model_batch_seconds` | histogram | `stage`, `model`, `version` (one batch run of that version) |
+//! | `mouthmap_model_batch_size` | histogram | `stage`, `model`, `version` (windows in one batch run) |
+//! | `mouthmap_model_errors_total` | counter | `stage`, `model`, `version` (runs of that version that failed) |
+//! | `mouthmap_model_transcripts_total` | counter | `stage`, `model`, `version`, `kind` (transcripts of streams that version read) |
+//! | `mouthmap_model_streams_total` | counter | `stage`, `model`, `version`, `reason` (streams given to that version: `feature`, `canary`, `live`, `default`) |
+//!
+//! The `mouthmap_model_*` families compare model versions served side by
+//! side (the dashboard's "Models" row); `version` is the version string in
+//! the model's metadata.
 //!
 //! `mouthmap_processing_seconds` is always per event, observed by the
 //! consume loop; a stage that batches reports its batch runs apart, so the two
@@ -43,6 +53,12 @@ struct Families {
     dead_letters: IntCounterVec,
     transcript_latency: HistogramVec,
     consumer_lag: IntGaugeVec,
+    model_windows: IntCounterVec,
+    model_batch_seconds: HistogramVec,
+    model_batch_size: HistogramVec,
+    model_errors: IntCounterVec,
+    model_transcripts: IntCounterVec,
+    model_streams: IntCounterVec,
 }
 
 fn families() -> &'static Families {
@@ -138,6 +154,72 @@ fn families() -> &'static Families {
             &["stage", "topic", "partition"],
         )
         .expect("valid metric");
+        let by_model = ["stage", "model", "version"];
+        let model_windows = IntCounterVec::new(
+            Opts::new(
+                "mouthmap_model_windows_total",
+                "Windows a model version read, by stage, model and version",
+            ),
+            &by_model,
+        )
+        .expect("valid metric");
+        let model_batch_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "mouthmap_model_batch_seconds",
+                "Time of one batch run of a model version",
+            )
+            .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")),
+            &by_model,
+        )
+        .expect("valid metric");
+        let model_batch_size = HistogramVec::new(
+            HistogramOpts::new(
+                "mouthmap_model_batch_size",
+                "Windows in one batch run of a model version",
+            )
+            .buckets(prometheus::exponential_buckets(1.0, 2.0, 9).expect("valid buckets")),
+            &by_model,
+        )
+        .expect("valid metric");
+        let model_errors = IntCounterVec::new(
+            Opts::new(
+                "mouthmap_model_errors_total",
+                "Runs of a model version that failed",
+            ),
+            &by_model,
+        )
+        .expect("valid metric");
+        let model_transcripts = IntCounterVec::new(
+            Opts::new(
+                "mouthmap_model_transcripts_total",
+                "Transcripts of streams a model version read, by kind",
+            ),
+            &["stage", "model", "version", "kind"],
+        )
+        .expect("valid metric");
+        let model_streams = IntCounterVec::new(
+            Opts::new(
+                "mouthmap_model_streams_total",
+                "Streams given to a model version, by why (feature, canary, live, default)",
+            ),
+            &["stage", "model", "version", "reason"],
+        )
+        .expect("valid metric");
+        for c in [
+            &model_windows,
+            &model_errors,
+            &model_transcripts,
+            &model_streams,
+        ] {
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+        }
+        for h in [&model_batch_seconds, &model_batch_size] {
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+        }
         registry
             .register(Box::new(consumer_lag.clone()))
             .expect("unique metric");
@@ -171,6 +253,12 @@ fn families() -> &'static Families {
             dead_letters,
             transcript_latency,
             consumer_lag,
+            model_windows,
+            model_batch_seconds,
+            model_batch_size,
+            model_errors,
+            model_transcripts,
+            model_streams,
         }
     })
 }
@@ -236,6 +324,55 @@ impl StageMetrics {
         f.batch_size
             .with_label_values(&[&self.stage])
             .observe(size as f64);
+    }
+
+    /// A model version is served: its series start at zero, so a
+    /// dashboard comparing versions sees each from the start.
+    pub fn model_served(&self, model: &str, version: &str) {
+        let f = families();
+        f.model_windows
+            .with_label_values(&[&self.stage, model, version]);
+        f.model_errors
+            .with_label_values(&[&self.stage, model, version]);
+    }
+
+    /// One batch run of `size` windows by a model version, that took `elapsed`.
+    pub fn observe_model_batch(&self, model: &str, version: &str, elapsed: Duration, size: usize) {
+        let f = families();
+        let labels = [self.stage.as_str(), model, version];
+        f.model_windows
+            .with_label_values(&labels)
+            .inc_by(size as u64);
+        f.model_batch_seconds
+            .with_label_values(&labels)
+            .observe(elapsed.as_secs_f64());
+        f.model_batch_size
+            .with_label_values(&labels)
+            .observe(size as f64);
+    }
+
+    /// A run of a model version failed.
+    pub fn model_error(&self, model: &str, version: &str) {
+        families()
+            .model_errors
+            .with_label_values(&[&self.stage, model, version])
+            .inc();
+    }
+
+    /// A stream was given to a model version, for `reason`.
+    pub fn model_stream(&self, model: &str, version: &str, reason: &str) {
+        families()
+            .model_streams
+            .with_label_values(&[&self.stage, model, version, reason])
+            .inc();
+    }
+
+    /// A transcript (`partial` or `final`) of a stream a model version read.
+    pub fn model_transcript(&self, model: &str, version: &str, kind: &str) {
+        families()
+            .model_transcripts
+            .with_label_values(&[&self.stage, model, version, kind])
+            .inc();
     }
 
     /// One feature-store lookup that took `elapsed`, answered or not.
@@ -340,6 +477,29 @@ mod tests {
         assert!(text.contains("mouthmap_events_sent_total{stage=\"unit-test\"} 3"));
         assert!(text.contains("mouthmap_errors_total{kind=\"contract\",stage=\"unit-test\"} 1"));
         assert!(text.contains("mouthmap_processing_seconds_count{stage=\"unit-test\"} 1"));
+    }
+
+    #[test]
+    fn model_versions_are_counted_apart() {
+        let m = StageMetrics::new("unit-test-models");
+        m.model_served("lipnet", "2.0.0");
+        m.observe_model_batch("lipnet", "1.0.0", Duration::from_millis(30), 4);
+        m.observe_model_batch("lipnet", "1.0.0", Duration::from_millis(30), 2);
+        m.model_error("lipnet", "1.0.0");
+        m.model_transcript("lipnet", "1.0.0", "final");
+        let text = render();
+        let l = |v: &str| format!("model=\"lipnet\",stage=\"unit-test-models\",version=\"{v}\"");
+        for line in [
+            format!("mouthmap_model_windows_total{{{}}} 6", l("1.0.0")),
+            format!("mouthmap_model_windows_total{{{}}} 0", l("2.0.0")),
+            format!("mouthmap_model_errors_total{{{}}} 0", l("2.0.0")),
+            format!("mouthmap_model_errors_total{{{}}} 1", l("1.0.0")),
+            format!("mouthmap_model_batch_seconds_count{{{}}} 2", l("1.0.0")),
+            format!("mouthmap_model_batch_size_sum{{{}}} 6", l("1.0.0")),
+            "mouthmap_model_transcripts_total{kind=\"final\",model=\"lipnet\",stage=\"unit-test-models\",version=\"1.0.0\"} 1".to_string(),
+        ] {
+            assert!(text.contains(&line), "{line} in:\n{text}");
+        }
     }
 
     #[test]

@@ -25,8 +25,15 @@ pub struct LogitsWindow {
     pub vocabulary: Vec<String>,
     /// Index of the CTC blank class.
     pub blank: u32,
+    /// The model that read the window: its name (the model repository's
+    /// directory, or the file's `model_name` metadata) and the version
+    /// string in its metadata ...
     pub model_name: String,
     pub model_version: String,
+    /// ... and the repository version that served it (0: a model from a
+    /// file, outside any repository).
+    #[serde(default)]
+    pub served_version: u64,
     /// Ingest wall-clock time of the newest frame in the window (µs since epoch).
     pub newest_ingest_us: i64,
     /// Share of the window's valid frames in which a face was found, 0..1
@@ -106,6 +113,7 @@ mod tests {
             blank: 0,
             model_name: "m".into(),
             model_version: "1".into(),
+            served_version: 0,
             newest_ingest_us: 0,
             face_share: 1.0,
         }

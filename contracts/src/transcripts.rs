@@ -35,8 +35,12 @@ pub struct Transcript {
     /// directory, or the file's `model_name` metadata) ...
     #[serde(default)]
     pub model: String,
-    /// ... and the version string in its metadata.
+    /// ... the version string in its metadata ...
     pub model_version: String,
+    /// ... and the repository version that served it (0: a model from a
+    /// file, outside any repository).
+    #[serde(default)]
+    pub version: u64,
     /// From the ingest of the newest frame covered to this publication.
     pub latency_ms: f64,
     /// The transcript covers the stream up to here (ms from its first frame).
@@ -90,6 +94,7 @@ impl Transcript {
             confidence: 0.0,
             model: String::new(),
             model_version: String::new(),
+            version: 0,
             latency_ms: 0.0,
             covered_ms: 0,
             timed_out: false,

@@ -90,6 +90,14 @@ impl DecodeHandler {
             t.name(),
             Duration::from_secs_f64(t.latency_ms.max(0.0) / 1000.0),
         );
+        // The version as infer's metrics name it: the repository version,
+        // or the metadata's for a model served from a file.
+        let version = if t.version == 0 {
+            t.model_version.clone()
+        } else {
+            t.version.to_string()
+        };
+        self.metrics.model_transcript(&t.model, &version, t.name());
         OutMessage::event(&self.transcripts_topic, t, &[]).headers(telemetry::inject(span))
     }
 

@@ -7,12 +7,15 @@
 //!   part it breaks.
 //! * [`repository`]: a model repository in Triton's layout
 //!   (`MODELS_DIR/NAME/VERSION/model.onnx`): versions listed and resolved.
+//! * [`routing`]: which served version reads a stream (its `model` feature,
+//!   else the model's canary route, else the live version), sticky per stream.
 //! * [`stage`]: `mouths` events in, `logits` events out: per-stream buffers,
 //!   75-frame windows every `hop` frames, an end-aligned last window, and a
 //!   dynamic batcher (`max_batch`, `max_delay`). Free of transport.
 
 pub mod model;
 pub mod repository;
+pub mod routing;
 #[cfg(feature = "service")]
 pub mod service;
 pub mod stage;

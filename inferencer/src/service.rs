@@ -9,7 +9,95 @@ use mouthmap_bus::{ErrorKind, HandleError, InMessage, OutMessage, telemetry};
 use mouthmap_contracts::{Event, MouthEvent, headers};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::stage::{InferError, Inferencer, Produced};
+use mouthmap_feature_store::{OnlineStore, Value};
+
+use crate::routing::{self, Reason, Route};
+use crate::stage::{InferError, Inferencer, Produced, Served};
+
+/// The view holding each model's route (`mouthmap models route`).
+pub const ROUTE_VIEW: &str = "model_route";
+
+/// Decides which served version reads each new stream (see [`routing`]),
+/// from the feature store: the stream's `model` feature and the model's
+/// route, read within a deadline (past it, or with no store, the default
+/// version reads the stream). Routes are cached for [`ROUTE_MAX_AGE`].
+pub struct ModelRouter {
+    store: Option<OnlineStore>,
+    deadline: std::time::Duration,
+    route: Option<Route>,
+    route_read: Option<std::time::Instant>,
+}
+
+/// How long a route read from the store is used before it is read again.
+pub const ROUTE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl ModelRouter {
+    pub fn new(store: Option<OnlineStore>, deadline: std::time::Duration) -> Self {
+        Self {
+            store,
+            deadline,
+            route: None,
+            route_read: None,
+        }
+    }
+
+    /// The route a `model_route` row describes.
+    pub fn route_of(row: &mouthmap_feature_store::Row) -> Route {
+        let int = |k: &str| match row.get(k) {
+            Some(Value::Int(v)) if *v > 0 => Some(*v as u64),
+            _ => None,
+        };
+        Route {
+            live: int("live"),
+            canary: int("canary"),
+            percent: match row.get("percent") {
+                Some(Value::Int(p)) => (*p).clamp(0, 100) as u8,
+                _ => 0,
+            },
+        }
+    }
+
+    /// The served version (an index into `served`; 0 is the default) that
+    /// reads `stream_id`, and why.
+    pub async fn choose(&mut self, stream_id: &str, served: &[Served]) -> (usize, Reason) {
+        let name = served[0].name.clone();
+        let mut feature = None;
+        if let Some(store) = &self.store {
+            let fresh = self.route_read.is_some_and(|t| t.elapsed() < ROUTE_MAX_AGE);
+            let mut lookups = vec![("stream_settings", stream_id)];
+            if !fresh {
+                lookups.push((ROUTE_VIEW, name.as_str()));
+            }
+            match tokio::time::timeout(self.deadline, store.read(&lookups)).await {
+                Ok(Ok(rows)) => {
+                    feature = rows[0].as_ref().and_then(|r| match r.get("model") {
+                        Some(Value::Str(m)) => Some(m.clone()),
+                        _ => None,
+                    });
+                    if !fresh {
+                        self.route = rows[1].as_ref().map(Self::route_of);
+                        self.route_read = Some(std::time::Instant::now());
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(stream_id, error = %e, "model routing: feature store lookup failed; the cached route or the default version reads the stream")
+                }
+                Err(_) => {
+                    tracing::warn!(stream_id, deadline = ?self.deadline, "model routing: feature store lookup past its deadline; the cached route or the default version reads the stream")
+                }
+            }
+        }
+        let keys: Vec<(String, u64)> = served.iter().map(|s| (s.name.clone(), s.version)).collect();
+        let (index, reason) =
+            routing::choose(&keys, 0, stream_id, feature.as_deref(), self.route.as_ref());
+        if let Some(f) = &feature
+            && reason != Reason::Feature
+        {
+            tracing::warn!(stream_id, feature = %f, "the stream's model feature names no served version; routed instead");
+        }
+        (index, reason)
+    }
+}
 
 /// [`Handler`] for the consume loop.
 pub struct InferHandler {
@@ -24,6 +112,8 @@ pub struct InferHandler {
     /// Where each stream's chunks came from, oldest first, while the stage
     /// still needs their frames: the offsets that must not be committed.
     pub inputs: InputLog,
+    /// Picks the version that reads each stream, when several are served.
+    pub router: ModelRouter,
 }
 
 /// Per stream, the input messages whose frames the stage still holds:
@@ -72,7 +162,9 @@ impl From<InferError> for HandleError {
         match e {
             InferError::Contract(c) => c.into(),
             e @ InferError::CropSize { .. } => HandleError::dead_letter(ErrorKind::Content, e),
-            e @ InferError::Model(_) => HandleError::fatal(ErrorKind::Model, e),
+            e @ (InferError::Model(_) | InferError::Geometry { .. }) => {
+                HandleError::fatal(ErrorKind::Model, e)
+            }
         }
     }
 }
@@ -112,6 +204,12 @@ impl InferHandler {
                 }
             }
             self.metrics.observe_batch(batch.elapsed, batch.windows);
+            self.metrics.observe_model_batch(
+                &batch.model,
+                &batch.version,
+                batch.elapsed,
+                batch.windows,
+            );
         }
         self.metrics.set_active(self.stage.active_streams() as i64);
         out.into_iter()
@@ -130,6 +228,13 @@ impl InferHandler {
 }
 
 impl InferHandler {
+    /// A model run that failed counts against its version.
+    fn count_model_error(&mut self) {
+        if let Some((model, version)) = self.stage.take_failed() {
+            self.metrics.model_error(&model, &version);
+        }
+    }
+
     /// Forgets the inputs of every stream whose frames the stage dropped.
     fn prune_all(&mut self) {
         let ids: Vec<String> = self.inputs.streams.keys().cloned().collect();
@@ -152,6 +257,22 @@ impl Handler for InferHandler {
         {
             self.inputs.record(&c.stream_id, first.index, input.msg);
         }
+        // A new stream (or one this replica meets mid-way, after a
+        // restart or a rebalance) is given the version that reads it.
+        let id = input.event.stream_id();
+        let new_here = match input.event {
+            MouthEvent::Start(_) => true,
+            MouthEvent::Chunk(_) => self.stage.model_of(id).is_none(),
+            MouthEvent::End(_) => false,
+        };
+        if new_here && self.stage.served().len() > 1 {
+            let (index, reason) = self.router.choose(id, self.stage.served()).await;
+            let index = self.stage.assign(id, index);
+            let s = &self.stage.served()[index];
+            tracing::info!(stream_id = id, model = %s.name, version = s.version, reason = reason.as_str(), "model chosen for the stream");
+            self.metrics
+                .model_stream(&s.name, &s.version_label(), reason.as_str());
+        }
         let m = input.msg;
         match input.event {
             MouthEvent::Start(s) => {
@@ -167,9 +288,11 @@ impl Handler for InferHandler {
             MouthEvent::End(e) => self.clock.forget(&e.end.stream_id),
         }
         let out = tokio::task::block_in_place(|| {
-            let out =
-                self.stage
-                    .handle(input.event, input.payload, &trace_tag(&input.msg.headers))?;
+            let out = self
+                .stage
+                .handle(input.event, input.payload, &trace_tag(&input.msg.headers));
+            self.count_model_error();
+            let out = out?;
             Ok::<_, HandleError>(self.publish(out))
         });
         // Batches run for every stream: any stream's needs may have moved.
@@ -194,7 +317,9 @@ impl Handler for InferHandler {
             tracing::warn!(stream_id = %id, "no event within the idle timeout; stream buffer dropped");
         }
         let out = tokio::task::block_in_place(|| {
-            let out = self.stage.tick()?;
+            let out = self.stage.tick();
+            self.count_model_error();
+            let out = out?;
             Ok::<_, HandleError>(self.publish(out))
         });
         self.prune_all();

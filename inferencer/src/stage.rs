@@ -55,12 +55,56 @@ pub enum InferError {
     /// The model failed.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// Models served together must read the same windows.
+    #[error(
+        "the model {model} reads {frames} frames of {width}x{height}, the first served model {first_frames} frames of {first_width}x{first_height}: models served together must read the same windows"
+    )]
+    Geometry {
+        model: String,
+        frames: usize,
+        width: usize,
+        height: usize,
+        first_frames: usize,
+        first_width: usize,
+        first_height: usize,
+    },
+}
+
+/// A model version the stage serves: its name and repository version (the
+/// file's metadata name and version 0 when it came from a file).
+pub struct Served {
+    pub name: String,
+    pub version: u64,
+    pub model: Model,
+}
+
+impl Served {
+    /// A model from a file, outside any repository.
+    pub fn file(model: Model) -> Self {
+        Self {
+            name: model.info().name.clone(),
+            version: 0,
+            model,
+        }
+    }
+
+    /// The version as metrics and transcripts name it: the repository
+    /// version, or the metadata's version for a model from a file.
+    pub fn version_label(&self) -> String {
+        if self.version == 0 {
+            self.model.info().version.clone()
+        } else {
+            self.version.to_string()
+        }
+    }
 }
 
 /// A window waiting for its batch.
 #[derive(Debug, Clone)]
 pub struct PendingWindow {
     pub stream_id: String,
+    /// Index of the served model that reads it.
+    pub model: usize,
     pub first_frame: u64,
     pub valid: usize,
     /// Share of the valid frames with a face.
@@ -74,6 +118,8 @@ pub struct PendingWindow {
 
 #[derive(Default)]
 struct StreamBuffer {
+    /// The served model that reads this stream, for its whole life.
+    model: usize,
     crops: VecDeque<u8>,
     frames: VecDeque<FrameInfo>,
     /// Whether each buffered frame's crop came from a face.
@@ -93,6 +139,9 @@ struct StreamBuffer {
 /// One batch the model ran: the windows it carried, for tracing.
 #[derive(Debug, Clone)]
 pub struct BatchReport {
+    /// The model that ran it: its name and version (see [`Served::version_label`]).
+    pub model: String,
+    pub version: String,
     pub windows: usize,
     pub elapsed: Duration,
     pub tags: Vec<Vec<(String, String)>>,
@@ -100,11 +149,15 @@ pub struct BatchReport {
 
 /// The stage.
 pub struct Inferencer {
-    model: Model,
+    /// Every version served; streams read the one they were assigned
+    /// ([`Inferencer::assign`]), the first by default.
+    models: Vec<Served>,
     settings: InferSettings,
     streams: HashMap<String, StreamBuffer>,
     queue: VecDeque<PendingWindow>,
     batches: Vec<BatchReport>,
+    /// The model (name, version label) whose run failed last.
+    failed: Option<(String, String)>,
 }
 
 /// One event out, with the tag of the input that caused it.
@@ -126,18 +179,78 @@ fn produced(event: LogitsEvent, tag: &[(String, String)]) -> Produced {
 }
 
 impl Inferencer {
+    /// One model, from a file.
     pub fn new(model: Model, settings: InferSettings) -> Self {
         Self {
-            model,
+            models: vec![Served::file(model)],
             settings,
             streams: HashMap::new(),
             queue: VecDeque::new(),
             batches: Vec::new(),
+            failed: None,
         }
     }
 
+    /// Several model versions at once (the first is the default); they must
+    /// read the same windows (frames, height, width).
+    pub fn serving(models: Vec<Served>, settings: InferSettings) -> Result<Self, InferError> {
+        let Some(first) = models.first() else {
+            return Err(InferError::Model(ModelError::Run(
+                "no model to serve".into(),
+            )));
+        };
+        let f = first.model.info().clone();
+        for m in &models[1..] {
+            let i = m.model.info();
+            if (i.frames, i.width, i.height) != (f.frames, f.width, f.height) {
+                return Err(InferError::Geometry {
+                    model: format!("{}:{}", m.name, m.version),
+                    frames: i.frames,
+                    width: i.width,
+                    height: i.height,
+                    first_frames: f.frames,
+                    first_width: f.width,
+                    first_height: f.height,
+                });
+            }
+        }
+        Ok(Self {
+            models,
+            settings,
+            streams: HashMap::new(),
+            queue: VecDeque::new(),
+            batches: Vec::new(),
+            failed: None,
+        })
+    }
+
+    /// The default model (the first served).
     pub fn model(&self) -> &Model {
-        &self.model
+        &self.models[0].model
+    }
+
+    /// Every served version.
+    pub fn served(&self) -> &[Served] {
+        &self.models
+    }
+
+    /// The served model that reads `stream_id`, if the stage knows the stream.
+    pub fn model_of(&self, stream_id: &str) -> Option<usize> {
+        self.streams.get(stream_id).map(|b| b.model)
+    }
+
+    /// Makes the served model `index` read `stream_id` from now on (before
+    /// its first frames: a stream never changes model mid-way, so a stream
+    /// that already has a buffer keeps its model). Returns the stream's model.
+    pub fn assign(&mut self, stream_id: &str, index: usize) -> usize {
+        let index = index.min(self.models.len() - 1);
+        self.streams
+            .entry(stream_id.to_string())
+            .or_insert_with(|| StreamBuffer {
+                model: index,
+                ..StreamBuffer::default()
+            })
+            .model
     }
 
     pub fn active_streams(&self) -> usize {
@@ -147,6 +260,11 @@ impl Inferencer {
     /// Windows waiting for their batch.
     pub fn queued(&self) -> usize {
         self.queue.len()
+    }
+
+    /// The model (name, version label) whose run failed, once.
+    pub fn take_failed(&mut self) -> Option<(String, String)> {
+        self.failed.take()
     }
 
     /// Batches run since the last call (for spans and metrics).
@@ -163,8 +281,15 @@ impl Inferencer {
     ) -> Result<Out, InferError> {
         match event {
             MouthEvent::Start(s) => {
-                self.streams
-                    .insert(s.stream_id.clone(), StreamBuffer::default());
+                // A fresh buffer, reading the model it was assigned.
+                let model = self.model_of(&s.stream_id).unwrap_or(0);
+                self.streams.insert(
+                    s.stream_id.clone(),
+                    StreamBuffer {
+                        model,
+                        ..StreamBuffer::default()
+                    },
+                );
                 Ok(vec![produced(LogitsEvent::Start(s.clone()), tag)])
             }
             MouthEvent::Chunk(c) => {
@@ -229,8 +354,9 @@ impl Inferencer {
         }
     }
 
+    /// Bytes of one window (every served model reads the same windows).
     fn window_bytes(&self) -> usize {
-        let i = self.model.info();
+        let i = self.models[0].model.info();
         i.frames * i.height * i.width
     }
 
@@ -240,7 +366,8 @@ impl Inferencer {
         payload: &[u8],
         tag: &[(String, String)],
     ) -> Result<(), InferError> {
-        let info = self.model.info();
+        let model = self.model_of(&c.stream_id).unwrap_or(0);
+        let info = self.models[model].model.info();
         if (c.width as usize, c.height as usize) != (info.width, info.height) {
             return Err(InferError::CropSize {
                 width: c.width,
@@ -258,6 +385,7 @@ impl Inferencer {
         );
         let wb = self.window_bytes();
         let buf = self.streams.entry(c.stream_id.clone()).or_default();
+        let model = buf.model;
         // At-least-once upstream: frames already received are skipped, so a
         // redelivered chunk cannot repeat frames inside a window.
         let skip = c
@@ -290,6 +418,7 @@ impl Inferencer {
                 .count();
             self.queue.push_back(PendingWindow {
                 stream_id: c.stream_id.clone(),
+                model,
                 first_frame: window_frames[0].index,
                 valid: frames,
                 face_share: faces as f32 / frames as f32,
@@ -318,7 +447,7 @@ impl Inferencer {
     /// At a stream's end: one last window, aligned to the end, when frames
     /// are left that no window covered (or the stream was shorter than one).
     fn finish(&mut self, id: &str, tag: &[(String, String)]) {
-        let info = self.model.info();
+        let info = self.models[0].model.info();
         let (frames, frame_px) = (info.frames, info.width * info.height);
         let Some(buf) = self.streams.get_mut(id) else {
             return;
@@ -335,6 +464,7 @@ impl Inferencer {
         let faces = buf.faces.range(offset..).filter(|&&f| f).count();
         self.queue.push_back(PendingWindow {
             stream_id: id.to_string(),
+            model: buf.model,
             first_frame: window_frames[0].index,
             valid,
             face_share: faces as f32 / valid.max(1) as f32,
@@ -346,24 +476,45 @@ impl Inferencer {
         buf.covered = buf.received;
     }
 
-    /// Runs every queued window, `max_batch` at a time.
+    /// Runs every queued window, `max_batch` at a time, each model's
+    /// windows in batches of their own (a stream's windows stay in order).
     pub fn flush(&mut self) -> Result<Out, InferError> {
         let mut out = Vec::new();
-        while !self.queue.is_empty() {
-            let n = self.queue.len().min(self.settings.max_batch.max(1));
-            let batch: Vec<PendingWindow> = self.queue.drain(..n).collect();
+        while let Some(front) = self.queue.front() {
+            let model = front.model;
+            let max = self.settings.max_batch.max(1);
+            let mut batch: Vec<PendingWindow> = Vec::with_capacity(max);
+            let mut rest = VecDeque::with_capacity(self.queue.len());
+            for w in self.queue.drain(..) {
+                if w.model == model && batch.len() < max {
+                    batch.push(w);
+                } else {
+                    rest.push_back(w);
+                }
+            }
+            self.queue = rest;
+            let n = batch.len();
             let mut input = Vec::with_capacity(n * self.window_bytes());
             for w in &batch {
                 input.extend_from_slice(&w.crops);
             }
+            let served = &mut self.models[model];
             let started = Instant::now();
-            let probs = self.model.run(&input, n)?;
+            let probs = match served.model.run(&input, n) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.failed = Some((served.name.clone(), served.version_label()));
+                    return Err(e.into());
+                }
+            };
             self.batches.push(BatchReport {
+                model: served.name.clone(),
+                version: served.version_label(),
                 windows: n,
                 elapsed: started.elapsed(),
                 tags: batch.iter().map(|w| w.tag.clone()).collect(),
             });
-            let info = self.model.info();
+            let info = served.model.info();
             let per = info.frames * info.classes();
             for (i, w) in batch.into_iter().enumerate() {
                 let bytes: Vec<u8> = probs[i * per..(i + 1) * per]
@@ -379,8 +530,9 @@ impl Inferencer {
                         classes: info.classes() as u32,
                         vocabulary: info.vocabulary.clone(),
                         blank: info.blank as u32,
-                        model_name: info.name.clone(),
+                        model_name: served.name.clone(),
                         model_version: info.version.clone(),
+                        served_version: served.version,
                         newest_ingest_us: w.newest_ingest_us,
                         face_share: w.face_share,
                     }),
@@ -534,6 +686,52 @@ mod tests {
             windows.push((w.first_frame, w.valid_frames));
         }
         windows
+    }
+
+    #[test]
+    fn each_stream_is_read_by_the_version_it_was_assigned_in_batches_of_its_own() {
+        let served = |version| Served {
+            name: "lipnet".into(),
+            version,
+            model: model(),
+        };
+        let settings = InferSettings {
+            hop: 25,
+            max_batch: 16,
+            max_delay: Duration::from_secs(60),
+        };
+        let mut inf = Inferencer::serving(vec![served(1), served(2)], settings).unwrap();
+        assert_eq!(inf.assign("b", 1), 1);
+        // The start keeps the assignment; a later assignment changes nothing.
+        inf.handle(&start("b"), &[], &[]).unwrap();
+        assert_eq!(inf.assign("b", 0), 1);
+        inf.handle(&start("a"), &[], &[]).unwrap();
+        for (id, seq) in [("a", 0), ("b", 0), ("a", 1), ("b", 1)] {
+            let (ev, p) = chunk(id, seq * 75, 75, seq);
+            assert!(inf.handle(&ev, &p, &[]).unwrap().is_empty());
+        }
+        let out = inf.flush().unwrap();
+        let read_by: Vec<(String, u64)> = out
+            .iter()
+            .filter_map(|p| match &p.event {
+                LogitsEvent::Window(w) => Some((w.stream_id.clone(), w.served_version)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            read_by,
+            [("a", 1); 4]
+                .into_iter()
+                .chain([("b", 2); 4])
+                .map(|(id, v)| (id.to_string(), v))
+                .collect::<Vec<_>>()
+        );
+        let batches: Vec<(String, usize)> = inf
+            .take_batches()
+            .into_iter()
+            .map(|b| (b.version, b.windows))
+            .collect();
+        assert_eq!(batches, [("1".to_string(), 4), ("2".to_string(), 4)]);
     }
 
     #[test]

@@ -9,10 +9,10 @@ use clap::{Args, ValueEnum};
 use mouthmap_bus::metrics::StageMetrics;
 use mouthmap_inferencer::model::{Device, Model};
 use mouthmap_inferencer::repository::Repository;
-use mouthmap_inferencer::service::InferHandler;
-use mouthmap_inferencer::stage::{InferSettings, Inferencer};
+use mouthmap_inferencer::service::{InferHandler, ModelRouter};
+use mouthmap_inferencer::stage::{InferSettings, Inferencer, Served};
 
-use super::{KafkaArgs, ServiceWiring, StreamStateArgs, duration, run_service};
+use super::{KafkaArgs, ServiceWiring, StageFeatureArgs, StreamStateArgs, duration, run_service};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum DeviceArg {
@@ -89,9 +89,46 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    pub fn load(&self) -> anyhow::Result<Model> {
-        let path = self.repository.model_file(self.model.as_deref())?;
-        Ok(Model::load(&path, self.device.into(), self.model_threads)?)
+    /// The versions to serve, the one --model names first (it reads every
+    /// stream nothing else routes). A file is served alone; a repository
+    /// model with `all_versions` brings its other versions that pass the
+    /// contract check (one that fails is refused, logged, and the others
+    /// serve).
+    pub fn load_served(&self, all_versions: bool) -> anyhow::Result<Vec<Served>> {
+        let spec = self
+            .model
+            .as_deref()
+            .unwrap_or(mouthmap_onnx::DEFAULT_MODEL_NAME);
+        let path = self.repository.model_file(Some(spec))?;
+        let load = |p: &Path| Model::load(p, self.device.into(), self.model_threads);
+        if spec.ends_with(".onnx") || spec.contains('/') || Path::new(spec).is_file() {
+            return Ok(vec![Served::file(load(&path)?)]);
+        }
+        let repository = self.repository.open()?;
+        let named = repository.resolve(spec)?;
+        let mut served = vec![Served {
+            name: named.name.clone(),
+            version: named.version,
+            model: load(&named.model())?,
+        }];
+        if all_versions {
+            for v in repository.versions(&named.name)? {
+                if v.version == named.version {
+                    continue;
+                }
+                match load(&v.model()) {
+                    Ok(model) => served.push(Served {
+                        name: v.name.clone(),
+                        version: v.version,
+                        model,
+                    }),
+                    Err(e) => {
+                        tracing::error!(model = %v.name, version = v.version, error = %e, "model version refused; the others serve")
+                    }
+                }
+            }
+        }
+        Ok(served)
     }
 }
 
@@ -119,6 +156,20 @@ pub struct InferArgs {
     #[command(flatten)]
     model: ModelArgs,
 
+    /// Serve only the version --model names (default: every version of that
+    /// model in the repository, so routes and stream features can pick one;
+    /// the named version reads streams nothing else routes).
+    #[arg(long, env = "MOUTHMAP_ONLY_NAMED_VERSION")]
+    only_named_version: bool,
+
+    /// Routing reads (a stream's `model` feature, the model's route) longer
+    /// than this are given up: the default version reads the stream.
+    #[arg(long, env = "MOUTHMAP_ROUTING_DEADLINE", value_parser = duration, default_value = "200ms")]
+    routing_deadline: Duration,
+
+    #[command(flatten)]
+    features: StageFeatureArgs,
+
     #[command(flatten)]
     state: StreamStateArgs,
 
@@ -127,9 +178,13 @@ pub struct InferArgs {
 }
 
 pub async fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
-    let model = args.model.load()?;
-    tracing::info!(model = %model.info().name, version = %model.info().version, path = %model.path().display(), "model loaded");
     let metrics = StageMetrics::new("infer");
+    let served = args.model.load_served(!args.only_named_version)?;
+    for s in &served {
+        let i = s.model.info();
+        tracing::info!(model = %s.name, version = s.version, model_version = %i.version, path = %s.model.path().display(), "model loaded");
+        metrics.model_served(&s.name, &s.version_label());
+    }
     let max_delay = args.max_queue_delay.unwrap_or(match args.model.device {
         DeviceArg::Cpu => Duration::ZERO,
         DeviceArg::Cuda => Duration::from_millis(20),
@@ -139,13 +194,21 @@ pub async fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         max_batch: args.max_batch.max(1),
         max_delay,
     };
+    let stage = Inferencer::serving(served, settings)?;
+    // Routing reads the feature store only when there is a choice to make.
+    let store = if stage.served().len() > 1 {
+        args.features.store()?
+    } else {
+        None
+    };
     let mut handler = InferHandler {
-        stage: Inferencer::new(model, settings),
+        stage,
         logits_topic: args.kafka.logits_topic.clone(),
         metrics: metrics.clone(),
         idle_timeout: args.state.stream_idle_timeout,
         clock: Default::default(),
         inputs: Default::default(),
+        router: ModelRouter::new(store, args.routing_deadline),
     };
     let wiring = ServiceWiring {
         stage: "infer",

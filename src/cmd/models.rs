@@ -11,8 +11,11 @@ use clap::{Args, Subcommand};
 use mouthmap_inferencer::model::{Description, Device, Model, ModelError};
 use mouthmap_inferencer::repository::{MODEL_FILE, Version};
 
-use super::duration;
+use mouthmap_feature_store::{Row, Value};
+use mouthmap_inferencer::service::{ModelRouter, ROUTE_VIEW};
+
 use super::infer::{DeviceArg, RepositoryArgs};
+use super::{FeatureStoreArgs, duration};
 
 pub const LONG_ABOUT: &str = "\
 The model repository: every model version the inferencer can serve.
@@ -29,7 +32,9 @@ Examples:
   mouthmap models show mouthmap-lipnet-grid-s1
   mouthmap models validate                      # every version; exit 1 if one is broken
   mouthmap models validate ./my-model.onnx
-  mouthmap models export-triton /srv/triton mouthmap-lipnet-grid-s1:1";
+  mouthmap models export-triton /srv/triton mouthmap-lipnet-grid-s1:1
+  mouthmap models route mouthmap-lipnet-grid-s1 --canary 2 --percent 10
+  mouthmap models rollback mouthmap-lipnet-grid-s1";
 
 #[derive(Args, Debug)]
 pub struct ModelsArgs {
@@ -54,6 +59,43 @@ enum Action {
         /// NAME, NAME:VERSION or the path of an .onnx file (default: every version in the repository).
         models: Vec<String>,
     },
+    /// Which version reads a model's new streams: its live version, and a canary taking a share of them (no option: show the route).
+    #[command(long_about = ROUTE_ABOUT)]
+    Route {
+        /// The model (its name in the repository).
+        name: String,
+
+        /// The version that reads the streams no canary takes.
+        #[arg(long)]
+        live: Option<u64>,
+
+        /// A version that reads --percent of new streams.
+        #[arg(long)]
+        canary: Option<u64>,
+
+        /// The canary's share of new streams, 0..100.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+        percent: Option<u8>,
+
+        /// A note kept with the route: why it changed.
+        #[arg(long)]
+        reason: Option<String>,
+
+        #[command(flatten)]
+        store: FeatureStoreArgs,
+    },
+    /// Send all new streams of a model back to its live version (the canary's share to 0), now.
+    Rollback {
+        /// The model (its name in the repository).
+        name: String,
+
+        /// A note kept with the route: why.
+        #[arg(long)]
+        reason: Option<String>,
+
+        #[command(flatten)]
+        store: FeatureStoreArgs,
+    },
     /// Write a Triton model repository for one version: OUT/NAME/config.pbtxt and OUT/NAME/VERSION/model.onnx.
     #[command(name = "export-triton")]
     ExportTriton {
@@ -77,8 +119,65 @@ enum Action {
     },
 }
 
+const ROUTE_ABOUT: &str = "\
+Which version of a model reads its new streams.
+
+A route names a live version and, optionally, a canary that reads a share of
+new streams (--percent). A stream's side is a hash of its id, so it is the
+same on every replica and after a restart, and a stream keeps the version it
+started with until its end. A stream's own `model` feature (`mouthmap
+features set stream ID model=NAME:VERSION`) wins over the route. Routes live
+in the feature store (Redis); `infer` reads them every 2 s, so a change takes
+effect for the next streams without a restart.
+
+Examples:
+  mouthmap models route mouthmap-lipnet-grid-s1                                # show
+  mouthmap models route mouthmap-lipnet-grid-s1 --live 1 --canary 2 --percent 10
+  mouthmap models route mouthmap-lipnet-grid-s1 --percent 50 --reason \"canary looks good\"
+  mouthmap models rollback mouthmap-lipnet-grid-s1 --reason \"WER up\"";
+
 pub async fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
+    match args.action {
+        Action::Route {
+            name,
+            live,
+            canary,
+            percent,
+            reason,
+            store,
+        } => {
+            return route(
+                &args.repository,
+                &store,
+                &name,
+                live,
+                canary,
+                percent,
+                reason,
+            )
+            .await;
+        }
+        Action::Rollback {
+            name,
+            reason,
+            store,
+        } => {
+            let reason = format!("rollback: {}", reason.as_deref().unwrap_or("by hand"));
+            return route(
+                &args.repository,
+                &store,
+                &name,
+                None,
+                None,
+                Some(0),
+                Some(reason),
+            )
+            .await;
+        }
+        _ => {}
+    }
     tokio::task::block_in_place(|| match args.action {
+        Action::Route { .. } | Action::Rollback { .. } => unreachable!("handled above"),
         Action::List => list(&args.repository),
         Action::Show { model } => show(&args.repository, &model),
         Action::Validate { models } => validate(&args.repository, &models),
@@ -101,6 +200,87 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     })
+}
+
+/// Shows a model's route, or changes what is given and shows the result.
+async fn route(
+    repo: &RepositoryArgs,
+    store: &FeatureStoreArgs,
+    name: &str,
+    live: Option<u64>,
+    canary: Option<u64>,
+    percent: Option<u8>,
+    reason: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let store = store.store()?;
+    let versions = repo.open()?.versions(name)?;
+    for v in [live, canary].into_iter().flatten() {
+        anyhow::ensure!(
+            versions.iter().any(|x| x.version == v),
+            "{name} has no version {v} in the repository (versions: {})",
+            versions
+                .iter()
+                .map(|x| x.version.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let mut row = Row::new();
+    if let Some(v) = live {
+        row.insert("live".into(), Value::Int(v as i64));
+    }
+    if let Some(v) = canary {
+        row.insert("canary".into(), Value::Int(v as i64));
+    }
+    if let Some(p) = percent {
+        row.insert("percent".into(), Value::Int(i64::from(p)));
+    }
+    if !row.is_empty() {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        row.insert("changed_at_ms".into(), Value::Int(now_ms));
+        row.insert(
+            "reason".into(),
+            Value::Str(reason.unwrap_or_else(|| "set by hand".into())),
+        );
+        store.write(ROUTE_VIEW, name, &row).await?;
+    }
+    let current = store.read(&[(ROUTE_VIEW, name)]).await?.remove(0);
+    match current {
+        None => println!(
+            "{name}: no route; infer's --model version reads every stream (versions: {})",
+            versions
+                .iter()
+                .map(|x| x.version.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Some(r) => {
+            let route = ModelRouter::route_of(&r);
+            let live = route
+                .live
+                .map_or("the version infer was started with".to_string(), |v| {
+                    format!("version {v}")
+                });
+            let canary = match route.canary {
+                Some(c) if route.percent > 0 => {
+                    format!(
+                        "; canary version {c} reads {}% of new streams",
+                        route.percent
+                    )
+                }
+                Some(c) => format!("; canary version {c} at 0% (reads no new stream)"),
+                None => String::new(),
+            };
+            println!("{name}: {live} reads new streams{canary}");
+            if let Some(Value::Str(why)) = r.get("reason") {
+                println!("  last change: {why}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Loads a model on the CPU with one thread: enough to check it.

@@ -80,20 +80,22 @@ fn run_blocking(args: TranscribeArgs) -> anyhow::Result<ExitCode> {
     mouthmap_ingest::capture::init()?;
     let source =
         Source::parse(&args.source).with_context(|| format!("source {:?}", args.source))?;
-    let model = args.model.load()?;
-    let info = model.info().clone();
+    // The version --model names (a repository model keeps its name and
+    // version in the transcript).
+    let served = args.model.load_served(false)?;
+    let info = served[0].model.info().clone();
     let mut crop = args.crop.clone();
     crop.crop_size = (info.width as u32, info.height as u32);
     let stages = Stages {
         preprocess: crop.stage()?,
-        infer: Inferencer::new(
-            model,
+        infer: Inferencer::serving(
+            served,
             InferSettings {
                 hop: args.model.hop,
                 max_batch: 16,
                 max_delay: std::time::Duration::ZERO,
             },
-        ),
+        )?,
         decode: args.decoder.stage(),
     };
     tracing::info!(model = %info.name, version = %info.version, "transcribing");

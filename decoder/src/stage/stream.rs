@@ -19,6 +19,7 @@ pub(super) struct StreamState {
     pub(super) blank: usize,
     pub(super) model_name: String,
     pub(super) model_version: String,
+    pub(super) served_version: u64,
     pub(super) newest_ingest_us: i64,
     /// Frames before this no later window can change.
     pub(super) settled_until: u64,
@@ -52,6 +53,7 @@ impl StreamState {
             blank: w.blank as usize,
             model_name: w.model_name.clone(),
             model_version: w.model_version.clone(),
+            served_version: w.served_version,
             newest_ingest_us: 0,
             settled_until: 0,
             last_text: None,
@@ -145,6 +147,7 @@ impl StreamState {
             .max(w.first_frame + w.valid_frames as u64);
         self.model_name = w.model_name.clone();
         self.model_version = w.model_version.clone();
+        self.served_version = w.served_version;
         Ok(())
     }
 

@@ -79,6 +79,7 @@ pub(super) fn build(
     t.confidence = confidence;
     t.model = state.model_name.clone();
     t.model_version = state.model_version.clone();
+    t.version = state.served_version;
     t.latency_ms = (now_us() - state.newest_ingest_us).max(0) as f64 / 1000.0;
     t.covered_ms = state.covered_until * FRAME_DURATION_NS / 1_000_000;
     (t, decoded.confidence)
