@@ -202,6 +202,15 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// "1, 2, 3".
+fn version_list(versions: &[Version]) -> String {
+    versions
+        .iter()
+        .map(|x| x.version.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Shows a model's route, or changes what is given and shows the result.
 async fn route(
     repo: &RepositoryArgs,
@@ -218,11 +227,7 @@ async fn route(
         anyhow::ensure!(
             versions.iter().any(|x| x.version == v),
             "{name} has no version {v} in the repository (versions: {})",
-            versions
-                .iter()
-                .map(|x| x.version.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            version_list(&versions)
         );
     }
     let mut row = Row::new();
@@ -251,11 +256,7 @@ async fn route(
     match current {
         None => println!(
             "{name}: no route; infer's --model version reads every stream (versions: {})",
-            versions
-                .iter()
-                .map(|x| x.version.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            version_list(&versions)
         ),
         Some(r) => {
             let route = ModelRouter::route_of(&r);
