@@ -45,6 +45,23 @@ fn models(repo: &Path, redis: &Redis, args: &[&str]) -> String {
     text
 }
 
+/// The infer service over `repo` (its `lipnet:1` named), on the test's
+/// Redis, with its metrics on `port`.
+fn infer(t: &Topics, brokers: &str, redis: &Redis, repo: &Path, port: u16, extra: &[&str]) -> Proc {
+    Proc::spawn(
+        "infer",
+        t.command(brokers)
+            .env("MOUTHMAP_REDIS_URL", redis.url())
+            .arg("infer")
+            .args(["--metrics-listen", &format!("127.0.0.1:{port}"), "--group"])
+            .arg(unique("infer"))
+            .arg("--models-dir")
+            .arg(repo)
+            .args(["--model", "lipnet:1"])
+            .args(extra),
+    )
+}
+
 /// `n` fresh stream ids whose bucket is under 50 (`canary`) or not.
 fn ids(prefix: &str, n: usize, canary: bool) -> Vec<String> {
     (0..)
@@ -132,16 +149,7 @@ async fn a_canary_splits_new_streams_a_feature_wins_and_rollback_returns_them() 
         "{shown}"
     );
     let _pre = t.service(&brokers, "preprocess", &["--feature-store", "false"]);
-    let repo_dir = repo.path().to_str().unwrap();
-    let _inf = Proc::spawn(
-        "infer",
-        t.command(&brokers)
-            .env("MOUTHMAP_REDIS_URL", redis.url())
-            .arg("infer")
-            .args(["--metrics-listen", "127.0.0.1:0", "--group"])
-            .arg(unique("infer"))
-            .args(["--models-dir", repo_dir, "--model", "lipnet:1"]),
-    );
+    let _inf = infer(&t, &brokers, &redis, repo.path(), free_port(), &[]);
     let _dec = t.service(&brokers, "decode", &["--feature-store", "false"]);
 
     // Eight streams, four on each side of the split, and one on the canary
@@ -190,4 +198,111 @@ async fn a_canary_splits_new_streams_a_feature_wins_and_rollback_returns_them() 
     for id in &after {
         assert_eq!(versions(&logits, &transcripts, id), (vec![1], 1), "{id}");
     }
+}
+
+/// Hot reload while a stream runs: version 2 and a broken version 3 are
+/// dropped into the repository and the route sends every new stream to
+/// version 2. Version 2 is loaded without a restart and reads the next
+/// stream; version 3 is refused (counted), and the stream that was running
+/// finishes on version 1 with exactly one final.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_dropped_in_while_a_stream_runs_serves_new_streams_and_a_broken_one_is_refused() {
+    if !available(&[Need::Broker, Need::Redis]) {
+        return;
+    }
+    let brokers = brokers();
+    let redis = Redis::start();
+    let t = Topics::new();
+    t.create(&brokers).await;
+    let repo = tempfile::tempdir().unwrap();
+    let version = |v: &str, file: &Path| {
+        let d = repo.path().join("lipnet").join(v);
+        std::fs::create_dir_all(&d).unwrap();
+        std::os::unix::fs::symlink(file, d.join("model.onnx")).unwrap();
+    };
+    version("1", &model());
+    let port = free_port();
+    let _pre = t.service(&brokers, "preprocess", &["--feature-store", "false"]);
+    let _inf = infer(
+        &t,
+        &brokers,
+        &redis,
+        repo.path(),
+        port,
+        &["--reload-every", "1s"],
+    );
+    let _dec = t.service(&brokers, "decode", &["--feature-store", "false"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let video = join_clips(dir.path(), &["bbie8n", "bras6n", "bgauzp"]);
+    let running = unique("running");
+    let mut ingest = Proc::spawn(
+        "ingest",
+        t.command(&brokers)
+            .args(["ingest", "--realtime"])
+            .arg(format!("{running}={}", video.display())),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    version("2", &model());
+    let broken =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/tiny-many-problems.onnx");
+    version("3", &broken);
+    models(
+        repo.path(),
+        &redis,
+        &[
+            "route",
+            "lipnet",
+            "--live",
+            "1",
+            "--canary",
+            "2",
+            "--percent",
+            "100",
+        ],
+    );
+
+    // Loaded without a restart (its series appear), the broken one refused.
+    let metrics = tokio::task::block_in_place(|| {
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = reqwest::blocking::get(format!("http://127.0.0.1:{port}/metrics"))
+                .and_then(|r| r.text())
+                .unwrap_or_default();
+            if text.contains(
+                "mouthmap_model_windows_total{model=\"lipnet\",stage=\"infer\",version=\"2\"}",
+            ) {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "version 2 loaded within 30 s:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    assert!(
+        !metrics.contains("version=\"3\""),
+        "version 3 is not served"
+    );
+    let refused = metrics
+        .lines()
+        .find(|l| l.starts_with("mouthmap_errors_total{kind=\"model\",stage=\"infer\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(refused >= 1.0, "the broken version is counted: {refused}");
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let next = vec![unique("next")];
+    let (logits, transcripts) = stream_all(&t, &brokers, &next).await;
+    assert_eq!(versions(&logits, &transcripts, &next[0]), (vec![2], 2));
+
+    assert!(tokio::task::block_in_place(|| ingest.wait(Duration::from_secs(60))).success());
+    let transcripts = read_until(&brokers, &t.transcripts, |m| finals_for(m, &running) >= 1).await;
+    let logits = read_until(&brokers, &t.logits, |m| {
+        m.iter()
+            .any(|x| x.key_str() == Some(running.as_str()) && x.header("mm-event") == Some("end"))
+    })
+    .await;
+    assert_eq!(versions(&logits, &transcripts, &running), (vec![1], 1));
 }

@@ -11,6 +11,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use mouthmap_feature_store::{OnlineStore, Value};
 
+use crate::model::{Device, Model};
+use crate::repository::Repository;
 use crate::routing::{self, Reason, Route};
 use crate::stage::{InferError, Inferencer, Produced, Served};
 
@@ -87,7 +89,15 @@ impl ModelRouter {
                 }
             }
         }
-        let keys: Vec<(String, u64)> = served.iter().map(|s| (s.name.clone(), s.version)).collect();
+        // A retired version (gone from the repository) matches no name: no
+        // new stream goes to it.
+        let keys: Vec<(String, u64)> = served
+            .iter()
+            .map(|s| {
+                let name = if s.retired { "" } else { s.name.as_str() };
+                (name.to_string(), s.version)
+            })
+            .collect();
         let (index, reason) =
             routing::choose(&keys, 0, stream_id, feature.as_deref(), self.route.as_ref());
         if let Some(f) = &feature
@@ -96,6 +106,43 @@ impl ModelRouter {
             tracing::warn!(stream_id, feature = %f, "the stream's model feature names no served version; routed instead");
         }
         (index, reason)
+    }
+}
+
+/// Hot reload: the model repository is looked at every `every`; a version
+/// of the served model that appears is loaded, checked against the contract
+/// first (one that fails is refused, logged and counted, and the versions
+/// already served go on), and one that disappears is retired (no new
+/// stream goes to it; the streams it reads finish on it).
+pub struct Reloader {
+    repository: Repository,
+    name: String,
+    device: Device,
+    threads: usize,
+    every: std::time::Duration,
+    last: std::time::Instant,
+    /// Versions refused, with their file's modification time: a refused
+    /// version is tried again only once its file changes.
+    refused: HashMap<u64, Option<std::time::SystemTime>>,
+}
+
+impl Reloader {
+    pub fn new(
+        repository: Repository,
+        name: impl Into<String>,
+        device: Device,
+        threads: usize,
+        every: std::time::Duration,
+    ) -> Self {
+        Self {
+            repository,
+            name: name.into(),
+            device,
+            threads,
+            every,
+            last: std::time::Instant::now(),
+            refused: HashMap::new(),
+        }
     }
 }
 
@@ -114,6 +161,9 @@ pub struct InferHandler {
     pub inputs: InputLog,
     /// Picks the version that reads each stream, when several are served.
     pub router: ModelRouter,
+    /// Serves versions added to the repository while running (None: the
+    /// versions loaded at startup only).
+    pub reloader: Option<Reloader>,
 }
 
 /// Per stream, the input messages whose frames the stage still holds:
@@ -228,6 +278,75 @@ impl InferHandler {
 }
 
 impl InferHandler {
+    /// Hot reload, when due (see [`Reloader`]).
+    fn reload(&mut self) {
+        let Some(r) = self.reloader.as_mut() else {
+            return;
+        };
+        if r.every.is_zero() || r.last.elapsed() < r.every {
+            return;
+        }
+        r.last = std::time::Instant::now();
+        let versions = match r.repository.versions(&r.name) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(model = %r.name, error = %e, "model repository unreadable; serving what is loaded");
+                return;
+            }
+        };
+        let gone: Vec<usize> = self
+            .stage
+            .served()
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.name == r.name && !s.retired && !versions.iter().any(|v| v.version == s.version)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for i in gone {
+            self.stage.retire(i);
+            let s = &self.stage.served()[i];
+            if s.retired {
+                tracing::warn!(model = %s.name, version = s.version, "model version left the repository: retired (its streams finish on it)");
+            }
+        }
+        for v in versions {
+            let known = self
+                .stage
+                .served()
+                .iter()
+                .any(|s| s.name == v.name && s.version == v.version);
+            let modified = std::fs::metadata(v.model()).and_then(|m| m.modified()).ok();
+            if known || r.refused.get(&v.version) == Some(&modified) {
+                continue;
+            }
+            let loaded =
+                tokio::task::block_in_place(|| Model::load(&v.model(), r.device, r.threads));
+            let added = loaded.map_err(InferError::from).and_then(|model| {
+                self.stage.add(Served {
+                    name: v.name.clone(),
+                    version: v.version,
+                    model,
+                    retired: false,
+                })
+            });
+            match added {
+                Ok(i) => {
+                    let s = &self.stage.served()[i];
+                    tracing::info!(model = %s.name, version = s.version, model_version = %s.model.info().version, "model version loaded while serving");
+                    self.metrics.model_served(&s.name, &s.version_label());
+                    r.refused.remove(&v.version);
+                }
+                Err(e) => {
+                    tracing::error!(model = %v.name, version = v.version, error = %e, "model version refused; the versions served go on");
+                    self.metrics.error(ErrorKind::Model);
+                    r.refused.insert(v.version, modified);
+                }
+            }
+        }
+    }
+
     /// A model run that failed counts against its version.
     fn count_model_error(&mut self) {
         if let Some((model, version)) = self.stage.take_failed() {
@@ -309,6 +428,7 @@ impl Handler for InferHandler {
     }
 
     async fn on_tick(&mut self) -> Result<Vec<OutMessage>, HandleError> {
+        self.reload();
         let idle = self.clock.idle(self.idle_timeout);
         for id in &idle {
             self.clock.forget(id);

@@ -76,6 +76,9 @@ pub struct Served {
     pub name: String,
     pub version: u64,
     pub model: Model,
+    /// Gone from the repository: no new stream is given to it; the
+    /// streams it reads finish on it.
+    pub retired: bool,
 }
 
 impl Served {
@@ -85,6 +88,7 @@ impl Served {
             name: model.info().name.clone(),
             version: 0,
             model,
+            retired: false,
         }
     }
 
@@ -147,6 +151,23 @@ pub struct BatchReport {
     pub tags: Vec<Vec<(String, String)>>,
 }
 
+/// Versions served together must read the same windows.
+fn same_windows(first: &Served, other: &Served) -> Result<(), InferError> {
+    let (f, i) = (first.model.info(), other.model.info());
+    if (i.frames, i.width, i.height) != (f.frames, f.width, f.height) {
+        return Err(InferError::Geometry {
+            model: format!("{}:{}", other.name, other.version),
+            frames: i.frames,
+            width: i.width,
+            height: i.height,
+            first_frames: f.frames,
+            first_width: f.width,
+            first_height: f.height,
+        });
+    }
+    Ok(())
+}
+
 /// The stage.
 pub struct Inferencer {
     /// Every version served; streams read the one they were assigned
@@ -199,20 +220,8 @@ impl Inferencer {
                 "no model to serve".into(),
             )));
         };
-        let f = first.model.info().clone();
         for m in &models[1..] {
-            let i = m.model.info();
-            if (i.frames, i.width, i.height) != (f.frames, f.width, f.height) {
-                return Err(InferError::Geometry {
-                    model: format!("{}:{}", m.name, m.version),
-                    frames: i.frames,
-                    width: i.width,
-                    height: i.height,
-                    first_frames: f.frames,
-                    first_width: f.width,
-                    first_height: f.height,
-                });
-            }
+            same_windows(first, m)?;
         }
         Ok(Self {
             models,
@@ -232,6 +241,25 @@ impl Inferencer {
     /// Every served version.
     pub fn served(&self) -> &[Served] {
         &self.models
+    }
+
+    /// Serves one more version (hot reload); returns its index. It must read
+    /// the same windows as the others.
+    pub fn add(&mut self, served: Served) -> Result<usize, InferError> {
+        same_windows(&self.models[0], &served)?;
+        self.models.push(served);
+        Ok(self.models.len() - 1)
+    }
+
+    /// No new stream goes to version `index` (it left the repository);
+    /// the streams it reads finish on it. The default version (0) is never
+    /// retired.
+    pub fn retire(&mut self, index: usize) {
+        if index > 0
+            && let Some(m) = self.models.get_mut(index)
+        {
+            m.retired = true;
+        }
     }
 
     /// The served model that reads `stream_id`, if the stage knows the stream.
@@ -694,6 +722,7 @@ mod tests {
             name: "lipnet".into(),
             version,
             model: model(),
+            retired: false,
         };
         let settings = InferSettings {
             hop: 25,

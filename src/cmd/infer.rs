@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use mouthmap_bus::metrics::StageMetrics;
 use mouthmap_inferencer::model::{Device, Model};
 use mouthmap_inferencer::repository::Repository;
-use mouthmap_inferencer::service::{InferHandler, ModelRouter};
+use mouthmap_inferencer::service::{InferHandler, ModelRouter, Reloader};
 use mouthmap_inferencer::stage::{InferSettings, Inferencer, Served};
 
 use super::{KafkaArgs, ServiceWiring, StageFeatureArgs, StreamStateArgs, duration, run_service};
@@ -110,6 +110,7 @@ impl ModelArgs {
             name: named.name.clone(),
             version: named.version,
             model: load(&named.model())?,
+            retired: false,
         }];
         if all_versions {
             for v in repository.versions(&named.name)? {
@@ -121,6 +122,7 @@ impl ModelArgs {
                         name: v.name.clone(),
                         version: v.version,
                         model,
+                        retired: false,
                     }),
                     Err(e) => {
                         tracing::error!(model = %v.name, version = v.version, error = %e, "model version refused; the others serve")
@@ -162,6 +164,11 @@ pub struct InferArgs {
     #[arg(long, env = "MOUTHMAP_ONLY_NAMED_VERSION")]
     only_named_version: bool,
 
+    /// How often the model repository is looked at for versions added or
+    /// removed while serving (0s: never; the versions loaded at startup serve).
+    #[arg(long, env = "MOUTHMAP_RELOAD_EVERY", value_parser = duration, default_value = "5s")]
+    reload_every: Duration,
+
     /// Routing reads (a stream's `model` feature, the model's route) longer
     /// than this are given up: the default version reads the stream.
     #[arg(long, env = "MOUTHMAP_ROUTING_DEADLINE", value_parser = duration, default_value = "200ms")]
@@ -195,8 +202,23 @@ pub async fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         max_delay,
     };
     let stage = Inferencer::serving(served, settings)?;
-    // Routing reads the feature store only when there is a choice to make.
-    let store = if stage.served().len() > 1 {
+    // A model from the repository, all its versions served: versions added
+    // or removed while running are picked up (hot reload), and routing reads
+    // the feature store. One model from a file: neither.
+    let from_repository = stage.served()[0].version > 0;
+    let reloader = (from_repository && !args.only_named_version).then(|| {
+        args.model.repository.open().map(|repository| {
+            Reloader::new(
+                repository,
+                stage.served()[0].name.clone(),
+                args.model.device.into(),
+                args.model.model_threads,
+                args.reload_every,
+            )
+        })
+    });
+    let reloader = reloader.transpose()?;
+    let store = if stage.served().len() > 1 || reloader.is_some() {
         args.features.store()?
     } else {
         None
@@ -209,6 +231,7 @@ pub async fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         clock: Default::default(),
         inputs: Default::default(),
         router: ModelRouter::new(store, args.routing_deadline),
+        reloader,
     };
     let wiring = ServiceWiring {
         stage: "infer",
