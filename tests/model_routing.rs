@@ -306,3 +306,110 @@ async fn a_version_dropped_in_while_a_stream_runs_serves_new_streams_and_a_broke
     .await;
     assert_eq!(versions(&logits, &transcripts, &running), (vec![1], 1));
 }
+
+/// The automatic rollback guard on a canary made worse on purpose: the live
+/// version is the tiny contract model (well under a millisecond a window),
+/// the canary the reference model (tens of milliseconds). Once the guard has
+/// seen enough windows of each, it sets the canary's share to 0% in the
+/// feature store with its reason, counts it, and new streams on the canary
+/// side read the live version.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_guard_rolls_back_a_canary_slower_than_the_live_version() {
+    if !available(&[Need::Broker, Need::Redis]) {
+        return;
+    }
+    let brokers = brokers();
+    let redis = Redis::start();
+    let t = Topics::new();
+    t.create(&brokers).await;
+    let repo = tempfile::tempdir().unwrap();
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/tiny-contract.onnx");
+    for (v, file) in [("1", tiny), ("2", model())] {
+        let d = repo.path().join("lipnet").join(v);
+        std::fs::create_dir_all(&d).unwrap();
+        std::os::unix::fs::symlink(file, d.join("model.onnx")).unwrap();
+    }
+    models(
+        repo.path(),
+        &redis,
+        &[
+            "route",
+            "lipnet",
+            "--live",
+            "1",
+            "--canary",
+            "2",
+            "--percent",
+            "50",
+        ],
+    );
+    let port = free_port();
+    let _pre = t.service(&brokers, "preprocess", &["--feature-store", "false"]);
+    let _inf = infer(
+        &t,
+        &brokers,
+        &redis,
+        repo.path(),
+        port,
+        &["--guard-min-windows", "10"],
+    );
+    let _dec = t.service(&brokers, "decode", &["--feature-store", "false"]);
+
+    // Six streams of three joined sentences (7 windows each), three on each side.
+    let dir = tempfile::tempdir().unwrap();
+    let video = join_clips(dir.path(), &["bbie8n", "bras6n", "bgauzp"]);
+    let all: Vec<String> = ids("slow", 3, true)
+        .into_iter()
+        .chain(ids("fast", 3, false))
+        .collect();
+    let mut cmd = t.command(&brokers);
+    cmd.arg("ingest");
+    for id in &all {
+        cmd.arg(format!("{id}={}", video.display()));
+    }
+    assert!(
+        tokio::task::block_in_place(|| cmd.status())
+            .unwrap()
+            .success()
+    );
+    read_until(&brokers, &t.transcripts, |m| {
+        all.iter().all(|id| finals_for(m, id) >= 1)
+    })
+    .await;
+
+    let shown = tokio::task::block_in_place(|| {
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let shown = models(repo.path(), &redis, &["route", "lipnet"]);
+            if shown.contains("canary version 2 at 0%") {
+                return shown;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "rolled back within 30 s: {shown}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    assert!(
+        shown.contains("automatic rollback: canary version 2 p95"),
+        "{shown}"
+    );
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "mouthmap_model_rollbacks_total{model=\"lipnet\",stage=\"infer\",version=\"2\"} 1"
+        ),
+        "{metrics}"
+    );
+    let after = ids("after", 2, true);
+    let (logits, transcripts) = stream_all(&t, &brokers, &after).await;
+    for id in &after {
+        assert_eq!(versions(&logits, &transcripts, id).0, vec![1], "{id}");
+    }
+}

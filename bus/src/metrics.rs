@@ -19,6 +19,7 @@
 //! | `mouthmap_model_batch_size` | histogram | `stage`, `model`, `version` (windows in one batch run) |
 //! | `mouthmap_model_errors_total` | counter | `stage`, `model`, `version` (runs of that version that failed) |
 //! | `mouthmap_model_transcripts_total` | counter | `stage`, `model`, `version`, `kind` (transcripts of streams that version read) |
+//! | `mouthmap_model_rollbacks_total` | counter | `stage`, `model`, `version` (automatic rollbacks of that canary version) |
 //! | `mouthmap_model_streams_total` | counter | `stage`, `model`, `version`, `reason` (streams given to that version: `feature`, `canary`, `live`, `default`) |
 //!
 //! The `mouthmap_model_*` families compare model versions served side by
@@ -59,6 +60,7 @@ struct Families {
     model_errors: IntCounterVec,
     model_transcripts: IntCounterVec,
     model_streams: IntCounterVec,
+    model_rollbacks: IntCounterVec,
 }
 
 fn families() -> &'static Families {
@@ -205,7 +207,16 @@ fn families() -> &'static Families {
             &["stage", "model", "version", "reason"],
         )
         .expect("valid metric");
+        let model_rollbacks = IntCounterVec::new(
+            Opts::new(
+                "mouthmap_model_rollbacks_total",
+                "Automatic rollbacks of a canary version",
+            ),
+            &by_model,
+        )
+        .expect("valid metric");
         for c in [
+            &model_rollbacks,
             &model_windows,
             &model_errors,
             &model_transcripts,
@@ -259,6 +270,7 @@ fn families() -> &'static Families {
             model_errors,
             model_transcripts,
             model_streams,
+            model_rollbacks,
         }
     })
 }
@@ -355,6 +367,14 @@ impl StageMetrics {
     pub fn model_error(&self, model: &str, version: &str) {
         families()
             .model_errors
+            .with_label_values(&[&self.stage, model, version])
+            .inc();
+    }
+
+    /// The canary `version` of `model` was rolled back automatically.
+    pub fn model_rollback(&self, model: &str, version: &str) {
+        families()
+            .model_rollbacks
             .with_label_values(&[&self.stage, model, version])
             .inc();
     }

@@ -108,6 +108,92 @@ pub fn choose(
     (default, Reason::Default)
 }
 
+/// The automatic rollback guard's settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GuardSettings {
+    /// The canary goes when its p95 time per window exceeds the live
+    /// version's by more than this share (0.5: half as slow again).
+    pub latency_margin: f64,
+    /// Windows per version the p95 is taken over (the newest).
+    pub window: usize,
+    /// Windows each of the two needs before the guard judges.
+    pub min_windows: usize,
+}
+
+impl Default for GuardSettings {
+    fn default() -> Self {
+        Self {
+            latency_margin: 0.5,
+            window: 200,
+            min_windows: 30,
+        }
+    }
+}
+
+/// Watches the live version and the canary side by side, window by window,
+/// and says when the canary must go back to 0%.
+#[derive(Debug, Default)]
+pub struct Guard {
+    pub settings: GuardSettings,
+    /// Per repository version, the newest times per window (seconds).
+    seconds: std::collections::HashMap<u64, std::collections::VecDeque<f64>>,
+}
+
+impl Guard {
+    pub fn new(settings: GuardSettings) -> Self {
+        Self {
+            settings,
+            seconds: Default::default(),
+        }
+    }
+
+    /// A batch of `windows` windows that version `version` ran in `elapsed`.
+    pub fn record(&mut self, version: u64, elapsed: std::time::Duration, windows: usize) {
+        if windows == 0 {
+            return;
+        }
+        let per = elapsed.as_secs_f64() / windows as f64;
+        let q = self.seconds.entry(version).or_default();
+        for _ in 0..windows {
+            q.push_back(per);
+        }
+        while q.len() > self.settings.window.max(1) {
+            q.pop_front();
+        }
+    }
+
+    /// Forgets what was seen of `version` (after a rollback, a new canary
+    /// starts from nothing).
+    pub fn forget(&mut self, version: u64) {
+        self.seconds.remove(&version);
+    }
+
+    fn p95(&self, version: u64) -> Option<f64> {
+        let q = self.seconds.get(&version)?;
+        if q.len() < self.settings.min_windows.max(1) {
+            return None;
+        }
+        let mut v: Vec<f64> = q.iter().copied().collect();
+        v.sort_by(f64::total_cmp);
+        Some(v[((v.len() as f64 * 0.95).ceil() as usize).clamp(1, v.len()) - 1])
+    }
+
+    /// Why the canary must go back to 0%, when it must: its p95 time per
+    /// window over the live version's by more than the margin, with enough
+    /// windows of each seen.
+    pub fn verdict(&self, live: u64, canary: u64) -> Option<String> {
+        let (l, c) = (self.p95(live)?, self.p95(canary)?);
+        (c > l * (1.0 + self.settings.latency_margin)).then(|| {
+            format!(
+                "canary version {canary} p95 {:.1} ms per window vs live version {live} {:.1} ms (margin {:.0}%)",
+                c * 1000.0,
+                l * 1000.0,
+                self.settings.latency_margin * 100.0
+            )
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +204,30 @@ mod tests {
             ("lipnet".into(), 2),
             ("other".into(), 7),
         ]
+    }
+
+    #[test]
+    fn the_guard_judges_a_slow_canary_once_it_has_seen_enough() {
+        let mut g = Guard::new(GuardSettings {
+            latency_margin: 0.5,
+            window: 100,
+            min_windows: 20,
+        });
+        let ms = std::time::Duration::from_millis;
+        g.record(1, ms(300), 10); // 30 ms a window
+        g.record(2, ms(400), 10); // 40 ms: within the margin
+        assert_eq!(g.verdict(1, 2), None, "too few windows yet");
+        g.record(1, ms(300), 10);
+        g.record(2, ms(400), 10);
+        assert_eq!(g.verdict(1, 2), None, "within the margin");
+        g.record(2, ms(10_000), 100); // now 100 ms a window
+        let why = g.verdict(1, 2).expect("rolled back");
+        assert!(
+            why.contains("p95 100.0 ms") && why.contains("30.0 ms"),
+            "{why}"
+        );
+        g.forget(2);
+        assert_eq!(g.verdict(1, 2), None);
     }
 
     #[test]

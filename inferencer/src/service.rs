@@ -13,7 +13,7 @@ use mouthmap_feature_store::{OnlineStore, Value};
 
 use crate::model::{Device, Model};
 use crate::repository::Repository;
-use crate::routing::{self, Reason, Route};
+use crate::routing::{self, Guard, Reason, Route};
 use crate::stage::{InferError, Inferencer, Produced, Served};
 
 /// The view holding each model's route (`mouthmap models route`).
@@ -28,6 +28,8 @@ pub struct ModelRouter {
     deadline: std::time::Duration,
     route: Option<Route>,
     route_read: Option<std::time::Instant>,
+    /// The automatic rollback guard (None: off).
+    pub guard: Option<Guard>,
 }
 
 /// How long a route read from the store is used before it is read again.
@@ -40,6 +42,56 @@ impl ModelRouter {
             deadline,
             route: None,
             route_read: None,
+            guard: None,
+        }
+    }
+
+    /// The automatic rollback: when the route's canary reads streams and the
+    /// guard finds it worse than the live version, its share goes to 0% in
+    /// the feature store (every replica then reads it), with the reason.
+    pub async fn check_guard(&mut self, served: &[Served], metrics: &StageMetrics) {
+        let (Some(guard), Some(store), Some(route)) = (
+            self.guard.as_mut(),
+            self.store.as_ref(),
+            self.route.as_mut(),
+        ) else {
+            return;
+        };
+        let Some(canary) = route.canary.filter(|_| route.percent > 0) else {
+            return;
+        };
+        let live = route.live.unwrap_or(served[0].version);
+        let Some(why) = guard.verdict(live, canary) else {
+            return;
+        };
+        let name = served[0].name.clone();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let row: mouthmap_feature_store::Row = [
+            ("percent".to_string(), Value::Int(0)),
+            ("changed_at_ms".to_string(), Value::Int(now_ms)),
+            (
+                "reason".to_string(),
+                Value::Str(format!("automatic rollback: {why}")),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        match tokio::time::timeout(self.deadline * 5, store.write(ROUTE_VIEW, &name, &row)).await {
+            Ok(Ok(())) => {
+                tracing::warn!(model = %name, canary, live, %why, "automatic rollback: the canary's share is now 0%");
+                metrics.model_rollback(&name, &canary.to_string());
+                route.percent = 0;
+                guard.forget(canary);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(model = %name, error = %e, "automatic rollback due but the route cannot be written; trying again")
+            }
+            Err(_) => {
+                tracing::warn!(model = %name, "automatic rollback due but the route write is past its deadline; trying again")
+            }
         }
     }
 
@@ -254,6 +306,9 @@ impl InferHandler {
                 }
             }
             self.metrics.observe_batch(batch.elapsed, batch.windows);
+            if let Some(guard) = self.router.guard.as_mut() {
+                guard.record(batch.served_version, batch.elapsed, batch.windows);
+            }
             self.metrics.observe_model_batch(
                 &batch.model,
                 &batch.version,
@@ -429,6 +484,9 @@ impl Handler for InferHandler {
 
     async fn on_tick(&mut self) -> Result<Vec<OutMessage>, HandleError> {
         self.reload();
+        self.router
+            .check_guard(self.stage.served(), &self.metrics)
+            .await;
         let idle = self.clock.idle(self.idle_timeout);
         for id in &idle {
             self.clock.forget(id);

@@ -146,6 +146,8 @@ pub struct BatchReport {
     /// The model that ran it: its name and version (see [`Served::version_label`]).
     pub model: String,
     pub version: String,
+    /// The repository version that ran it (0: a model from a file).
+    pub served_version: u64,
     pub windows: usize,
     pub elapsed: Duration,
     pub tags: Vec<Vec<(String, String)>>,
@@ -538,6 +540,7 @@ impl Inferencer {
             self.batches.push(BatchReport {
                 model: served.name.clone(),
                 version: served.version_label(),
+                served_version: served.version,
                 windows: n,
                 elapsed: started.elapsed(),
                 tags: batch.iter().map(|w| w.tag.clone()).collect(),

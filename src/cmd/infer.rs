@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use mouthmap_bus::metrics::StageMetrics;
 use mouthmap_inferencer::model::{Device, Model};
 use mouthmap_inferencer::repository::Repository;
+use mouthmap_inferencer::routing::{Guard, GuardSettings};
 use mouthmap_inferencer::service::{InferHandler, ModelRouter, Reloader};
 use mouthmap_inferencer::stage::{InferSettings, Inferencer, Served};
 
@@ -169,6 +170,21 @@ pub struct InferArgs {
     #[arg(long, env = "MOUTHMAP_RELOAD_EVERY", value_parser = duration, default_value = "5s")]
     reload_every: Duration,
 
+    /// The automatic rollback guard: when a route's canary is slower than the
+    /// live version (p95 time per window over the last windows of each) by
+    /// more than --guard-latency-margin, its share goes to 0% (false: off).
+    #[arg(long, env = "MOUTHMAP_ROLLBACK_GUARD", default_value_t = true, action = clap::ArgAction::Set)]
+    rollback_guard: bool,
+
+    /// How much slower than the live version a canary may be, as a share
+    /// (0.5: half as slow again).
+    #[arg(long, env = "MOUTHMAP_GUARD_LATENCY_MARGIN", default_value_t = 0.5)]
+    guard_latency_margin: f64,
+
+    /// Windows of each version the guard needs before it judges.
+    #[arg(long, env = "MOUTHMAP_GUARD_MIN_WINDOWS", default_value_t = 30)]
+    guard_min_windows: usize,
+
     /// Routing reads (a stream's `model` feature, the model's route) longer
     /// than this are given up: the default version reads the stream.
     #[arg(long, env = "MOUTHMAP_ROUTING_DEADLINE", value_parser = duration, default_value = "200ms")]
@@ -223,6 +239,14 @@ pub async fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let mut router = ModelRouter::new(store, args.routing_deadline);
+    router.guard = args.rollback_guard.then(|| {
+        Guard::new(GuardSettings {
+            latency_margin: args.guard_latency_margin.max(0.0),
+            min_windows: args.guard_min_windows.max(1),
+            ..GuardSettings::default()
+        })
+    });
     let mut handler = InferHandler {
         stage,
         logits_topic: args.kafka.logits_topic.clone(),
@@ -230,7 +254,7 @@ pub async fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         idle_timeout: args.state.stream_idle_timeout,
         clock: Default::default(),
         inputs: Default::default(),
-        router: ModelRouter::new(store, args.routing_deadline),
+        router,
         reloader,
     };
     let wiring = ServiceWiring {
