@@ -541,6 +541,7 @@ fn mouthmap_decoder_window(id: &str) -> (Vec<u8>, mouthmap_contracts::LogitsEven
         model_name: "test".into(),
         model_version: "1".into(),
         served_version: 0,
+        shadow: false,
         newest_ingest_us: 0,
         face_share: 1.0,
     };

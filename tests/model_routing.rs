@@ -413,3 +413,98 @@ async fn the_guard_rolls_back_a_canary_slower_than_the_live_version() {
         assert_eq!(versions(&logits, &transcripts, id).0, vec![1], "{id}");
     }
 }
+
+/// A shadow version reads every window beside the live one: users get the
+/// live version's transcripts as without it, the shadow's transcripts go to
+/// a topic of their own, and the decoder reports how far each stream's
+/// shadow final is from its live final, per shadow version. The shadow here
+/// is the tiny contract model, whose letters are not words: far apart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shadow_version_reads_every_stream_apart_and_its_agreement_is_measured() {
+    if !available(&[Need::Broker, Need::Redis]) {
+        return;
+    }
+    let brokers = brokers();
+    let redis = Redis::start();
+    let t = Topics::new();
+    t.create(&brokers).await;
+    let shadow_topic = unique("transcripts-shadow");
+    let repo = tempfile::tempdir().unwrap();
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/tiny-contract.onnx");
+    for (v, file) in [("1", model()), ("2", tiny)] {
+        let d = repo.path().join("lipnet").join(v);
+        std::fs::create_dir_all(&d).unwrap();
+        std::os::unix::fs::symlink(file, d.join("model.onnx")).unwrap();
+    }
+    let _pre = t.service(&brokers, "preprocess", &["--feature-store", "false"]);
+    let _inf = infer(
+        &t,
+        &brokers,
+        &redis,
+        repo.path(),
+        free_port(),
+        &["--shadow", "2"],
+    );
+    let port = free_port();
+    let _dec = Proc::spawn(
+        "decode",
+        t.command(&brokers)
+            .arg("decode")
+            .args(["--metrics-listen", &format!("127.0.0.1:{port}"), "--group"])
+            .arg(unique("decode"))
+            .args(["--feature-store", "false", "--shadow-topic", &shadow_topic]),
+    );
+    let ids = vec![unique("shadowed"), unique("shadowed")];
+    let (_logits, transcripts) = stream_all(&t, &brokers, &ids).await;
+    let shadows = read_until(&brokers, &shadow_topic, |m| {
+        ids.iter().all(|id| finals_for(m, id) >= 1)
+    })
+    .await;
+    for id in &ids {
+        let live = transcripts_final(&transcripts, id);
+        let shadow = transcripts_final(&shadows, id);
+        assert_eq!((live.version, shadow.version), (1, 2), "{id}");
+        assert!(
+            word_errors(&live.text, "bin blue in e eight now") <= 1,
+            "users read the live version: {}",
+            live.text
+        );
+        assert_ne!(shadow.text, live.text, "{id}");
+        assert_eq!(
+            finals_for(&transcripts, id),
+            1,
+            "no shadow final among the users' transcripts"
+        );
+    }
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = metrics
+        .lines()
+        .find(|l| l.starts_with("mouthmap_shadow_word_error_rate_count{model=\"lipnet\",stage=\"decode\",version=\"2\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert_eq!(count, Some(2.0), "{metrics}");
+    let sum = metrics
+        .lines()
+        .find(|l| l.starts_with("mouthmap_shadow_word_error_rate_sum{model=\"lipnet\",stage=\"decode\",version=\"2\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap();
+    assert!(
+        sum / 2.0 > 0.5,
+        "the tiny model's letters are far from the sentence: {sum}"
+    );
+}
+
+/// The one final of `id` among `msgs`.
+fn transcripts_final(msgs: &[InMessage], id: &str) -> Transcript {
+    let finals: Vec<Transcript> = msgs
+        .iter()
+        .filter(|m| m.key_str() == Some(id) && m.header("mm-event") == Some("final"))
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .collect();
+    assert_eq!(finals.len(), 1, "{id}: one final");
+    finals.into_iter().next().unwrap()
+}

@@ -137,6 +137,7 @@ async fn malformed_messages_are_dead_lettered_and_silent_streams_time_out() {
         model_name: "m".into(),
         model_version: "1".into(),
         served_version: 0,
+        shadow: false,
         newest_ingest_us: 0,
         face_share: 1.0,
     };

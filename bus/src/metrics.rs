@@ -20,6 +20,7 @@
 //! | `mouthmap_model_errors_total` | counter | `stage`, `model`, `version` (runs of that version that failed) |
 //! | `mouthmap_model_transcripts_total` | counter | `stage`, `model`, `version`, `kind` (transcripts of streams that version read) |
 //! | `mouthmap_model_rollbacks_total` | counter | `stage`, `model`, `version` (automatic rollbacks of that canary version) |
+//! | `mouthmap_shadow_word_error_rate` | histogram | `stage`, `model`, `version` (a shadow version's final against the live final of the same stream; 0 is full agreement) |
 //! | `mouthmap_model_streams_total` | counter | `stage`, `model`, `version`, `reason` (streams given to that version: `feature`, `canary`, `live`, `default`) |
 //!
 //! The `mouthmap_model_*` families compare model versions served side by
@@ -61,6 +62,7 @@ struct Families {
     model_transcripts: IntCounterVec,
     model_streams: IntCounterVec,
     model_rollbacks: IntCounterVec,
+    shadow_wer: HistogramVec,
 }
 
 fn families() -> &'static Families {
@@ -226,7 +228,16 @@ fn families() -> &'static Families {
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
         }
-        for h in [&model_batch_seconds, &model_batch_size] {
+        let shadow_wer = HistogramVec::new(
+            HistogramOpts::new(
+                "mouthmap_shadow_word_error_rate",
+                "A shadow version's final against the live final of the same stream (word error rate; 0: the same words)",
+            )
+            .buckets(vec![0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0]),
+            &by_model,
+        )
+        .expect("valid metric");
+        for h in [&model_batch_seconds, &model_batch_size, &shadow_wer] {
             registry
                 .register(Box::new(h.clone()))
                 .expect("unique metric");
@@ -271,6 +282,7 @@ fn families() -> &'static Families {
             model_transcripts,
             model_streams,
             model_rollbacks,
+            shadow_wer,
         }
     })
 }
@@ -369,6 +381,14 @@ impl StageMetrics {
             .model_errors
             .with_label_values(&[&self.stage, model, version])
             .inc();
+    }
+
+    /// A shadow version's final compared with the live one: its word error rate.
+    pub fn observe_shadow(&self, model: &str, version: &str, wer: f64) {
+        families()
+            .shadow_wer
+            .with_label_values(&[&self.stage, model, version])
+            .observe(wer);
     }
 
     /// The canary `version` of `model` was rolled back automatically.

@@ -34,6 +34,11 @@ pub struct LogitsWindow {
     /// file, outside any repository).
     #[serde(default)]
     pub served_version: u64,
+    /// A shadow window: the same frames read by a candidate version that
+    /// does not speak to users (`infer --shadow`). The decoder keeps it
+    /// apart from the stream's own windows.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
     /// Ingest wall-clock time of the newest frame in the window (µs since epoch).
     pub newest_ingest_us: i64,
     /// Share of the window's valid frames in which a face was found, 0..1
@@ -114,6 +119,7 @@ mod tests {
             model_name: "m".into(),
             model_version: "1".into(),
             served_version: 0,
+            shadow: false,
             newest_ingest_us: 0,
             face_share: 1.0,
         }

@@ -68,6 +68,7 @@ async fn decode_rate(enricher: Option<Enricher>, msgs: &[InMessage]) -> f64 {
         open: Default::default(),
         clock: Default::default(),
         published_finals: Default::default(),
+        shadow: None,
     };
     let start = Instant::now();
     let mut rounds = 0;

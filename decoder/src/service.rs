@@ -18,6 +18,84 @@ use mouthmap_feature_store::enrich::{Enricher, Enrichment};
 
 use crate::stage::{DecodeError, Decoder};
 
+/// Shadow windows (`infer --shadow`: the same frames read by a candidate
+/// version that does not speak to users), decoded apart from the streams'
+/// own: their transcripts go to `topic`, and each stream's shadow final is
+/// compared with its live final (the word error rate of the shadow's text
+/// against the live text, per shadow version:
+/// `mouthmap_shadow_word_error_rate`).
+pub struct Shadow {
+    pub stage: Decoder,
+    pub topic: String,
+    /// Finals of one side waiting for the other's: stream id -> final.
+    live: HashMap<String, Transcript>,
+    shadow: HashMap<String, Transcript>,
+}
+
+impl Shadow {
+    pub fn new(stage: Decoder, topic: impl Into<String>) -> Self {
+        Self {
+            stage,
+            topic: topic.into(),
+            live: HashMap::new(),
+            shadow: HashMap::new(),
+        }
+    }
+
+    /// Pairs a stream's live and shadow finals; reports each pair once.
+    fn pair(&mut self, metrics: &StageMetrics) {
+        let ready: Vec<String> = self
+            .live
+            .keys()
+            .filter(|id| self.shadow.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in ready {
+            let (Some(live), Some(shadow)) = (self.live.remove(&id), self.shadow.remove(&id))
+            else {
+                continue;
+            };
+            let wer = word_error_rate(&shadow.text, &live.text);
+            let version = if shadow.version == 0 {
+                shadow.model_version.clone()
+            } else {
+                shadow.version.to_string()
+            };
+            tracing::info!(stream_id = %id, shadow = %shadow.text, live = %live.text, wer, model = %shadow.model, %version, "shadow final compared with the live final");
+            metrics.observe_shadow(&shadow.model, &version, wer);
+        }
+        // A side whose other never comes (no shadow for that stream) is not kept for ever.
+        if self.live.len() > 10_000 {
+            self.live.clear();
+        }
+        if self.shadow.len() > 10_000 {
+            self.shadow.clear();
+        }
+    }
+}
+
+/// Word error rate of `hypothesis` against `reference` (word edit distance
+/// over the reference's length; 0 when both are empty).
+pub fn word_error_rate(hypothesis: &str, reference: &str) -> f64 {
+    let h: Vec<&str> = hypothesis.split_whitespace().collect();
+    let r: Vec<&str> = reference.split_whitespace().collect();
+    let mut prev: Vec<usize> = (0..=h.len()).collect();
+    for (i, rw) in r.iter().enumerate() {
+        let mut cur = vec![i + 1; h.len() + 1];
+        for (j, hw) in h.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(rw != hw))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    match (prev[h.len()], r.len()) {
+        (0, _) => 0.0,
+        (e, 0) => e as f64,
+        (e, n) => e as f64 / n as f64,
+    }
+}
+
 /// [`Handler`] for the consume loop.
 pub struct DecodeHandler {
     pub stage: Decoder,
@@ -39,6 +117,8 @@ pub struct DecodeHandler {
     /// restart, whose final went out before the restart stored its offset,
     /// does not get a second one.
     pub published_finals: HashMap<String, i64>,
+    /// Shadow windows' decoding (None: shadow windows are passed over).
+    pub shadow: Option<Shadow>,
 }
 
 /// Finals among the newest `per_partition` messages of each partition of
@@ -162,6 +242,19 @@ impl Handler for DecodeHandler {
             event = event.name()
         );
         telemetry::continue_trace(&span, &input.msg.headers);
+        // A shadow window never reaches the stream's own posterior.
+        if let LogitsEvent::Window(w) = event
+            && w.shadow
+        {
+            let Some(shadow) = self.shadow.as_mut() else {
+                return Ok(Vec::new());
+            };
+            let out = tokio::task::block_in_place(|| shadow.stage.handle(event, input.payload))?;
+            return Ok(out
+                .iter()
+                .map(|t| OutMessage::event(&shadow.topic, t, &[]).headers(telemetry::inject(&span)))
+                .collect());
+        }
         let lookup = match event {
             LogitsEvent::Start(_) => None,
             _ => self.lookup(event.stream_id()).await,
@@ -183,6 +276,36 @@ impl Handler for DecodeHandler {
             }
         }
         let mut out = tokio::task::block_in_place(|| self.stage.handle(event, input.payload))?;
+        // The shadow sees the stream's start and end too (its end: only
+        // when it read a window of the stream).
+        let mut shadow_out = Vec::new();
+        if let Some(shadow) = self.shadow.as_mut() {
+            let relevant = match event {
+                LogitsEvent::Start(_) => true,
+                LogitsEvent::End(e) => shadow.stage.is_open(&e.stream_id),
+                LogitsEvent::Window(_) => false,
+            };
+            if relevant {
+                let got =
+                    tokio::task::block_in_place(|| shadow.stage.handle(event, input.payload))?;
+                for t in got {
+                    shadow_out.push(
+                        OutMessage::event(&shadow.topic, &t, &[]).headers(telemetry::inject(&span)),
+                    );
+                    if t.kind == mouthmap_contracts::TranscriptKind::Final {
+                        shadow.shadow.insert(t.stream_id.clone(), t);
+                    }
+                }
+                if let Some(f) = out
+                    .iter()
+                    .find(|t| t.kind == mouthmap_contracts::TranscriptKind::Final)
+                    .filter(|f| shadow.shadow.contains_key(&f.stream_id))
+                {
+                    shadow.live.insert(f.stream_id.clone(), f.clone());
+                }
+                shadow.pair(&self.metrics);
+            }
+        }
         if let LogitsEvent::End(end) = event {
             self.open.remove(&end.stream_id);
             // Its final went out after this end was sent: before a restart.
@@ -200,7 +323,9 @@ impl Handler for DecodeHandler {
             Self::attach(t, &lookup);
         }
         self.metrics.set_active(self.stage.active_streams() as i64);
-        Ok(out.iter().map(|t| self.message(t, &span)).collect())
+        let mut messages: Vec<OutMessage> = out.iter().map(|t| self.message(t, &span)).collect();
+        messages.extend(shadow_out);
+        Ok(messages)
     }
 
     async fn on_tick(&mut self) -> Result<Vec<OutMessage>, HandleError> {
@@ -212,6 +337,11 @@ impl Handler for DecodeHandler {
             self.open.remove(id);
         }
         let mut expired = self.stage.close(&idle);
+        if let Some(shadow) = self.shadow.as_mut() {
+            // Their shadow finals are not compared: a timed-out stream's
+            // text is not the one users saw in full.
+            shadow.stage.close(&idle);
+        }
         let span = tracing::info_span!("decode.expire", streams = expired.len());
         for t in &mut expired {
             self.open.remove(&t.stream_id);
@@ -222,5 +352,25 @@ impl Handler for DecodeHandler {
             Self::attach(t, &lookup);
         }
         Ok(expired.iter().map(|t| self.message(t, &span)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::word_error_rate;
+
+    #[test]
+    fn word_error_rate_counts_edits_over_the_reference() {
+        assert_eq!(
+            word_error_rate("bin blue at f two now", "bin blue at f two now"),
+            0.0
+        );
+        assert!(
+            (word_error_rate("bin blue f two now", "bin blue at f two now") - 1.0 / 6.0).abs()
+                < 1e-9
+        );
+        assert!((word_error_rate("set red", "bin blue at f two now") - 1.0).abs() < 1e-9);
+        assert_eq!(word_error_rate("", ""), 0.0);
+        assert_eq!(word_error_rate("a b", ""), 2.0);
     }
 }

@@ -82,6 +82,7 @@ pub fn windows(stream_id: &str, probs: &[f32], hop: usize) -> Vec<(LogitsEvent, 
                 model_name: "synthetic".into(),
                 model_version: "0".into(),
                 served_version: 0,
+                shadow: false,
                 newest_ingest_us: 0,
                 face_share: 1.0,
             };

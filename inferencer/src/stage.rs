@@ -109,6 +109,8 @@ pub struct PendingWindow {
     pub stream_id: String,
     /// Index of the served model that reads it.
     pub model: usize,
+    /// A copy read by the shadow version ([`Inferencer::set_shadow`]).
+    pub shadow: bool,
     pub first_frame: u64,
     pub valid: usize,
     /// Share of the valid frames with a face.
@@ -181,6 +183,8 @@ pub struct Inferencer {
     batches: Vec<BatchReport>,
     /// The model (name, version label) whose run failed last.
     failed: Option<(String, String)>,
+    /// The version that also reads every window, in the shadow.
+    shadow: Option<usize>,
 }
 
 /// One event out, with the tag of the input that caused it.
@@ -211,6 +215,7 @@ impl Inferencer {
             queue: VecDeque::new(),
             batches: Vec::new(),
             failed: None,
+            shadow: None,
         }
     }
 
@@ -232,6 +237,7 @@ impl Inferencer {
             queue: VecDeque::new(),
             batches: Vec::new(),
             failed: None,
+            shadow: None,
         })
     }
 
@@ -261,6 +267,28 @@ impl Inferencer {
             && let Some(m) = self.models.get_mut(index)
         {
             m.retired = true;
+        }
+    }
+
+    /// Version `index` also reads every window of every stream it does not
+    /// read itself, in the shadow: its windows are marked `shadow` and the
+    /// decoder keeps them apart (None: no shadow).
+    pub fn set_shadow(&mut self, index: Option<usize>) {
+        self.shadow = index.filter(|&i| i < self.models.len());
+    }
+
+    /// Queues `w`, and its shadow copy when a shadow version is set.
+    fn enqueue(&mut self, w: PendingWindow) {
+        if let Some(s) = self.shadow
+            && s != w.model
+        {
+            let mut copy = w.clone();
+            copy.model = s;
+            copy.shadow = true;
+            self.queue.push_back(w);
+            self.queue.push_back(copy);
+        } else {
+            self.queue.push_back(w);
         }
     }
 
@@ -432,6 +460,7 @@ impl Inferencer {
         buf.faces
             .extend(c.quality[skip..].iter().map(|q| q.face_found));
         buf.received += (c.frames.len() - skip) as u64;
+        let mut made = Vec::new();
         while buf.next_start + frames as u64 <= buf.received {
             let offset = (buf.next_start - buf.dropped) as usize;
             let crops: Vec<u8> = buf
@@ -446,9 +475,10 @@ impl Inferencer {
                 .range(offset..offset + frames)
                 .filter(|&&f| f)
                 .count();
-            self.queue.push_back(PendingWindow {
+            let window = PendingWindow {
                 stream_id: c.stream_id.clone(),
                 model,
+                shadow: false,
                 first_frame: window_frames[0].index,
                 valid: frames,
                 face_share: faces as f32 / frames as f32,
@@ -456,7 +486,7 @@ impl Inferencer {
                 crops,
                 queued: Instant::now(),
                 tag: tag.to_vec(),
-            });
+            };
             buf.covered = buf.next_start + frames as u64;
             buf.next_start += hop as u64;
             // Keep what later windows can still use, and at least the last
@@ -470,6 +500,10 @@ impl Inferencer {
             buf.frames.drain(..drop);
             buf.faces.drain(..drop);
             buf.dropped = keep_from;
+            made.push(window);
+        }
+        for w in made {
+            self.enqueue(w);
         }
         Ok(())
     }
@@ -492,9 +526,10 @@ impl Inferencer {
         crops.resize(frames * frame_px, 0);
         let window_frames: Vec<&FrameInfo> = buf.frames.range(offset..).collect();
         let faces = buf.faces.range(offset..).filter(|&&f| f).count();
-        self.queue.push_back(PendingWindow {
+        let window = PendingWindow {
             stream_id: id.to_string(),
             model: buf.model,
+            shadow: false,
             first_frame: window_frames[0].index,
             valid,
             face_share: faces as f32 / valid.max(1) as f32,
@@ -502,8 +537,9 @@ impl Inferencer {
             crops,
             queued: Instant::now(),
             tag: tag.to_vec(),
-        });
+        };
         buf.covered = buf.received;
+        self.enqueue(window);
     }
 
     /// Runs every queued window, `max_batch` at a time, each model's
@@ -564,6 +600,7 @@ impl Inferencer {
                         model_name: served.name.clone(),
                         model_version: info.version.clone(),
                         served_version: served.version,
+                        shadow: w.shadow,
                         newest_ingest_us: w.newest_ingest_us,
                         face_share: w.face_share,
                     }),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use mouthmap_bus::metrics::StageMetrics;
-use mouthmap_decoder::service::{DecodeHandler, published_finals};
+use mouthmap_decoder::service::{DecodeHandler, Shadow, published_finals};
 use mouthmap_decoder::stage::{DecodeSettings, Decoder};
 
 use mouthmap_feature_store::enrich::Enricher;
@@ -83,6 +83,13 @@ pub struct DecodeArgs {
     #[command(flatten)]
     features: StageFeatureArgs,
 
+    /// Decode shadow windows (`infer --shadow`) apart from the streams' own
+    /// and send their transcripts to this topic; each stream's shadow final
+    /// is compared with its live final (`mouthmap_shadow_word_error_rate`).
+    /// Unset: shadow windows are passed over.
+    #[arg(long, env = "MOUTHMAP_SHADOW_TOPIC")]
+    shadow_topic: Option<String>,
+
     #[command(flatten)]
     kafka: KafkaArgs,
 }
@@ -115,6 +122,17 @@ pub async fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
             Default::default()
         }
     };
+    if let Some(topic) = &args.shadow_topic
+        && args.kafka.create_topics
+    {
+        mouthmap_bus::kafka::ensure_topics(
+            &settings,
+            &[topic],
+            args.kafka.partitions,
+            args.kafka.replication_factor,
+        )
+        .await?;
+    }
     let mut handler = DecodeHandler {
         stage: args.decoder.stage(),
         transcripts_topic: args.kafka.transcripts_topic.clone(),
@@ -124,6 +142,10 @@ pub async fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
         open: Default::default(),
         clock: Default::default(),
         published_finals,
+        shadow: args
+            .shadow_topic
+            .as_ref()
+            .map(|topic| Shadow::new(args.decoder.stage(), topic)),
     };
     let wiring = ServiceWiring {
         stage: "decode",

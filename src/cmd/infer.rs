@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 use mouthmap_bus::metrics::StageMetrics;
 use mouthmap_inferencer::model::{Device, Model};
@@ -165,6 +166,13 @@ pub struct InferArgs {
     #[arg(long, env = "MOUTHMAP_ONLY_NAMED_VERSION")]
     only_named_version: bool,
 
+    /// A version of the served model that also reads every window of every
+    /// stream, in the shadow: its windows are marked `shadow`, decoded
+    /// apart (`decode --shadow-topic`) and compared with what users read;
+    /// no user sees them.
+    #[arg(long, env = "MOUTHMAP_SHADOW_VERSION", value_name = "VERSION")]
+    shadow: Option<u64>,
+
     /// How often the model repository is looked at for versions added or
     /// removed while serving (0s: never; the versions loaded at startup serve).
     #[arg(long, env = "MOUTHMAP_RELOAD_EVERY", value_parser = duration, default_value = "5s")]
@@ -217,7 +225,26 @@ pub async fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         max_batch: args.max_batch.max(1),
         max_delay,
     };
-    let stage = Inferencer::serving(served, settings)?;
+    let mut stage = Inferencer::serving(served, settings)?;
+    if let Some(v) = args.shadow {
+        let served = stage.served();
+        let index = served
+            .iter()
+            .position(|s| s.version == v)
+            .with_context(|| {
+                format!(
+                    "--shadow {v}: no such version of {} is served (served: {})",
+                    served[0].name,
+                    served
+                        .iter()
+                        .map(|s| s.version.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+        tracing::info!(model = %served[index].name, version = v, "shadow version: reads every window, seen by no user");
+        stage.set_shadow(Some(index));
+    }
     // A model from the repository, all its versions served: versions added
     // or removed while running are picked up (hot reload), and routing reads
     // the feature store. One model from a file: neither.

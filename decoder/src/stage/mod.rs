@@ -101,6 +101,11 @@ impl Decoder {
         self.streams.len()
     }
 
+    /// Whether a window of `stream_id` was decoded and its final is not out.
+    pub fn is_open(&self, stream_id: &str) -> bool {
+        self.streams.contains_key(stream_id)
+    }
+
     /// Decodes `stream_id` under `grammar` (`grid`, `lexicon:WORDS`) from
     /// now on, or under the configured default when None. A grammar the
     /// model's vocabulary cannot spell is reported once and the default used.
