@@ -95,7 +95,16 @@ fn versions(logits: &[InMessage], transcripts: &[InMessage], id: &str) -> (Vec<u
 
 /// Streams the clip under each id, all at once, and waits for their finals.
 async fn stream_all(t: &Topics, brokers: &str, ids: &[String]) -> (Vec<InMessage>, Vec<InMessage>) {
-    let clip = grid_clip("bbie8n.mp4");
+    stream_video(t, brokers, ids, &grid_clip("bbie8n.mp4")).await
+}
+
+/// Streams `clip` under each id, all at once, and waits for their finals.
+async fn stream_video(
+    t: &Topics,
+    brokers: &str,
+    ids: &[String],
+    clip: &Path,
+) -> (Vec<InMessage>, Vec<InMessage>) {
     let mut cmd = t.command(brokers);
     cmd.arg("ingest");
     for id in ids {
@@ -507,4 +516,118 @@ fn transcripts_final(msgs: &[InMessage], id: &str) -> Transcript {
         .collect();
     assert_eq!(finals.len(), 1, "{id}: one final");
     finals.into_iter().next().unwrap()
+}
+
+/// A canary that fails under load (a window at a time runs, batches of two
+/// or more fail): its failed windows are read by the live version instead,
+/// so every stream still gets its one final, and the guard rolls the canary
+/// back on its failure rate.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_canary_loses_nothing_and_the_guard_rolls_it_back() {
+    if !available(&[Need::Broker, Need::Redis]) {
+        return;
+    }
+    let brokers = brokers();
+    let redis = Redis::start();
+    let t = Topics::new();
+    t.create(&brokers).await;
+    let repo = tempfile::tempdir().unwrap();
+    let failing =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/tiny-fails-in-batches.onnx");
+    for (v, file) in [("1", model()), ("2", failing)] {
+        let d = repo.path().join("lipnet").join(v);
+        std::fs::create_dir_all(&d).unwrap();
+        std::os::unix::fs::symlink(file, d.join("model.onnx")).unwrap();
+    }
+    models(
+        repo.path(),
+        &redis,
+        &[
+            "route",
+            "lipnet",
+            "--live",
+            "1",
+            "--canary",
+            "2",
+            "--percent",
+            "100",
+        ],
+    );
+    let port = free_port();
+    let _pre = t.service(&brokers, "preprocess", &["--feature-store", "false"]);
+    // Every new stream goes to the canary, and windows run two at a time
+    // (a lone window waits up to 2 s for another), so the canary fails.
+    let _inf = infer(
+        &t,
+        &brokers,
+        &redis,
+        repo.path(),
+        port,
+        &[
+            "--guard-min-windows",
+            "4",
+            "--max-batch",
+            "2",
+            "--max-queue-delay",
+            "2s",
+        ],
+    );
+    let _dec = t.service(&brokers, "decode", &["--feature-store", "false"]);
+
+    // Three joined sentences: seven windows a stream, so windows pair up
+    // mid-stream (a stream's end runs what is queued, alone or not).
+    let dir = tempfile::tempdir().unwrap();
+    let video = join_clips(dir.path(), &["bbie8n", "bras6n", "bgauzp"]);
+    let all: Vec<String> = (0..4).map(|_| unique("failing")).collect();
+    let (logits, transcripts) = stream_video(&t, &brokers, &all, &video).await;
+    // Nothing lost: every stream has its windows and exactly one final
+    // (`versions` checks both), read by the live version where the canary failed.
+    let mut fell_back = 0;
+    for id in &all {
+        let (windows, _) = versions(&logits, &transcripts, id);
+        if windows.contains(&1) {
+            fell_back += 1;
+        }
+    }
+    assert!(
+        fell_back >= 2,
+        "the live version read the canary's failed windows"
+    );
+    let shown = tokio::task::block_in_place(|| {
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let shown = models(repo.path(), &redis, &["route", "lipnet"]);
+            if shown.contains("canary version 2 at 0%") {
+                return shown;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "rolled back within 30 s: {shown}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    assert!(
+        shown.contains("automatic rollback: canary version 2 failed"),
+        "{shown}"
+    );
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let failed = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "mouthmap_model_errors_total{model=\"lipnet\",stage=\"infer\",version=\"2\"}",
+            )
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        failed >= 1.0,
+        "the failed runs are counted against version 2: {metrics}"
+    );
 }

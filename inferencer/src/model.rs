@@ -102,13 +102,24 @@ impl Model {
         let session = load_session(path, SessionSettings { threads, device })?;
         let info = check_contract(&session, path)?;
         let input = session.inputs()[0].name().to_string();
-        Ok(Self {
+        let mut model = Self {
             session,
             info,
             input,
             path: path.to_path_buf(),
             scratch: Vec::new(),
-        })
+        };
+        // A trial run on one window of zeros: a model whose declared shapes
+        // pass but whose graph fails when it runs is refused here, not on
+        // the first stream.
+        let window = model.info.frames * model.info.height * model.info.width;
+        if let Err(e) = model.run(&vec![0u8; window], 1) {
+            return Err(ModelError::Contract {
+                path: path.to_path_buf(),
+                problems: vec![format!("a trial run on one window of zeros failed: {e}")],
+            });
+        }
+        Ok(model)
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -445,6 +456,19 @@ mod tests {
         ] {
             assert!(err.contains(part), "{part}: {err}");
         }
+    }
+
+    #[test]
+    fn a_model_that_fails_when_it_runs_is_refused_at_load() {
+        let err = Model::load(&fixture("tiny-fails-at-run.onnx"), Device::Cpu, 1)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("breaks the MouthMap contract")
+                && err.contains("a trial run on one window of zeros failed"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -118,6 +118,9 @@ pub struct GuardSettings {
     pub window: usize,
     /// Windows each of the two needs before the guard judges.
     pub min_windows: usize,
+    /// The canary goes when the share of its windows whose run failed
+    /// exceeds the live version's by more than this (0.05: 5 points).
+    pub error_margin: f64,
 }
 
 impl Default for GuardSettings {
@@ -126,6 +129,7 @@ impl Default for GuardSettings {
             latency_margin: 0.5,
             window: 200,
             min_windows: 30,
+            error_margin: 0.05,
         }
     }
 }
@@ -135,8 +139,9 @@ impl Default for GuardSettings {
 #[derive(Debug, Default)]
 pub struct Guard {
     pub settings: GuardSettings,
-    /// Per repository version, the newest times per window (seconds).
-    seconds: std::collections::HashMap<u64, std::collections::VecDeque<f64>>,
+    /// Per repository version, the newest windows: their time (seconds),
+    /// None where the run failed.
+    seconds: std::collections::HashMap<u64, std::collections::VecDeque<Option<f64>>>,
 }
 
 impl Guard {
@@ -152,14 +157,33 @@ impl Guard {
         if windows == 0 {
             return;
         }
-        let per = elapsed.as_secs_f64() / windows as f64;
+        self.push(
+            version,
+            Some(elapsed.as_secs_f64() / windows as f64),
+            windows,
+        );
+    }
+
+    /// A batch of `windows` windows whose run by `version` failed.
+    pub fn record_failure(&mut self, version: u64, windows: usize) {
+        self.push(version, None, windows);
+    }
+
+    fn push(&mut self, version: u64, sample: Option<f64>, windows: usize) {
         let q = self.seconds.entry(version).or_default();
         for _ in 0..windows {
-            q.push_back(per);
+            q.push_back(sample);
         }
         while q.len() > self.settings.window.max(1) {
             q.pop_front();
         }
+    }
+
+    /// The share of `version`'s windows whose run failed, once it has enough.
+    fn error_rate(&self, version: u64) -> Option<f64> {
+        let q = self.seconds.get(&version)?;
+        (q.len() >= self.settings.min_windows.max(1))
+            .then(|| q.iter().filter(|s| s.is_none()).count() as f64 / q.len() as f64)
     }
 
     /// Forgets what was seen of `version` (after a rollback, a new canary
@@ -170,18 +194,30 @@ impl Guard {
 
     fn p95(&self, version: u64) -> Option<f64> {
         let q = self.seconds.get(&version)?;
-        if q.len() < self.settings.min_windows.max(1) {
+        let mut v: Vec<f64> = q.iter().flatten().copied().collect();
+        if v.len() < self.settings.min_windows.max(1) {
             return None;
         }
-        let mut v: Vec<f64> = q.iter().copied().collect();
         v.sort_by(f64::total_cmp);
         Some(v[((v.len() as f64 * 0.95).ceil() as usize).clamp(1, v.len()) - 1])
     }
 
-    /// Why the canary must go back to 0%, when it must: its p95 time per
-    /// window over the live version's by more than the margin, with enough
-    /// windows of each seen.
+    /// Why the canary must go back to 0%, when it must: the share of its
+    /// windows that failed over the live version's by more than the error
+    /// margin (the live version's counted as 0 until it has enough), or its
+    /// p95 time per window over the live version's by more than the latency
+    /// margin, with enough windows of each seen.
     pub fn verdict(&self, live: u64, canary: u64) -> Option<String> {
+        if let Some(c) = self.error_rate(canary) {
+            let l = self.error_rate(live).unwrap_or(0.0);
+            if c > l + self.settings.error_margin {
+                return Some(format!(
+                    "canary version {canary} failed {:.0}% of its windows vs live version {live} {:.0}%",
+                    c * 100.0,
+                    l * 100.0
+                ));
+            }
+        }
         let (l, c) = (self.p95(live)?, self.p95(canary)?);
         (c > l * (1.0 + self.settings.latency_margin)).then(|| {
             format!(
@@ -212,6 +248,7 @@ mod tests {
             latency_margin: 0.5,
             window: 100,
             min_windows: 20,
+            error_margin: 0.05,
         });
         let ms = std::time::Duration::from_millis;
         g.record(1, ms(300), 10); // 30 ms a window
@@ -228,6 +265,14 @@ mod tests {
         );
         g.forget(2);
         assert_eq!(g.verdict(1, 2), None);
+        // Failures: judged on the share of windows, before any latency.
+        g.record(2, ms(300), 15);
+        g.record_failure(2, 5);
+        let why = g.verdict(1, 2).expect("rolled back");
+        assert!(
+            why.contains("failed 25% of its windows vs live version 1 0%"),
+            "{why}"
+        );
     }
 
     #[test]

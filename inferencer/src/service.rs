@@ -305,6 +305,13 @@ impl InferHandler {
                     span.add_link(sc);
                 }
             }
+            if batch.failed {
+                self.metrics.model_error(&batch.model, &batch.version);
+                if let Some(guard) = self.router.guard.as_mut() {
+                    guard.record_failure(batch.served_version, batch.windows);
+                }
+                continue;
+            }
             self.metrics.observe_batch(batch.elapsed, batch.windows);
             if let Some(guard) = self.router.guard.as_mut() {
                 guard.record(batch.served_version, batch.elapsed, batch.windows);

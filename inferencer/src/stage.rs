@@ -150,6 +150,8 @@ pub struct BatchReport {
     pub version: String,
     /// The repository version that ran it (0: a model from a file).
     pub served_version: u64,
+    /// The run failed (its windows went to the default version).
+    pub failed: bool,
     pub windows: usize,
     pub elapsed: Duration,
     pub tags: Vec<Vec<(String, String)>>,
@@ -568,6 +570,28 @@ impl Inferencer {
             let started = Instant::now();
             let probs = match served.model.run(&input, n) {
                 Ok(p) => p,
+                // A version other than the default failed: its windows are
+                // read by the default version instead (nothing is lost; a
+                // shadow's are dropped, no user reads them), and the failure
+                // counts against it (metrics, the rollback guard).
+                Err(e) if model != 0 => {
+                    tracing::warn!(model = %served.name, version = served.version, windows = n, error = %e,
+                        "model run failed; the default version reads these windows");
+                    self.batches.push(BatchReport {
+                        model: served.name.clone(),
+                        version: served.version_label(),
+                        served_version: served.version,
+                        failed: true,
+                        windows: n,
+                        elapsed: started.elapsed(),
+                        tags: Vec::new(),
+                    });
+                    for mut w in batch.into_iter().rev().filter(|w| !w.shadow) {
+                        w.model = 0;
+                        self.queue.push_front(w);
+                    }
+                    continue;
+                }
                 Err(e) => {
                     self.failed = Some((served.name.clone(), served.version_label()));
                     return Err(e.into());
@@ -577,6 +601,7 @@ impl Inferencer {
                 model: served.name.clone(),
                 version: served.version_label(),
                 served_version: served.version,
+                failed: false,
                 windows: n,
                 elapsed: started.elapsed(),
                 tags: batch.iter().map(|w| w.tag.clone()).collect(),

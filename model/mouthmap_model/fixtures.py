@@ -71,6 +71,32 @@ def contract_model(classes: int = D.CLASSES, frames: int = 75, in_rank: int = 5,
     return m
 
 
+def fails_at_run() -> onnx.ModelProto:
+    """The contract model with its output reshaped to 76 frames at the end:
+    shapes as declared pass the contract check, the run fails."""
+    m = contract_model(meta={"model_name": "tiny-fails-at-run"})
+    for n in m.graph.node:
+        if n.output[0] == "probs":
+            n.output[0] = "probs_ok"
+    m.graph.initializer.append(numpy_helper.from_array(np.array([-1, 76, 28], dtype=np.int64), "bad_shape"))
+    m.graph.node.append(helper.make_node("Reshape", ["probs_ok", "bad_shape"], ["probs"]))
+    return m
+
+
+def fails_in_batches() -> onnx.ModelProto:
+    """The contract model with its output reshaped to one batch row: a
+    window at a time runs (its trial run passes), two or more at once give
+    an output of the wrong shape, which the server refuses: a model that
+    fails under load."""
+    m = contract_model(meta={"model_name": "tiny-fails-in-batches"})
+    for n in m.graph.node:
+        if n.output[0] == "probs":
+            n.output[0] = "probs_ok"
+    m.graph.initializer.append(numpy_helper.from_array(np.array([1, -1, 28], dtype=np.int64), "one_row"))
+    m.graph.node.append(helper.make_node("Reshape", ["probs_ok", "one_row"], ["probs"]))
+    return m
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     models = {
@@ -79,6 +105,9 @@ def main() -> None:
         "tiny-four-dim-input.onnx": contract_model(in_rank=4),
         "tiny-vocabulary-mismatch.onnx": contract_model(meta={"vocabulary": json.dumps(list("abc")), "blank_index": "2"}),
         "tiny-bad-blank.onnx": contract_model(meta={"blank_index": "99"}),
+        # Its declared shapes pass; its graph fails when it runs.
+        "tiny-fails-at-run.onnx": fails_at_run(),
+        "tiny-fails-in-batches.onnx": fails_in_batches(),
         # Three broken parts at once: validation names every one.
         "tiny-many-problems.onnx": contract_model(meta={"blank_index": "99", "normalization": None, "fps": "30"}),
     }

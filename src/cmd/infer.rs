@@ -189,6 +189,12 @@ pub struct InferArgs {
     #[arg(long, env = "MOUTHMAP_GUARD_LATENCY_MARGIN", default_value_t = 0.5)]
     guard_latency_margin: f64,
 
+    /// The share of windows whose run failed by which a canary may exceed
+    /// the live version (0.05: 5 points; a failed window is read by the
+    /// version infer was started with instead).
+    #[arg(long, env = "MOUTHMAP_GUARD_ERROR_MARGIN", default_value_t = 0.05)]
+    guard_error_margin: f64,
+
     /// Windows of each version the guard needs before it judges.
     #[arg(long, env = "MOUTHMAP_GUARD_MIN_WINDOWS", default_value_t = 30)]
     guard_min_windows: usize,
@@ -271,6 +277,7 @@ pub async fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         Guard::new(GuardSettings {
             latency_margin: args.guard_latency_margin.max(0.0),
             min_windows: args.guard_min_windows.max(1),
+            error_margin: args.guard_error_margin.max(0.0),
             ..GuardSettings::default()
         })
     });
