@@ -94,6 +94,9 @@ impl Services {
                 cmd.args(["--feature-store", "false"]);
             }
         }
+        if let Some(extra) = self.extra.get(role) {
+            cmd.args(extra);
+        }
         self.running
             .insert(name.clone(), Proc::spawn(role, &mut cmd));
         self.ports.insert(name.clone(), port);
