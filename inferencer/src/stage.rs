@@ -210,8 +210,12 @@ fn produced(event: LogitsEvent, tag: &[(String, String)]) -> Produced {
 impl Inferencer {
     /// One model, from a file.
     pub fn new(model: Model, settings: InferSettings) -> Self {
+        Self::with(vec![Served::file(model)], settings)
+    }
+
+    fn with(models: Vec<Served>, settings: InferSettings) -> Self {
         Self {
-            models: vec![Served::file(model)],
+            models,
             settings,
             streams: HashMap::new(),
             queue: VecDeque::new(),
@@ -232,15 +236,7 @@ impl Inferencer {
         for m in &models[1..] {
             same_windows(first, m)?;
         }
-        Ok(Self {
-            models,
-            settings,
-            streams: HashMap::new(),
-            queue: VecDeque::new(),
-            batches: Vec::new(),
-            failed: None,
-            shadow: None,
-        })
+        Ok(Self::with(models, settings))
     }
 
     /// The default model (the first served).
