@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -17,16 +17,60 @@ use mouthmap_bus::kafka::InMessage;
 use mouthmap_contracts::{LogitsEvent, Transcript};
 use mouthmap_inferencer::routing::bucket;
 
+/// Puts `file` into the repository at `repo` as version `v` of `lipnet`.
+fn add_version(repo: &Path, v: &str, file: &Path) {
+    let d = repo.join("lipnet").join(v);
+    std::fs::create_dir_all(&d).unwrap();
+    std::os::unix::fs::symlink(file, d.join("model.onnx")).unwrap();
+}
+
+/// A repository of `lipnet` with these files as versions 1, 2, ...
+fn repository_of(files: &[PathBuf]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, file) in files.iter().enumerate() {
+        add_version(dir.path(), &(i + 1).to_string(), file);
+    }
+    dir
+}
+
 /// A model repository with the reference model as versions 1 and 2 of
 /// `lipnet` (the same weights: the test is about who reads what).
 fn repository() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for v in ["1", "2"] {
-        let d = dir.path().join("lipnet").join(v);
-        std::fs::create_dir_all(&d).unwrap();
-        std::os::unix::fs::symlink(model(), d.join("model.onnx")).unwrap();
-    }
-    dir
+    repository_of(&[model(), model()])
+}
+
+/// A test model of `tests/data/models/`.
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/models")
+        .join(name)
+}
+
+/// The value of the first series of `metrics` whose line starts with `series`.
+fn metric(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+}
+
+/// Polls the route of `lipnet` until the canary's share is 0% (30 s at
+/// most); returns what `models route` showed.
+fn wait_rolled_back(repo: &Path, redis: &Redis) -> String {
+    tokio::task::block_in_place(|| {
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let shown = models(repo, redis, &["route", "lipnet"]);
+            if shown.contains("canary version 2 at 0%") {
+                return shown;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "rolled back within 30 s: {shown}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    })
 }
 
 /// `mouthmap models ARGS` against the test's repository and Redis.
@@ -223,13 +267,7 @@ async fn a_version_dropped_in_while_a_stream_runs_serves_new_streams_and_a_broke
     let redis = Redis::start();
     let t = Topics::new();
     t.create(&brokers).await;
-    let repo = tempfile::tempdir().unwrap();
-    let version = |v: &str, file: &Path| {
-        let d = repo.path().join("lipnet").join(v);
-        std::fs::create_dir_all(&d).unwrap();
-        std::os::unix::fs::symlink(file, d.join("model.onnx")).unwrap();
-    };
-    version("1", &model());
+    let repo = repository_of(&[model()]);
     let port = free_port();
     let _pre = t.service(&brokers, "preprocess", &["--feature-store", "false"]);
     let _inf = infer(
@@ -252,10 +290,9 @@ async fn a_version_dropped_in_while_a_stream_runs_serves_new_streams_and_a_broke
             .arg(format!("{running}={}", video.display())),
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    version("2", &model());
-    let broken =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/tiny-many-problems.onnx");
-    version("3", &broken);
+    add_version(repo.path(), "2", &model());
+    let broken = fixture("tiny-many-problems.onnx");
+    add_version(repo.path(), "3", &broken);
     models(
         repo.path(),
         &redis,
@@ -294,11 +331,11 @@ async fn a_version_dropped_in_while_a_stream_runs_serves_new_streams_and_a_broke
         !metrics.contains("version=\"3\""),
         "version 3 is not served"
     );
-    let refused = metrics
-        .lines()
-        .find(|l| l.starts_with("mouthmap_errors_total{kind=\"model\",stage=\"infer\"}"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let refused = metric(
+        &metrics,
+        "mouthmap_errors_total{kind=\"model\",stage=\"infer\"}",
+    )
+    .unwrap_or(0.0);
     assert!(refused >= 1.0, "the broken version is counted: {refused}");
 
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -331,13 +368,7 @@ async fn the_guard_rolls_back_a_canary_slower_than_the_live_version() {
     let redis = Redis::start();
     let t = Topics::new();
     t.create(&brokers).await;
-    let repo = tempfile::tempdir().unwrap();
-    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/tiny-contract.onnx");
-    for (v, file) in [("1", tiny), ("2", model())] {
-        let d = repo.path().join("lipnet").join(v);
-        std::fs::create_dir_all(&d).unwrap();
-        std::os::unix::fs::symlink(file, d.join("model.onnx")).unwrap();
-    }
+    let repo = repository_of(&[fixture("tiny-contract.onnx"), model()]);
     models(
         repo.path(),
         &redis,
@@ -386,20 +417,7 @@ async fn the_guard_rolls_back_a_canary_slower_than_the_live_version() {
     })
     .await;
 
-    let shown = tokio::task::block_in_place(|| {
-        let until = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let shown = models(repo.path(), &redis, &["route", "lipnet"]);
-            if shown.contains("canary version 2 at 0%") {
-                return shown;
-            }
-            assert!(
-                std::time::Instant::now() < until,
-                "rolled back within 30 s: {shown}"
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    });
+    let shown = wait_rolled_back(repo.path(), &redis);
     assert!(
         shown.contains("automatic rollback: canary version 2 p95"),
         "{shown}"
@@ -438,13 +456,7 @@ async fn a_shadow_version_reads_every_stream_apart_and_its_agreement_is_measured
     let t = Topics::new();
     t.create(&brokers).await;
     let shadow_topic = unique("transcripts-shadow");
-    let repo = tempfile::tempdir().unwrap();
-    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/tiny-contract.onnx");
-    for (v, file) in [("1", model()), ("2", tiny)] {
-        let d = repo.path().join("lipnet").join(v);
-        std::fs::create_dir_all(&d).unwrap();
-        std::os::unix::fs::symlink(file, d.join("model.onnx")).unwrap();
-    }
+    let repo = repository_of(&[model(), fixture("tiny-contract.onnx")]);
     let _pre = t.service(&brokers, "preprocess", &["--feature-store", "false"]);
     let _inf = infer(
         &t,
@@ -491,16 +503,16 @@ async fn a_shadow_version_reads_every_stream_apart_and_its_agreement_is_measured
         .text()
         .await
         .unwrap();
-    let count = metrics
-        .lines()
-        .find(|l| l.starts_with("mouthmap_shadow_word_error_rate_count{model=\"lipnet\",stage=\"decode\",version=\"2\"}"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    let count = metric(
+        &metrics,
+        "mouthmap_shadow_word_error_rate_count{model=\"lipnet\",stage=\"decode\",version=\"2\"}",
+    );
     assert_eq!(count, Some(2.0), "{metrics}");
-    let sum = metrics
-        .lines()
-        .find(|l| l.starts_with("mouthmap_shadow_word_error_rate_sum{model=\"lipnet\",stage=\"decode\",version=\"2\"}"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .unwrap();
+    let sum = metric(
+        &metrics,
+        "mouthmap_shadow_word_error_rate_sum{model=\"lipnet\",stage=\"decode\",version=\"2\"}",
+    )
+    .unwrap();
     assert!(
         sum / 2.0 > 0.5,
         "the tiny model's letters are far from the sentence: {sum}"
@@ -531,14 +543,7 @@ async fn a_failing_canary_loses_nothing_and_the_guard_rolls_it_back() {
     let redis = Redis::start();
     let t = Topics::new();
     t.create(&brokers).await;
-    let repo = tempfile::tempdir().unwrap();
-    let failing =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/tiny-fails-in-batches.onnx");
-    for (v, file) in [("1", model()), ("2", failing)] {
-        let d = repo.path().join("lipnet").join(v);
-        std::fs::create_dir_all(&d).unwrap();
-        std::os::unix::fs::symlink(file, d.join("model.onnx")).unwrap();
-    }
+    let repo = repository_of(&[model(), fixture("tiny-fails-in-batches.onnx")]);
     models(
         repo.path(),
         &redis,
@@ -593,20 +598,7 @@ async fn a_failing_canary_loses_nothing_and_the_guard_rolls_it_back() {
         fell_back >= 2,
         "the live version read the canary's failed windows"
     );
-    let shown = tokio::task::block_in_place(|| {
-        let until = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let shown = models(repo.path(), &redis, &["route", "lipnet"]);
-            if shown.contains("canary version 2 at 0%") {
-                return shown;
-            }
-            assert!(
-                std::time::Instant::now() < until,
-                "rolled back within 30 s: {shown}"
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    });
+    let shown = wait_rolled_back(repo.path(), &redis);
     assert!(
         shown.contains("automatic rollback: canary version 2 failed"),
         "{shown}"
@@ -617,15 +609,11 @@ async fn a_failing_canary_loses_nothing_and_the_guard_rolls_it_back() {
         .text()
         .await
         .unwrap();
-    let failed = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with(
-                "mouthmap_model_errors_total{model=\"lipnet\",stage=\"infer\",version=\"2\"}",
-            )
-        })
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let failed = metric(
+        &metrics,
+        "mouthmap_model_errors_total{model=\"lipnet\",stage=\"infer\",version=\"2\"}",
+    )
+    .unwrap_or(0.0);
     assert!(
         failed >= 1.0,
         "the failed runs are counted against version 2: {metrics}"
