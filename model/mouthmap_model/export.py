@@ -1,6 +1,9 @@
 """Export a checkpoint to ONNX with the serving contract and its metadata.
 
-    python -m mouthmap_model.export --checkpoint runs/lipnet/best.pt --out ../models/mouthmap-lipnet-grid-s1/1/model.onnx
+    python -m mouthmap_model.export --checkpoint runs/lipnet/last.pt --out ../models/mouthmap-lipnet-grid-s1/2/model.onnx
+
+The weights exported are the checkpoint's moving average (`--weights ema`,
+what training evaluated) when it has one, else its last weights.
 
 Input `frames` float32 [batch, 75, 46, 140, 1], normalised as the metadata's
 `normalization` says; output `probs` float32 [batch, 75, classes], CTC
@@ -20,10 +23,10 @@ import onnxruntime as ort
 import torch
 
 from . import data as D
-from .net import LipNet, Served
+from .net import LipNet, Served, Served2D
 
 MODEL_NAME = "mouthmap-lipnet-grid-s1"
-MODEL_VERSION = "1.0.0"
+MODEL_VERSION = "2.0.0"
 
 
 def metadata(ckpt: dict, extra: dict | None = None) -> dict[str, str]:
@@ -67,14 +70,25 @@ def set_metadata(path: Path, meta: dict[str, str]) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default=str(D.REPO / "model/runs/lipnet/best.pt"))
-    p.add_argument("--out", default=str(D.REPO / "models" / MODEL_NAME / "1" / "model.onnx"), help="where the model goes: a version of the model repository, models/NAME/VERSION/model.onnx")
+    p.add_argument("--checkpoint", default=str(D.REPO / "model/runs/lipnet/last.pt"))
+    p.add_argument("--out", default=str(D.REPO / "models" / MODEL_NAME / "2" / "model.onnx"), help="where the model goes: a version of the model repository, models/NAME/VERSION/model.onnx")
+    p.add_argument("--weights", choices=["ema", "last"], default="ema", help="the moving average of the weights (if the checkpoint has one) or the last weights")
+    p.add_argument("--version", default=MODEL_VERSION, help="model_version written into the metadata")
+    p.add_argument(
+        "--graph",
+        choices=["3d", "frames2d"],
+        default="3d",
+        help="3d: the network as trained (3D convolutions); frames2d: the same numbers with each 3D "
+        "convolution as a 2D one over a frame and its neighbours, batch norm folded (the graph "
+        "`quantize` makes the INT8 variant from)",
+    )
     args = p.parse_args()
     ckpt = torch.load(args.checkpoint, weights_only=False)
     net = LipNet(D.CLASSES)
-    net.load_state_dict(ckpt["model"])
+    use_ema = args.weights == "ema" and ckpt.get("ema") is not None
+    net.load_state_dict(ckpt["ema"] if use_ema else ckpt["model"])
     net.eval()
-    served = Served(net).eval()
+    served = (Served(net) if args.graph == "3d" else Served2D(net)).eval()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.rand(2, 75, 46, 140, 1)
@@ -88,7 +102,7 @@ def main() -> None:
         opset_version=17,
         dynamo=False,
     )
-    set_metadata(out, metadata(ckpt))
+    set_metadata(out, metadata(ckpt, {"model_version": args.version, "weights": "ema" if use_ema else "last", "graph": args.graph}))
     onnx.checker.check_model(str(out))
     # Parity: ONNX Runtime against PyTorch on real validation crops.
     manifest, arrays = D.load(D.REPO / "model" / "data")

@@ -56,3 +56,56 @@ class Served(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         x = frames.permute(0, 4, 1, 2, 3)  # [B, 1, T, H, W]
         return torch.softmax(self.net(x), dim=-1)
+
+
+class FrameConv(nn.Module):
+    """A Conv3d with temporal kernel 3 (padding 1) computed as a Conv2d over
+    each frame and its two neighbours stacked as channels: exactly the same
+    numbers, but in operators ONNX Runtime runs in int8 (it has no int8 3D
+    convolution). Batch norm folded into the weights."""
+
+    def __init__(self, conv: nn.Conv3d, bn: nn.BatchNorm3d):
+        super().__init__()
+        assert conv.kernel_size[0] == 3 and conv.padding[0] == 1 and conv.stride[0] == 1
+        c_out, c_in, kt, kh, kw = conv.weight.shape
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        w = conv.weight * scale[:, None, None, None, None]
+        b = bn.bias - bn.running_mean * scale
+        if conv.bias is not None:
+            b = b + conv.bias * scale
+        # [out, in, kt, kh, kw] -> [out, kt * in, kh, kw]: channel k*in + c is
+        # input channel c of frame t + k - 1.
+        self.conv = nn.Conv2d(c_in * kt, c_out, (kh, kw), stride=conv.stride[1:], padding=conv.padding[1:])
+        with torch.no_grad():
+            self.conv.weight.copy_(w.permute(0, 2, 1, 3, 4).reshape(c_out, kt * c_in, kh, kw))
+            self.conv.bias.copy_(b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, T, C, H, W] -> [B, T, C', H', W'] (ReLU and 2x2 max-pool applied)."""
+        b, t, c, h, w = x.shape
+        pad = torch.zeros_like(x[:, :1])
+        xp = torch.cat([pad, x, pad], dim=1)
+        stacked = torch.cat([xp[:, :-2], xp[:, 1:-1], xp[:, 2:]], dim=2)  # [B, T, 3C, H, W]
+        y = self.conv(stacked.reshape(b * t, 3 * c, h, w))
+        y = torch.nn.functional.max_pool2d(torch.relu(y), 2)
+        return y.reshape(b, t, *y.shape[1:])
+
+
+class Served2D(nn.Module):
+    """The same contract and numbers as `Served`, with the front end written
+    as per-frame 2D convolutions (`FrameConv`): the graph the INT8 variant is
+    quantised from."""
+
+    def __init__(self, net: LipNet):
+        super().__init__()
+        f = net.front
+        self.blocks = nn.ModuleList([FrameConv(f[0], f[1]), FrameConv(f[4], f[5]), FrameConv(f[8], f[9])])
+        self.gru, self.out = net.gru, net.out
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = frames.permute(0, 1, 4, 2, 3)  # [B, T, 1, H, W]
+        for block in self.blocks:
+            x = block(x)
+        b, t = x.shape[:2]
+        y, _ = self.gru(x.reshape(b, t, -1))
+        return torch.softmax(self.out(y), dim=-1)

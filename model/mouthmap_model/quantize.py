@@ -1,22 +1,41 @@
-"""FP16 and INT8 variants of an exported model.
+"""INT8 and FP16 variants of an exported model.
 
-    python -m mouthmap_model.quantize --model ../models/mouthmap-lipnet-grid-s1/1/model.onnx
+    python -m mouthmap_model.quantize --model ../models/mouthmap-lipnet-grid-s1/2/model.onnx
+
+INT8: static quantisation in QDQ form (ONNX Runtime fuses each
+DequantizeLinear -> Conv -> QuantizeLinear into an int8 convolution): the
+three 3D convolutions and the output layer get int8 weights (per channel) and
+int8 activations whose ranges come from a calibration set of training
+windows (never validation clips), cut the way serving cuts them. The GRU
+stays FP32 (ONNX Runtime has no int8 GRU; it is about a tenth of the work).
 
 FP16: every weight and activation in half precision, inputs and outputs kept
-float32 (so the serving contract holds). INT8: dynamic quantisation of the
-recurrent and matrix layers (GRU, MatMul, Gemm: weights int8, activations
-quantised per batch at run time); the 3D convolutions stay FP32, because ONNX
-Runtime has no ConvInteger kernel for 3D convolutions.
+float32 so the serving contract holds. ONNX Runtime 1.31.1's CPU provider
+crashes (SIGSEGV, while creating the session) on a float16 Transpose followed
+by a MatMul at graph optimisation level ORT_ENABLE_ALL
+(`model/repro/ort_fp16_transpose_matmul.py`); at ORT_ENABLE_EXTENDED it runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import random
 from pathlib import Path
 
+import numpy as np
 import onnx
-from onnxruntime.quantization import QuantType, quantize_dynamic
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import convert_float_to_float16
+
+from . import data as D
 
 
 def variants(model: Path) -> dict[str, Path]:
@@ -24,31 +43,74 @@ def variants(model: Path) -> dict[str, Path]:
     return {"fp16": Path(f"{stem}-fp16.onnx"), "int8": Path(f"{stem}-int8.onnx")}
 
 
+class Windows(CalibrationDataReader):
+    """Calibration windows: 75 frames of training clips, normalised as the
+    model's metadata says; some whole clips, some across two joined clips."""
+
+    def __init__(self, data_dir: Path, meta: dict, count: int, seed: int = 7):
+        manifest, arrays = D.load(data_dir)
+        norm = json.loads(meta["normalization"])
+        train = [e for e in manifest["clips"] if e["split"] == "train"]
+        rng = random.Random(seed)
+        self.items = []
+        for i in range(count):
+            a, b = rng.choice(train), rng.choice(train)
+            joined = np.concatenate([arrays[a["clip"]], arrays[b["clip"]]])
+            o = 0 if i % 2 == 0 else rng.randint(1, len(arrays[a["clip"]]) - 1)
+            x = joined[o : o + 75].astype(np.float32) / 255.0
+            x = ((x - norm["mean"]) / norm["std"])[None, ..., None].astype(np.float32)
+            self.items.append({"frames": x})
+        self.it = iter(self.items)
+
+    def get_next(self):
+        return next(self.it, None)
+
+
+def with_metadata(path: Path, meta: dict[str, str], kind: str) -> None:
+    q = onnx.load(str(path))
+    del q.metadata_props[:]
+    for k, v in {**meta, "model_version": f"{meta.get('model_version', '0')}-{kind}", "precision": kind}.items():
+        e = q.metadata_props.add()
+        e.key, e.value = k, v
+    onnx.save(q, str(path))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
+    p.add_argument("--data", default=str(D.REPO / "model" / "data"), help="crops and manifest from `data build`")
+    p.add_argument("--calibration", type=int, default=64, help="calibration windows from the training clips")
+    p.add_argument("--out", help="INT8 file (default: MODEL-int8.onnx beside it)")
+    p.add_argument("--ops", default="Conv,MatMul", help="operator types quantised (comma-separated)")
     args = p.parse_args()
     src = Path(args.model)
     out = variants(src)
+    if args.out:
+        out["int8"] = Path(args.out)
     m = onnx.load(str(src))
     meta = {p.key: p.value for p in m.metadata_props}
 
     fp16 = convert_float_to_float16(m, keep_io_types=True)
     onnx.save(fp16, str(out["fp16"]))
+    with_metadata(out["fp16"], meta, "fp16")
 
-    quantize_dynamic(
-        str(src),
+    prepared = out["int8"].with_suffix(".prep.onnx")
+    quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+    quantize_static(
+        str(prepared),
         str(out["int8"]),
-        op_types_to_quantize=["GRU", "MatMul", "Gemm"],
+        Windows(Path(args.data), meta, args.calibration),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=args.ops.split(","),
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.Percentile,
+        extra_options={"CalibPercentile": 99.99},
     )
+    prepared.unlink()
+    with_metadata(out["int8"], meta, "int8")
     for kind, path in out.items():
-        q = onnx.load(str(path))
-        del q.metadata_props[:]
-        for k, v in {**meta, "model_version": f"{meta.get('model_version', '0')}-{kind}", "precision": kind}.items():
-            e = q.metadata_props.add()
-            e.key, e.value = k, v
-        onnx.save(q, str(path))
         print(f"{path}: {path.stat().st_size / 1e6:.1f} MB")
 
 
