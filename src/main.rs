@@ -67,6 +67,9 @@ enum Command {
     /// Transcribe a video in one process (ingest, preprocess, infer, decode; no broker).
     #[command(long_about = cmd::transcribe::LONG_ABOUT)]
     Transcribe(cmd::transcribe::TranscribeArgs),
+    /// The front doors: a live web view, an HTTP upload API and a gRPC streaming API on the topics.
+    #[command(long_about = cmd::gateway::LONG_ABOUT)]
+    Gateway(cmd::gateway::GatewayArgs),
     /// Feature store: set and read stream and speaker features, keep aggregates from transcripts.
     #[command(long_about = cmd::features::LONG_ABOUT)]
     Features(cmd::features::FeaturesArgs),
@@ -136,6 +139,7 @@ fn main() -> ExitCode {
         Command::Transcribe(_) => "mouthmap-transcribe",
         Command::Topics(_) => "mouthmap-topics",
         Command::Features(_) => "mouthmap-features",
+        Command::Gateway(_) => "mouthmap-gateway",
         Command::Tail(_) => "mouthmap-tail",
         Command::Models(_) => "mouthmap-models",
     };
@@ -174,6 +178,7 @@ fn main() -> ExitCode {
             Command::Transcribe(args) => cmd::transcribe::run(args).await,
             Command::Topics(args) => cmd::topics::run(args).await,
             Command::Features(args) => cmd::features::run(args).await,
+            Command::Gateway(args) => cmd::gateway::run(args).await,
             Command::Tail(args) => cmd::tail::run(args).await,
             Command::Models(args) => cmd::models::run(args).await,
         }

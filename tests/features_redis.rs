@@ -483,6 +483,7 @@ async fn a_bad_speaker_id_is_dead_lettered_and_no_password_reaches_a_transcript(
                     ended_at_ms: 0,
                     frames_lost: 0,
                     gaps: Vec::new(),
+                    cancelled: false,
                 }),
                 &[],
             ),

@@ -449,10 +449,7 @@ async fn bad_frames_are_dead_lettered_with_their_reason_and_a_good_stream_goes_t
     let brokers = brokers();
     let t = Topics::new();
     t.create(&brokers).await;
-    let model = model().display().to_string();
-    let _pre = t.service(&brokers, "preprocess", &[]);
-    let _inf = t.service(&brokers, "infer", &["--model", &model]);
-    let _dec = t.service(&brokers, "decode", &[]);
+    let _stages = t.stages(&brokers);
 
     let chunk = |id: &str, format, indexes: &[u64], sizes: Vec<u32>| {
         FrameEvent::Chunk(FrameChunk {

@@ -179,3 +179,22 @@ fn help_prints_no_secret() {
         }
     }
 }
+
+/// The gateway without a token listens on loopback only: beyond it, it
+/// refuses to start and says what to set (before touching the broker).
+#[test]
+fn the_gateway_refuses_to_listen_beyond_loopback_without_a_token() {
+    for (listen, grpc) in [("0.0.0.0:0", "127.0.0.1:0"), ("127.0.0.1:0", "0.0.0.0:0")] {
+        let out = mouthmap("127.0.0.1:1", "unused")
+            .args(["gateway", "--listen", listen, "--grpc-listen", grpc])
+            .env_remove("MOUTHMAP_API_TOKEN")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{listen} {grpc}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("without a token: set --api-token"),
+            "{stderr}"
+        );
+    }
+}

@@ -63,6 +63,7 @@ fn end_event(id: &str) -> Vec<u8> {
             ended_at_ms: 0,
             frames_lost: 0,
             gaps: Vec::new(),
+            cancelled: false,
         }),
         &[],
     )

@@ -23,6 +23,8 @@
 //!   propagation through Kafka headers.
 //! * [`metrics`]: the Prometheus metrics every stage exports with the same
 //!   names (messages in and out, errors by kind, processing latency).
+//! * [`guard`]: the bearer token and same-origin checks of the HTTP APIs
+//!   (ingest's and the gateway's).
 //! * [`health`]: `/healthz` (the process serves) and `/readyz` (model
 //!   loaded, broker reachable, group joined), served beside `/metrics`.
 //!
@@ -31,6 +33,7 @@
 //! here.
 
 pub mod error;
+pub mod guard;
 pub mod health;
 pub mod idle;
 pub mod kafka;

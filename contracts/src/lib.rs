@@ -20,6 +20,7 @@
 //! * [`error`]: [`ContractError`], what a message that breaks the contract
 //!   broke.
 
+pub mod clock;
 pub mod envelope;
 pub mod error;
 pub mod event;

@@ -85,6 +85,11 @@ pub struct StreamEnd {
     /// [`MAX_GAPS`]; later ones are added to the last.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gaps: Vec<Gap>,
+    /// The client that sent the stream went away before its end (a gRPC
+    /// caller that cancelled or disconnected): what arrived was processed,
+    /// and the stream's final says so. Absent (false) in older messages.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
 }
 
 /// Gaps a stream's end lists at most.
@@ -143,6 +148,7 @@ pub(crate) mod tests {
             ended_at_ms: 2,
             frames_lost: 0,
             gaps: Vec::new(),
+            cancelled: false,
         }
     }
 
@@ -166,11 +172,16 @@ pub(crate) mod tests {
             ended_at_ms: 5,
             frames_lost: 0,
             gaps: Vec::new(),
+            cancelled: false,
         };
         let json = serde_json::to_value(&end).unwrap();
         assert_eq!(json["reason"], "error");
         assert_eq!(json["error"], "boom");
-        assert!(json.get("gaps").is_none() && json.get("frames_lost").is_none());
+        assert!(
+            json.get("gaps").is_none()
+                && json.get("frames_lost").is_none()
+                && json.get("cancelled").is_none()
+        );
     }
 
     #[test]

@@ -76,6 +76,10 @@ pub struct Transcript {
     /// dropped and came back, an ingest restart), as the stream's end lists them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gaps: Vec<Gap>,
+    /// Finals only: the stream's client went away before its end (see
+    /// `StreamEnd::cancelled`); the text covers what arrived.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -105,6 +109,7 @@ impl Transcript {
             no_face: false,
             frames_lost: 0,
             gaps: Vec::new(),
+            cancelled: false,
         }
     }
 }

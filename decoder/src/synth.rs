@@ -53,6 +53,7 @@ pub fn end(stream_id: &str) -> LogitsEvent {
         ended_at_ms: 0,
         frames_lost: 0,
         gaps: Vec::new(),
+        cancelled: false,
     })
 }
 

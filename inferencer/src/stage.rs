@@ -711,6 +711,7 @@ mod tests {
                 ended_at_ms: 0,
                 frames_lost: 0,
                 gaps: Vec::new(),
+                cancelled: false,
             },
             quality: StreamQuality::default(),
         })

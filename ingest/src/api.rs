@@ -33,6 +33,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use mouthmap_bus::guard::{self, Guard, error, same_secret};
 use mouthmap_contracts::EndReason;
 use serde::Deserialize;
 use serde_json::json;
@@ -62,15 +63,11 @@ pub struct RtmpSettings {
 /// Shared API state.
 pub struct ApiState {
     pub manager: StreamManager,
-    /// The API token (always set: the service refuses to serve without one).
-    pub token: String,
+    /// The token (always set here: the service refuses to serve without
+    /// one), the `Host` names the API answers to and its address.
+    pub guard: Arc<Guard>,
     /// The nginx callbacks' secret; without one the callbacks are refused.
     pub callback_secret: Option<String>,
-    /// `Host` names the API answers to (besides loopback names and, on a
-    /// wildcard listen address, IP literals).
-    pub hosts: Vec<String>,
-    /// The address the API listens on.
-    pub listen: std::net::SocketAddr,
     /// What sources callers may start.
     pub policy: SourcePolicy,
     pub rtmp: RtmpSettings,
@@ -92,7 +89,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/streams", get(list).post(start))
         .route("/v1/streams/{id}", get(one).delete(stop))
         .merge(mouthmap_bus::metrics::router())
-        .layer(middleware::from_fn_with_state(state.clone(), auth));
+        .layer(middleware::from_fn_with_state(
+            state.guard.clone(),
+            guard::require_token,
+        ));
     let callbacks = Router::new()
         .route("/v1/rtmp/on_publish", post(on_publish))
         .route("/v1/rtmp/on_publish_done", post(on_publish_done))
@@ -102,42 +102,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(mouthmap_bus::health::router())
         .merge(protected)
         .merge(callbacks)
-        .layer(middleware::from_fn_with_state(state.clone(), same_origin))
+        .layer(middleware::from_fn_with_state(
+            state.guard.clone(),
+            guard::same_origin,
+        ))
         .with_state(state)
-}
-
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
-}
-
-/// Compares in time independent of where the strings differ.
-fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
-async fn auth(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
-    let bearer = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let query = req.uri().query().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "token")
-            .map(|(_, v)| v.into_owned())
-    });
-    let given = bearer.map(str::to_string).or(query);
-    if !given.is_some_and(|g| same_secret(&g, &state.token)) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong token: send Authorization: Bearer TOKEN",
-        );
-    }
-    next.run(req).await
 }
 
 async fn callback_auth(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
@@ -155,57 +124,6 @@ async fn callback_auth(State(state): State<Arc<ApiState>>, req: Request, next: N
         return error(StatusCode::UNAUTHORIZED, "missing or wrong callback secret");
     }
     next.run(req).await
-}
-
-/// The host part of a `Host` header or an origin (`scheme://host[:port]`).
-fn host_of(text: &str) -> &str {
-    let text = text.split_once("://").map_or(text, |(_, rest)| rest);
-    let text = text.split('/').next().unwrap_or_default();
-    if let Some(v6) = text.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or_default();
-    }
-    text.rsplit_once(':').map_or(text, |(h, _)| h)
-}
-
-impl ApiState {
-    /// Whether `host` (from a `Host` header or an `Origin`) names this API.
-    fn allowed_host(&self, host: &str) -> bool {
-        let host = host.to_ascii_lowercase();
-        if matches!(host.as_str(), "localhost" | "127.0.0.1" | "::1")
-            || self.hosts.iter().any(|h| h.eq_ignore_ascii_case(&host))
-            || host == self.listen.ip().to_string()
-        {
-            return true;
-        }
-        // On a wildcard address, any IP literal (no DNS name: rebinding).
-        self.listen.ip().is_unspecified() && host.parse::<std::net::IpAddr>().is_ok()
-    }
-}
-
-/// Why a request must be refused for where it comes from, if it must.
-fn foreign(state: &ApiState, req: &Request) -> Option<Response> {
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let host = header("host").or_else(|| req.uri().host());
-    if !host.is_some_and(|h| state.allowed_host(host_of(h))) {
-        return Some(error(
-            StatusCode::MISDIRECTED_REQUEST,
-            "this API does not answer to that Host (--api-host names the ones it does)",
-        ));
-    }
-    let cross_site = header("sec-fetch-site").is_some_and(|v| v == "cross-site");
-    let foreign_origin =
-        header("origin").is_some_and(|o| o == "null" || !state.allowed_host(host_of(o)));
-    (cross_site || foreign_origin)
-        .then(|| error(StatusCode::FORBIDDEN, "cross-origin requests are refused"))
-}
-
-/// Refuses requests for another `Host` (DNS rebinding) and browsers'
-/// cross-origin requests (a page elsewhere posting a form here).
-async fn same_origin(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
-    match foreign(&state, &req) {
-        Some(refusal) => refusal,
-        None => next.run(req).await,
-    }
 }
 
 async fn list(State(state): State<Arc<ApiState>>) -> Response {
@@ -447,7 +365,8 @@ async fn on_publish_done(
 
 #[cfg(test)]
 mod tests {
-    use super::{first_values, host_of, same_secret};
+    use super::first_values;
+    use mouthmap_bus::guard::{host_of, same_secret};
 
     #[test]
     fn hosts_of_headers_and_origins() {

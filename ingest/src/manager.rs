@@ -1,5 +1,6 @@
 //! The set of streams one ingest process runs, each on its own thread.
 
+use mouthmap_contracts::clock::now_ms;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -102,12 +103,6 @@ impl Emitter for ChannelEmitter {
             let _ = tx.send(());
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl StreamManager {

@@ -103,10 +103,12 @@ pub async fn run(
             media_root = ?api.policy.media_root, "ingest API listening");
         let state = Arc::new(ApiState {
             manager: manager.clone(),
-            token,
+            guard: Arc::new(mouthmap_bus::guard::Guard {
+                token: Some(token),
+                hosts: api.hosts.clone(),
+                listen: listener.local_addr().unwrap_or(api.listen),
+            }),
             callback_secret: api.callback_secret.clone().filter(|s| !s.is_empty()),
-            hosts: api.hosts.clone(),
-            listen: listener.local_addr().unwrap_or(api.listen),
             policy: api.policy.clone(),
             rtmp: api.rtmp.clone(),
             resume_from: Some(api::ResumeFrom {

@@ -3,6 +3,7 @@
 //! [`run_stream`] runs on its own OS thread (GStreamer's appsink pulls block)
 //! and hands every event to an [`Emitter`]; it knows nothing of Kafka.
 
+use mouthmap_contracts::clock::{now_ms, now_us};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -132,18 +133,6 @@ pub trait Emitter: Send {
     fn playing(&mut self) {}
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
-
 /// Runs a stream to its end and returns the end event it emitted.
 pub fn run_stream(
     stream_id: &str,
@@ -199,6 +188,7 @@ pub fn run_stream(
         // Counted by the publisher, which fills it in before sending the end.
         frames_lost: 0,
         gaps: run.gaps,
+        cancelled: false,
     };
     match &end.error {
         Some(e) => {

@@ -101,22 +101,64 @@ def transcribe(binary: Path, model: Path, video: Path, env: dict, grammar: str |
     return final
 
 
-def serving_clip_level(model: Path, manifest: dict, shared: Path, binary: Path) -> dict:
-    """Each validation video through `mouthmap transcribe` (the serving path), open and GRID-grammar decoding."""
+def lexicon(manifest: dict) -> str:
+    """The word-lexicon grammar: letters constrained to the words seen in training."""
+    words = sorted({w for e in manifest["clips"] if e["split"] == "train" for w in e["text"].split()})
+    return "lexicon:" + " ".join(words)
+
+
+def grammar_of(mode: str, manifest: dict) -> str | None:
+    """open: none; lexicon: the training words; grid: the GRID grammar."""
+    return {"open": None, "lexicon": lexicon(manifest), "grid": "grid"}[mode]
+
+
+def serving_clip_level(model: Path, manifest: dict, shared: Path, binary: Path, modes=("open", "grid"),
+                       videos: dict | None = None) -> dict:
+    """Each validation video through `mouthmap transcribe` (the serving path), decoded each way in
+    `modes`. `videos`: clip -> another video of it (re-timed copies), else the corpus file."""
     env = dict(os.environ, MOUTHMAP_FACE_MODEL=str(shared / "models/yunet/face_detection_yunet_2026may.onnx"))
     val = [e for e in manifest["clips"] if e["split"] == "validation"]
     result = {}
-    for grammar in (None, "grid"):
-        hyps = [transcribe(binary, model, shared / e["video"], env, grammar)["text"] for e in val]
+    for mode in modes:
+        grammar = grammar_of(mode, manifest)
+        hyps = [transcribe(binary, model, (videos or {}).get(e["clip"], shared / e["video"]), env, grammar)["text"]
+                for e in val]
         refs = [e["text"] for e in val]
-        result[grammar or "open"] = {"cer": cer(hyps, refs), "wer": wer(hyps, refs),
-                                     "clips": [{"clip": e["clip"], "final": h} for e, h in zip(val, hyps)]}
+        result[mode] = {"cer": cer(hyps, refs), "wer": wer(hyps, refs),
+                        "clips": [{"clip": e["clip"], "final": h} for e, h in zip(val, hyps)]}
     return result
+
+
+# Re-timed copies of the validation clips, as jittery sources deliver them:
+# fewer or more frames per second than the 25 the model was trained on (so
+# ingest's 25 fps conversion repeats or drops frames), and speech 10% faster.
+TIMINGS = {
+    "20 fps (frames repeated)": ["-vf", "fps=20"],
+    "30 fps (frames dropped)": ["-vf", "fps=30"],
+    "10% faster": ["-vf", "setpts=PTS/1.1", "-r", "25"],
+}
+
+
+def timing(model: Path, manifest: dict, shared: Path, binary: Path) -> dict:
+    """Open decoding through the serving path on re-timed copies of the validation clips."""
+    val = [e for e in manifest["clips"] if e["split"] == "validation"]
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, vf in TIMINGS.items():
+            videos = {}
+            for e in val:
+                dst = Path(tmp) / f"{e['clip']}-{len(out)}.mp4"
+                subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(shared / e["video"]),
+                                *vf, "-an", "-c:v", "libx264", "-crf", "18", str(dst)], check=True)
+                videos[e["clip"]] = dst
+            r = serving_clip_level(model, manifest, shared, binary, ("open",), videos)["open"]
+            out[name] = {"cer": r["cer"], "wer": r["wer"]}
+    return out
 
 
 def streaming(model: Path, manifest: dict, shared: Path, binary: Path, group: int = 5) -> dict:
     val = [e for e in manifest["clips"] if e["split"] == "validation"]
-    hyps, hyps_grid, refs, rows = [], [], [], []
+    hyps, hyps_grid, hyps_lex, refs, rows = [], [], [], [], []
     env = dict(os.environ, MOUTHMAP_FACE_MODEL=str(shared / "models/yunet/face_detection_yunet_2026may.onnx"))
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(0, len(val), group):
@@ -131,14 +173,18 @@ def streaming(model: Path, manifest: dict, shared: Path, binary: Path, group: in
             )
             final = transcribe(binary, model, joined, env, None)
             final_grid = transcribe(binary, model, joined, env, "grid")
+            final_lex = transcribe(binary, model, joined, env, lexicon(manifest))
             ref = " ".join(e["text"] for e in part)
             hyps.append(final["text"])
             hyps_grid.append(final_grid["text"])
+            hyps_lex.append(final_lex["text"])
             refs.append(ref)
             rows.append({"clips": [e["clip"] for e in part], "reference": ref, "final": final["text"],
-                         "final_grid": final_grid["text"], "partials": final["partials"]})
+                         "final_grid": final_grid["text"], "final_lexicon": final_lex["text"],
+                         "partials": final["partials"]})
     return {"cer": cer(hyps, refs), "wer": wer(hyps, refs), "grid_cer": cer(hyps_grid, refs),
-            "grid_wer": wer(hyps_grid, refs), "streams": rows}
+            "grid_wer": wer(hyps_grid, refs), "lexicon_cer": cer(hyps_lex, refs), "lexicon_wer": wer(hyps_lex, refs),
+            "streams": rows}
 
 
 def latency(model: Path, threads: int = 2) -> dict:
@@ -166,7 +212,10 @@ def main() -> None:
     p.add_argument("--shared", default=str(D.REPO.parent / "shared"))
     p.add_argument("--mouthmap", default=str(D.REPO / "target" / "release" / "mouthmap"))
     p.add_argument("--report", default=str(D.REPO / "model" / "runs" / "eval.json"))
-    p.add_argument("--no-streaming", action="store_true")
+    p.add_argument("--no-streaming", action="store_true", help="clip level and latency only")
+    p.add_argument("--modes", default="open,lexicon,grid", help="serving-path decodings, comma-separated")
+    p.add_argument("--timing", action="store_true", help="also the re-timed validation clips (open decoding)")
+    p.add_argument("--no-joined", action="store_true", help="serving path per clip, but no joined streams")
     args = p.parse_args()
     manifest, arrays = D.load(Path(args.data))
     report = {}
@@ -175,8 +224,11 @@ def main() -> None:
         r = {"size_mb": round(m.stat().st_size / 1e6, 2), "clip": clip_level(m, manifest, arrays), "latency": latency(m)}
         if not args.no_streaming:
             shared = Path(args.shared).resolve()
-            r["serving"] = serving_clip_level(m, manifest, shared, Path(args.mouthmap))
-            r["streaming"] = streaming(m, manifest, shared, Path(args.mouthmap))
+            r["serving"] = serving_clip_level(m, manifest, shared, Path(args.mouthmap), tuple(args.modes.split(",")))
+            if not args.no_joined:
+                r["streaming"] = streaming(m, manifest, shared, Path(args.mouthmap))
+            if args.timing:
+                r["timing"] = timing(m, manifest, shared, Path(args.mouthmap))
         report[m.name] = r
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(report, indent=1) + "\n")

@@ -1,7 +1,7 @@
 //! `mouthmap ingest`: video in, frame chunks on the `frames` topic.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use mouthmap_ingest::service::{self, ApiSettings, IngestSettings};
 use mouthmap_ingest::source::Source;
 use mouthmap_ingest::stream::StreamSettings;
 
-use super::{FrameFormatArgs, KafkaArgs, duration, shutdown_signal};
+use super::{ApiAuthArgs, FrameFormatArgs, KafkaArgs, duration, secret, shutdown_signal};
 
 pub const LONG_ABOUT: &str = "\
 Read video and publish it as 25 fps frame chunks to the `frames` topic.
@@ -58,36 +58,8 @@ pub struct IngestArgs {
     #[arg(long, env = "MOUTHMAP_INGEST_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
 
-    /// Token the API requires (Authorization: Bearer TOKEN). Required to serve the API;
-    /// `scripts/stack` generates one into .stack/secrets/api-token.
-    #[arg(
-        long,
-        env = "MOUTHMAP_API_TOKEN",
-        hide_env_values = true,
-        help_heading = "API"
-    )]
-    api_token: Option<String>,
-
-    /// Read the API token from this file (mode 0600) instead.
-    #[arg(
-        long,
-        env = "MOUTHMAP_API_TOKEN_FILE",
-        value_name = "FILE",
-        conflicts_with = "api_token",
-        help_heading = "API"
-    )]
-    api_token_file: Option<PathBuf>,
-
-    /// Host names the API answers to (repeatable), besides localhost and the
-    /// listen address; other `Host` headers are refused (DNS rebinding).
-    #[arg(
-        long = "api-host",
-        env = "MOUTHMAP_API_HOSTS",
-        value_delimiter = ',',
-        value_name = "NAME",
-        help_heading = "API"
-    )]
-    api_hosts: Vec<String>,
+    #[command(flatten)]
+    auth: ApiAuthArgs,
 
     /// Files under this folder may be ingested through the API (by path
     /// relative to it); without it the API refuses every file source.
@@ -233,18 +205,6 @@ pub struct IngestArgs {
     kafka: KafkaArgs,
 }
 
-/// A secret given as a value or as a file to read (trimmed); empty is none.
-fn secret(value: Option<&str>, file: Option<&Path>, what: &str) -> anyhow::Result<Option<String>> {
-    let text = match (value, file) {
-        (Some(v), _) => v.to_string(),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading the {what} from {}", path.display()))?,
-        (None, None) => return Ok(None),
-    };
-    let text = text.trim().to_string();
-    Ok((!text.is_empty()).then_some(text))
-}
-
 /// Splits `ID=SOURCE`; an `=` inside a URI or path (after `:` or `/`) is not a prefix.
 fn split_source(text: &str) -> (Option<String>, &str) {
     match text.split_once('=') {
@@ -267,11 +227,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let listen = args
         .listen
         .or_else(|| serving.then(|| "127.0.0.1:8088".parse().expect("valid address")));
-    let token = secret(
-        args.api_token.as_deref(),
-        args.api_token_file.as_deref(),
-        "API token",
-    )?;
+    let token = args.auth.token()?;
     let callback_secret = secret(
         args.rtmp_callback_secret.as_deref(),
         args.rtmp_callback_secret_file.as_deref(),
@@ -305,7 +261,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
             listen,
             token: token.clone(),
             callback_secret: callback_secret.clone(),
-            hosts: args.api_hosts.clone(),
+            hosts: args.auth.api_hosts.clone(),
             policy: SourcePolicy {
                 media_root: args.media_root.clone(),
                 allow_devices: args.allow_devices,

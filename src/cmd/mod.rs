@@ -3,6 +3,7 @@
 pub mod crops;
 pub mod decode;
 pub mod features;
+pub mod gateway;
 pub mod infer;
 pub mod ingest;
 pub mod models;
@@ -72,6 +73,63 @@ impl From<PixelFormatArg> for PixelFormat {
             PixelFormatArg::Jpeg => PixelFormat::Jpeg,
         }
     }
+}
+
+/// The API token and the `Host` names an HTTP API answers to, shared by
+/// `ingest` and `gateway` (the same setting opens both).
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "API")]
+pub struct ApiAuthArgs {
+    /// Token the API requires (Authorization: Bearer TOKEN).
+    /// `scripts/stack` generates one into .stack/secrets/api-token.
+    #[arg(long, env = "MOUTHMAP_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+
+    /// Read the API token from this file (mode 0600) instead.
+    #[arg(
+        long,
+        env = "MOUTHMAP_API_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "api_token"
+    )]
+    pub api_token_file: Option<std::path::PathBuf>,
+
+    /// Host names the API answers to (repeatable), besides localhost and the
+    /// listen address; other `Host` headers are refused (DNS rebinding).
+    #[arg(
+        long = "api-host",
+        env = "MOUTHMAP_API_HOSTS",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    pub api_hosts: Vec<String>,
+}
+
+impl ApiAuthArgs {
+    /// The token, from the flag or the file; none when neither is set.
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        secret(
+            self.api_token.as_deref(),
+            self.api_token_file.as_deref(),
+            "API token",
+        )
+    }
+}
+
+/// A secret given as a value or as a file to read (trimmed); empty is none.
+pub fn secret(
+    value: Option<&str>,
+    file: Option<&std::path::Path>,
+    what: &str,
+) -> anyhow::Result<Option<String>> {
+    let text = match (value, file) {
+        (Some(v), _) => v.to_string(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the {what} from {}", path.display()))?,
+        (None, None) => return Ok(None),
+    };
+    let text = text.trim().to_string();
+    Ok((!text.is_empty()).then_some(text))
 }
 
 /// Kafka settings shared by every command.

@@ -29,15 +29,35 @@ pub enum Need {
     /// The Python with Triton's client (its model-config protobuf) and the
     /// model converters: [`interop_python`].
     Interop,
+    /// Headless Chromium (Debian's `chromium`) and puppeteer-core to drive
+    /// it: [`browser_node`].
+    Browser,
+    /// The Python with grpcio for the client examples: [`examples_python`].
+    Examples,
+}
+
+/// `.stack` (or MOUTHMAP_STACK_DIR): where `scripts/install-deps` puts
+/// the test tools it installs.
+pub fn stack_dir() -> PathBuf {
+    std::env::var_os("MOUTHMAP_STACK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".stack"))
 }
 
 /// The Python `scripts/install-deps` sets up for model interop (Triton's
 /// model-config protobuf from `tritonclient`).
 pub fn interop_python() -> PathBuf {
-    let stack = std::env::var_os("MOUTHMAP_STACK_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".stack"));
-    stack.join("interop-venv/bin/python")
+    stack_dir().join("interop-venv/bin/python")
+}
+
+/// The Python with the client examples' packages (grpcio).
+pub fn examples_python() -> PathBuf {
+    stack_dir().join("examples-venv/bin/python")
+}
+
+/// The folder whose `node_modules` holds puppeteer-core.
+pub fn browser_node() -> PathBuf {
+    stack_dir().join("browser-node")
 }
 
 fn missing(need: Need) -> Option<String> {
@@ -63,6 +83,17 @@ fn missing(need: Need) -> Option<String> {
         .then(|| "nginx with its RTMP module (`scripts/install-deps` installs them)".to_string()),
         Need::Prometheus => (!on_path("prometheus"))
             .then(|| "prometheus (`scripts/install-deps` installs it)".to_string()),
+        Need::Browser => (!(on_path("chromium")
+            && browser_node()
+                .join("node_modules/puppeteer-core/package.json")
+                .is_file()))
+        .then(|| "chromium and puppeteer-core (`scripts/install-deps` installs them)".to_string()),
+        Need::Examples => (!examples_python().is_file()).then(|| {
+            format!(
+                "{} (`scripts/install-deps` makes it)",
+                examples_python().display()
+            )
+        }),
         Need::Interop => (!interop_python().is_file()).then(|| {
             format!(
                 "{} (`scripts/install-deps` makes it)",

@@ -140,6 +140,17 @@ impl Topics {
         c
     }
 
+    /// The three consuming stages on these topics, with the reference model:
+    /// preprocess, infer, decode.
+    pub fn stages(&self, brokers: &str) -> [Proc; 3] {
+        let model = model().display().to_string();
+        [
+            self.service(brokers, "preprocess", &[]),
+            self.service(brokers, "infer", &["--model", &model]),
+            self.service(brokers, "decode", &[]),
+        ]
+    }
+
     pub fn service(&self, brokers: &str, role: &str, extra: &[&str]) -> Proc {
         Proc::spawn(
             role,

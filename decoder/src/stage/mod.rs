@@ -235,6 +235,7 @@ impl Decoder {
         if let Some(end) = end {
             t.frames_lost = end.frames_lost;
             t.gaps = end.gaps.clone();
+            t.cancelled = end.cancelled;
         }
         t
     }

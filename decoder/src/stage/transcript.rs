@@ -2,6 +2,7 @@
 //! or beam, under a constraint), put the committed words in front, time
 //! every word, mark the stable prefix, and measure confidence and latency.
 
+use mouthmap_contracts::clock::now_us;
 use mouthmap_contracts::{FRAME_DURATION_NS, TimedWord, Transcript, TranscriptKind};
 
 use super::stream::StreamState;
@@ -14,12 +15,6 @@ pub(super) struct Search {
     pub beam: usize,
     /// Classes under this probability at a frame are not tried.
     pub prune: f32,
-}
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// The stream's transcript of `kind`, and the confidence of the part
