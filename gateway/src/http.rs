@@ -74,7 +74,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/streams/{id}/events", get(events))
         .route("/v1/transcriptions", post(transcribe))
         .merge(mouthmap_bus::metrics::router())
-        .layer(middleware::from_fn_with_state(
+        // Matched routes only: an unknown path is a 404, not a 401.
+        .route_layer(middleware::from_fn_with_state(
             app.guard.clone(),
             guard::require_token,
         ));

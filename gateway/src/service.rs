@@ -19,6 +19,10 @@ use crate::hub::Hub;
 use crate::intake::Intake;
 use crate::upload;
 
+/// Bytes a gRPC call may send ahead of the pace of its timestamps (HTTP/2
+/// flow control holds the rest on the caller's side).
+pub const GRPC_STREAM_WINDOW: u32 = 256 * 1024;
+
 /// Everything the gateway needs.
 #[derive(Clone)]
 pub struct GatewaySettings {
@@ -162,6 +166,10 @@ pub async fn run(
     let mut stop_grpc = shutdown.clone();
     let grpc = tokio::spawn(async move {
         tonic::transport::Server::builder()
+            // What a caller may have sent ahead of the pace of its
+            // timestamps: about a second of JPEG frames at 640x480.
+            .initial_stream_window_size(GRPC_STREAM_WINDOW)
+            .initial_connection_window_size(4 * GRPC_STREAM_WINDOW)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(transcriber.into_server())

@@ -96,6 +96,11 @@ function showTranscript(t) {
   $("stable").textContent = stable;
   $("unstable").textContent = text.startsWith(stable) ? text.slice(stable.length) : text;
   $("transcript").classList.toggle("final", final);
+  if (final) {
+    // The list refreshes every two seconds; the selected stream ended now.
+    const badge = document.querySelector('#streams li.selected .badge');
+    if (badge) { badge.textContent = "ended"; badge.classList.add("ended"); }
+  }
   $("state").textContent = final ? (t.cancelled ? "final (cancelled)" : "final") : "live";
   $("latency").textContent = t.latency_ms ? Math.round(t.latency_ms) + " ms" : "-";
   $("model").textContent = t.model ? t.model + " " + (t.model_version || "") : (t.model_version || "-");

@@ -1,13 +1,16 @@
 """INT8 and FP16 variants of an exported model.
 
-    python -m mouthmap_model.quantize --model ../models/mouthmap-lipnet-grid-s1/2/model.onnx
+    python -m mouthmap_model.frames2d --model ../models/mouthmap-lipnet-grid-s1/1/model.onnx --out m2d.onnx
+    python -m mouthmap_model.quantize --model m2d.onnx --out ../models/mouthmap-lipnet-grid-s1-int8/1/model.onnx
 
-INT8: static quantisation in QDQ form (ONNX Runtime fuses each
-DequantizeLinear -> Conv -> QuantizeLinear into an int8 convolution): the
-three 3D convolutions and the output layer get int8 weights (per channel) and
-int8 activations whose ranges come from a calibration set of training
-windows (never validation clips), cut the way serving cuts them. The GRU
-stays FP32 (ONNX Runtime has no int8 GRU; it is about a tenth of the work).
+INT8: static quantisation in QDQ form of the per-frame 2D graph
+(`frames2d`; ONNX Runtime has no int8 3D convolution, so the 3D graph only
+gets slower): the convolutions and the output layer get int8 weights (per
+channel), and activations stay int8 from one convolution to the next
+(ReLU, max-pool, the neighbour stacking), with ranges from a calibration set
+of training windows (never validation clips), cut the way serving cuts
+them. ONNX Runtime fuses each DequantizeLinear -> Conv -> QuantizeLinear
+into an int8 convolution. The GRU stays FP32 (ONNX Runtime has no int8 GRU).
 
 FP16: every weight and activation in half precision, inputs and outputs kept
 float32 so the serving contract holds. ONNX Runtime 1.31.1's CPU provider
@@ -81,7 +84,11 @@ def main() -> None:
     p.add_argument("--data", default=str(D.REPO / "model" / "data"), help="crops and manifest from `data build`")
     p.add_argument("--calibration", type=int, default=64, help="calibration windows from the training clips")
     p.add_argument("--out", help="INT8 file (default: MODEL-int8.onnx beside it)")
-    p.add_argument("--ops", default="Conv,MatMul", help="operator types quantised (comma-separated)")
+    p.add_argument(
+        "--ops",
+        default="Conv,MatMul,MaxPool,Concat,Relu,Reshape,Slice,Transpose",
+        help="operator types quantised (comma-separated); the default keeps activations int8 between the convolutions",
+    )
     args = p.parse_args()
     src = Path(args.model)
     out = variants(src)
