@@ -16,18 +16,18 @@ fn model_path() -> std::path::PathBuf {
 
 /// `mouthmap transcribe` with the committed model; its printed lines.
 fn transcribe(video: &Path, grammar: Option<&str>) -> String {
+    transcribe_with(&model_path(), video, grammar)
+}
+
+/// `mouthmap transcribe` with `model`; its printed lines.
+fn transcribe_with(model: &Path, video: &Path, grammar: Option<&str>) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mouthmap"));
     cmd.env("MOUTHMAP_FACE_MODEL", face_model())
         .arg("transcribe");
     if let Some(g) = grammar {
         cmd.args(["--grammar", g]);
     }
-    let out = cmd
-        .arg("--model")
-        .arg(model_path())
-        .arg(video)
-        .output()
-        .unwrap();
+    let out = cmd.arg("--model").arg(model).arg(video).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -38,19 +38,28 @@ fn transcribe(video: &Path, grammar: Option<&str>) -> String {
 
 #[test]
 fn committed_model_matches_its_checksum_and_the_contract() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    for model in [
+        "mouthmap-lipnet-grid-s1/1/model.onnx",
+        "mouthmap-lipnet-grid-s1/2/model.onnx",
+        "mouthmap-lipnet-grid-s1-int8/1/model.onnx",
+    ] {
+        let path = repo.join(model);
+        let out = Command::new("sha256sum").arg(&path).output().unwrap();
+        let got = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        let want = std::fs::read_to_string(path.with_extension("onnx.sha256")).unwrap();
+        assert_eq!(
+            got,
+            want.split_whitespace().next().unwrap(),
+            "{model} differs from its checksum"
+        );
+    }
+
     let path = model_path();
-    let out = Command::new("sha256sum").arg(&path).output().unwrap();
-    let got = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
-    let want = std::fs::read_to_string(path.with_extension("onnx.sha256")).unwrap();
-    assert_eq!(
-        got,
-        want.split_whitespace().next().unwrap(),
-        "model file differs from its checksum"
-    );
 
     let m = Model::load(&path, Device::Cpu, 1).unwrap();
     let i = m.info();
@@ -84,6 +93,35 @@ fn reads_a_validation_clip() {
         stdout.lines().last(),
         Some("final: bin blue in e eight now"),
         "{stdout}"
+    );
+}
+
+/// The variants beside the model as trained read a validation clip the
+/// same way: version 2 (the same weights as per-frame 2D convolutions, the
+/// default) and the INT8 model (static QDQ quantisation of version 2).
+#[test]
+fn the_per_frame_and_int8_variants_read_a_validation_clip() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let clip = grid_clip("bbie8n.mp4");
+    for (model, version) in [
+        ("mouthmap-lipnet-grid-s1/2/model.onnx", "1.1.0"),
+        ("mouthmap-lipnet-grid-s1-int8/1/model.onnx", "1.1.0-int8"),
+    ] {
+        let path = repo.join(model);
+        let m = Model::load(&path, Device::Cpu, 1).unwrap();
+        assert_eq!(m.info().version, version);
+        let stdout = transcribe_with(&path, &clip, Some("grid"));
+        assert_eq!(
+            stdout.lines().last(),
+            Some("final: bin blue in e eight now"),
+            "{model}: {stdout}"
+        );
+    }
+    let int8 = std::fs::metadata(repo.join("mouthmap-lipnet-grid-s1-int8/1/model.onnx")).unwrap();
+    assert!(
+        int8.len() < 25_000_000,
+        "the INT8 model is {} bytes",
+        int8.len()
     );
 }
 

@@ -84,6 +84,7 @@ def main() -> None:
     p.add_argument("--data", default=str(D.REPO / "model" / "data"), help="crops and manifest from `data build`")
     p.add_argument("--calibration", type=int, default=64, help="calibration windows from the training clips")
     p.add_argument("--out", help="INT8 file (default: MODEL-int8.onnx beside it)")
+    p.add_argument("--fp16", help="also write the FP16 variant here (runs at ORT_ENABLE_EXTENDED only, see above)")
     p.add_argument(
         "--ops",
         default="Conv,MatMul,MaxPool,Concat,Relu,Reshape,Slice,Transpose",
@@ -91,16 +92,18 @@ def main() -> None:
     )
     args = p.parse_args()
     src = Path(args.model)
-    out = variants(src)
-    if args.out:
-        out["int8"] = Path(args.out)
+    out = {"int8": Path(args.out) if args.out else variants(src)["int8"]}
+    if args.fp16:
+        out["fp16"] = Path(args.fp16)
     m = onnx.load(str(src))
     meta = {p.key: p.value for p in m.metadata_props}
 
-    fp16 = convert_float_to_float16(m, keep_io_types=True)
-    onnx.save(fp16, str(out["fp16"]))
-    with_metadata(out["fp16"], meta, "fp16")
+    if "fp16" in out:
+        fp16 = convert_float_to_float16(m, keep_io_types=True)
+        onnx.save(fp16, str(out["fp16"]))
+        with_metadata(out["fp16"], meta, "fp16")
 
+    out["int8"].parent.mkdir(parents=True, exist_ok=True)
     prepared = out["int8"].with_suffix(".prep.onnx")
     quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
     quantize_static(

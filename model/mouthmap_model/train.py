@@ -1,16 +1,21 @@
 """Train the reference model on the crops `data build` made.
 
-    python -m mouthmap_model.train --data data --run runs/lipnet --minutes 80
+    python -m mouthmap_model.train --data data --run runs/lipnet --minutes 80 [--recipe v1]
 
 Samples mix whole clips, 1-3-word segments cut by the alignments (a curriculum
 that dominates the first epochs and gets the model off the CTC plateau), and
 75-frame windows cut across two joined clips, labelled with the words whose
-middle lies inside the window (what the streaming inferencer sees). Augmented
-with horizontal flips, small shifts and scales, frame drops and brightness.
-bf16 autocast on CPU, a one-cycle learning rate sized to the time budget, a
-checkpoint after every evaluation (resume with --resume), a log in
-RUN/log.jsonl, and the best model by validation WER in RUN/best.pt.
-"""
+middle lies inside the window (what the streaming inferencer sees).
+
+Recipe v2 (the default): every clip re-timed as a jittery source delivers it
+(frame rate up to 10% off, frames repeated or dropped, alignments moved
+with them), flips, shifts, scales and small rotations, brightness and
+contrast, time masking, a moving average of the weights (evaluated and
+exported), FP32 in channels-last layout. Recipe v1 (`--recipe v1`, the
+committed model): milder augmentation, 4% repeated frames, bf16 autocast.
+A one-cycle learning rate sized to the time budget, a checkpoint after every
+evaluation (resume with --resume), a log in RUN/log.jsonl, and the best
+model by validation WER in RUN/best.pt."""
 
 from __future__ import annotations
 
@@ -128,24 +133,30 @@ def retime(x: np.ndarray, words: list, rng: random.Random, speed: float = 0.1, g
     return x[idx], moved
 
 
-def augment(x: torch.Tensor, rng: random.Random, time_mask: int = 2) -> torch.Tensor:
+def augment(x: torch.Tensor, rng: random.Random, time_mask: int = 2, mild: bool = False) -> torch.Tensor:
     """x: [t, H, W] float in 0..1. Flip, a small shift, scale and rotation
     (the same for every frame), brightness and contrast, and up to
     `time_mask` spans of up to 6 frames replaced by the clip's mean (the model
-    has to read a word from its context, as when a face is lost for a moment)."""
+    has to read a word from its context, as when a face is lost for a moment).
+    `mild`: recipe v1's ranges (no rotation, smaller shifts; 4% of frames
+    repeat the previous one, v1's only timing augmentation)."""
     t = x.shape[0]
     if rng.random() < 0.5:
         x = x.flip(-1)
-    s = rng.uniform(0.9, 1.1)
-    a = math.radians(rng.uniform(-5.0, 5.0))
-    tx, ty = rng.uniform(-0.08, 0.08), rng.uniform(-0.1, 0.1)
+    if mild:
+        for i in range(1, t):
+            if rng.random() < 0.04:
+                x[i] = x[i - 1]
+    s = rng.uniform(0.93, 1.07) if mild else rng.uniform(0.9, 1.1)
+    a = 0.0 if mild else math.radians(rng.uniform(-5.0, 5.0))
+    tx, ty = (rng.uniform(-0.06, 0.06), rng.uniform(-0.08, 0.08)) if mild else (rng.uniform(-0.08, 0.08), rng.uniform(-0.1, 0.1))
     theta = torch.tensor(
         [[s * math.cos(a), -s * math.sin(a), tx], [s * math.sin(a), s * math.cos(a), ty]], dtype=x.dtype
     )
     theta = theta.unsqueeze(0).expand(t, 2, 3)
     grid = F.affine_grid(theta, (t, 1, *x.shape[1:]), align_corners=False)
     x = F.grid_sample(x.unsqueeze(1), grid, padding_mode="border", align_corners=False).squeeze(1)
-    x = x * rng.uniform(0.75, 1.25) + rng.uniform(-0.1, 0.1)
+    x = x * rng.uniform(0.8, 1.2) + rng.uniform(-0.08, 0.08) if mild else x * rng.uniform(0.75, 1.25) + rng.uniform(-0.1, 0.1)
     if t > 20:
         mean = x.mean()
         for _ in range(rng.randint(0, time_mask)):
@@ -155,12 +166,12 @@ def augment(x: torch.Tensor, rng: random.Random, time_mask: int = 2) -> torch.Te
     return x
 
 
-def batch(samples, mean: float, std: float, rng: random.Random | None, time_mask: int = 2):
+def batch(samples, mean: float, std: float, rng: random.Random | None, time_mask: int = 2, mild: bool = False):
     xs, targets, in_lens, tgt_lens = [], [], [], []
     for frames, text in samples:
         x = torch.from_numpy(np.ascontiguousarray(frames)).float() / 255.0
         if rng is not None:
-            x = augment(x, rng, time_mask)
+            x = augment(x, rng, time_mask, mild)
         n = x.shape[0]
         x = (x - mean) / std
         if n < T:
@@ -233,7 +244,16 @@ def main() -> None:
         help="decay of the exponential moving average of the weights kept beside them "
         "(from the end of warm-up; evaluated and exported); 0: none",
     )
+    p.add_argument(
+        "--recipe",
+        choices=["v1", "v2"],
+        default="v2",
+        help="v1: the committed model's recipe (mild augmentation, 4%% repeated frames, no time masking, "
+        "no re-timing, no moving average, bf16); v2: the flags above",
+    )
     args = p.parse_args()
+    if args.recipe == "v1":
+        args.time_mask, args.no_retime, args.ema, args.bf16 = 0, True, 0.0, True
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -268,7 +288,7 @@ def main() -> None:
             be.copy_(bn)
 
     def step(samples) -> float:
-        x, y, il, tl = batch(samples, mean, std, rng, args.time_mask)
+        x, y, il, tl = batch(samples, mean, std, rng, args.time_mask, args.recipe == "v1")
         x = x.contiguous(memory_format=layout)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
             logits = net(x)
