@@ -94,7 +94,8 @@ def transcribe(binary: Path, model: Path, video: Path, env: dict, grammar: str |
     cmd = [str(binary), "transcribe", "--json", "--model", str(model), str(video)]
     if grammar:
         cmd += ["--grammar", grammar]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout.strip().splitlines()
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env,
+                         stdin=subprocess.DEVNULL).stdout.strip().splitlines()
     final = json.loads(out[-1])
     assert final["kind"] == "final", final
     final["partials"] = len(out) - 1
@@ -148,7 +149,7 @@ def timing(model: Path, manifest: dict, shared: Path, binary: Path) -> dict:
             videos = {}
             for e in val:
                 dst = Path(tmp) / f"{e['clip']}-{len(out)}.mp4"
-                subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(shared / e["video"]),
+                subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(shared / e["video"]),
                                 *vf, "-an", "-c:v", "libx264", "-crf", "18", str(dst)], check=True)
                 videos[e["clip"]] = dst
             r = serving_clip_level(model, manifest, shared, binary, ("open",), videos)["open"]
@@ -167,7 +168,7 @@ def streaming(model: Path, manifest: dict, shared: Path, binary: Path, group: in
             listing.write_text("".join(f"file '{shared / e['video']}'\n" for e in part))
             joined = Path(tmp) / f"joined{i}.mp4"
             subprocess.run(
-                ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing),
+                ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing),
                  "-an", "-c:v", "libx264", "-crf", "18", "-r", "25", str(joined)],
                 check=True,
             )

@@ -1,0 +1,51 @@
+"""Windows per second of exported models in ONNX Runtime, side by side.
+
+    python -m mouthmap_model.speed ../models/mouthmap-lipnet-grid-s1/1/model.onnx \\
+        ../models/mouthmap-lipnet-grid-s1/2/model.onnx ../models/mouthmap-lipnet-grid-s1-int8/1/model.onnx
+
+Random input, two warm-up runs, then the median of 30 runs at batch 1 and 6
+at batch 16, with `--threads` intra-op threads (2: what `mouthmap infer`
+uses by default). Run it on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="+")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    base = None
+    for path in args.models:
+        o = ort.SessionOptions()
+        o.intra_op_num_threads = args.threads
+        s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
+        name = s.get_inputs()[0].name
+        per_window = []
+        for batch, reps in ((1, 30), (16, 6)):
+            x = np.random.rand(batch, 75, 46, 140, 1).astype(np.float32)
+            for _ in range(2):
+                s.run(None, {name: x})
+            times = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                s.run(None, {name: x})
+                times.append(time.perf_counter() - t0)
+            per_window.append(float(np.median(times)) / batch * 1000)
+        base = base or per_window
+        print(
+            f"{path}: {per_window[0]:.1f} ms per window at batch 1 ({base[0] / per_window[0]:.2f}x the first), "
+            f"{per_window[1]:.1f} at batch 16 ({base[1] / per_window[1]:.2f}x)",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
