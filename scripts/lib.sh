@@ -57,7 +57,12 @@ wait_port() {
   die "$name did not open port $port within ${secs}s (see $LOG_DIR/$name.log)"
 }
 
-mouthmap_bin() { echo "$ROOT/target/$MOUTHMAP_PROFILE/mouthmap"; }
+# Cargo's dev profile builds into target/debug.
+mouthmap_bin() {
+  local dir=$MOUTHMAP_PROFILE
+  [ "$dir" = dev ] && dir=debug
+  echo "$ROOT/target/$dir/mouthmap"
+}
 
 python_with() {
   # A Python with onnxruntime, numpy and matplotlib: the model's venv when
