@@ -128,10 +128,17 @@ async fn prometheus_scrapes_every_service_and_every_panel_and_rule_has_series() 
     let settings = KafkaSettings::new(&brokers, "t");
     t.create(&brokers).await;
     let redis = Redis::start();
-    let ports: HashMap<&str, u16> = ["ingest", "preprocess", "infer", "decode", "features"]
-        .into_iter()
-        .map(|r| (r, free_port()))
-        .collect();
+    let ports: HashMap<&str, u16> = [
+        "ingest",
+        "preprocess",
+        "infer",
+        "decode",
+        "features",
+        "gateway",
+    ]
+    .into_iter()
+    .map(|r| (r, free_port()))
+    .collect();
     let model = model().display().to_string();
     let media = grid_clip("bbie8n.mp4").parent().unwrap().to_path_buf();
     let service = |role: &str, extra: &[String]| {
@@ -141,8 +148,12 @@ async fn prometheus_scrapes_every_service_and_every_panel_and_rule_has_series() 
         } else {
             c.arg(role);
         }
-        if role == "ingest" {
+        if role == "ingest" || role == "gateway" {
             c.arg("--listen").arg(format!("127.0.0.1:{}", ports[role]));
+            if role == "gateway" {
+                c.arg("--grpc-listen")
+                    .arg(format!("127.0.0.1:{}", free_port()));
+            }
         } else {
             c.arg("--metrics-listen")
                 .arg(format!("127.0.0.1:{}", ports[role]))
@@ -161,6 +172,7 @@ async fn prometheus_scrapes_every_service_and_every_panel_and_rule_has_series() 
             "ingest",
             &["--media-root".into(), media.display().to_string()],
         ),
+        service("gateway", &[]),
     ];
     for port in ports.values() {
         wait_port(*port, Duration::from_secs(60));
