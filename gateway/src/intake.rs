@@ -219,11 +219,17 @@ impl Resampler {
         (from..until, false)
     }
 
-    /// The slot the last frame fills at the end of the stream.
-    pub fn last(&mut self) -> u64 {
-        let s = self.slot;
-        self.slot += 1;
-        s
+    /// The slot the last frame (at `pts_us`) fills at the end of the
+    /// stream, if it starts at or after that slot's time (a frame inside a
+    /// slot already filled adds none).
+    pub fn last(&mut self, pts_us: i64) -> Option<u64> {
+        let origin = self.origin?;
+        let t = (pts_us - origin).max(0) as u64;
+        let slot_us = 1_000_000 / u64::from(FPS);
+        (t >= self.slot * slot_us).then(|| {
+            self.slot += 1;
+            self.slot - 1
+        })
     }
 }
 
@@ -371,8 +377,11 @@ impl FrameSink {
     /// event sent (`cancelled`: the caller went away before its end).
     pub async fn end(mut self, cancelled: bool) -> Result<(), FrameError> {
         self.start().await?;
-        if self.last.is_some() {
-            let slot = self.clock.last();
+        if let Some(slot) = self
+            .last
+            .as_ref()
+            .and_then(|(_, pts)| self.clock.last(*pts))
+        {
             self.place(slot..slot + 1, false).await?;
         }
         if let Some((chunk, payload)) = self.chunker.flush() {
@@ -415,8 +424,7 @@ mod tests {
             }
             out.push(Vec::new());
         }
-        let last = r.last();
-        out.last_mut().unwrap().push(last);
+        out.last_mut().unwrap().extend(r.last(*pts.last().unwrap()));
         out
     }
 
@@ -453,7 +461,7 @@ mod tests {
         let (s, gap) = r.advance(5_000_000);
         assert_eq!(s, 0..1);
         assert!(gap);
-        assert_eq!(r.last(), 125);
+        assert_eq!(r.last(5_000_000), Some(125));
     }
 
     #[test]
