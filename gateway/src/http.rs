@@ -225,19 +225,21 @@ fn sse_event(id: &str, e: &HubEvent) -> Option<Event> {
     })
 }
 
+/// The `snapshot` event: the stream as the hub holds it now, and the frame
+/// of its latest crop.
+fn snapshot(hub: &Hub, id: &str) -> Event {
+    let view = hub.view(id);
+    let crop_frame = view.as_ref().and_then(|v| v.crop.as_ref().map(|c| c.frame));
+    let snap = json!({ "stream": view, "crop_frame": crop_frame });
+    Event::default().event("snapshot").data(snap.to_string())
+}
+
 async fn events(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
     let mut rx = app.hub.subscribe();
     let (tx, out) = mpsc::channel::<Result<Event, Infallible>>(64);
-    let snapshot = app.hub.view(&id);
+    let first = snapshot(&app.hub, &id);
     tokio::spawn(async move {
-        let snap = json!({ "stream": snapshot, "crop_frame": snapshot.as_ref().and_then(|v| v.crop.as_ref().map(|c| c.frame)) });
-        if tx
-            .send(Ok(Event::default()
-                .event("snapshot")
-                .data(snap.to_string())))
-            .await
-            .is_err()
-        {
+        if tx.send(Ok(first)).await.is_err() {
             return;
         }
         loop {
@@ -245,14 +247,7 @@ async fn events(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response
                 Ok(e) => e,
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Behind the fan-out: the stream's state, then on.
-                    let snap = json!({ "stream": app.hub.view(&id) });
-                    if tx
-                        .send(Ok(Event::default()
-                            .event("snapshot")
-                            .data(snap.to_string())))
-                        .await
-                        .is_err()
-                    {
+                    if tx.send(Ok(snapshot(&app.hub, &id))).await.is_err() {
                         return;
                     }
                     continue;
@@ -339,7 +334,7 @@ async fn transcribe(
         Err(e) => return upload_error(e),
     };
     if !q.stream {
-        return match upload.final_transcript(&app.intake, &app.uploads).await {
+        return match upload.final_transcript(&app.uploads).await {
             Ok(t) => with_stream_id(Json(t).into_response(), &id),
             Err(e) => with_stream_id(upload_error(e), &id),
         };
@@ -348,7 +343,7 @@ async fn transcribe(
     let app2 = app.clone();
     tokio::spawn(async move {
         let sent = upload
-            .each_transcript(&app2.intake, &app2.uploads, |t: &Transcript| {
+            .each_transcript(&app2.uploads, |t: &Transcript| {
                 let mut line = serde_json::to_vec(t).unwrap_or_default();
                 line.push(b'\n');
                 let tx = tx.clone();

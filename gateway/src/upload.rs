@@ -309,11 +309,7 @@ impl Upload {
     }
 
     /// Waits for the final transcript.
-    pub async fn final_transcript(
-        mut self,
-        _intake: &Intake,
-        limits: &Limits,
-    ) -> Result<Transcript, UploadError> {
+    pub async fn final_transcript(mut self, limits: &Limits) -> Result<Transcript, UploadError> {
         let mut read_at = None;
         loop {
             let t = self.next(limits, &mut read_at).await?;
@@ -328,7 +324,6 @@ impl Upload {
     /// final, or until `send` says the caller is gone.
     pub async fn each_transcript<F, Fut>(
         mut self,
-        _intake: &Intake,
         limits: &Limits,
         send: F,
     ) -> Result<(), UploadError>
