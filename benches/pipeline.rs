@@ -7,7 +7,7 @@
 //! run on this machine).
 //!
 //!     scripts/stack up --infra
-//!     cargo bench --bench pipeline [-- --streams 1,2,4,6,8]
+//!     cargo bench --bench pipeline [-- --streams 1,2,4,6,8] [--model PATH]
 //!
 //! Writes target/bench/pipeline.json (scripts/bench renders the report).
 //!
@@ -64,7 +64,7 @@ async fn run_load(
     logs: &Path,
     brokers: &str,
     bin: &Path,
-    model: &Path,
+    model: Option<&Path>,
     face: &Path,
     seconds: u64,
 ) -> Run {
@@ -97,7 +97,9 @@ async fn run_load(
             .arg(unique(role))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
-        if role == "infer" {
+        if role == "infer"
+            && let Some(model) = model
+        {
             c.arg("--model").arg(model);
         }
         services.push(Service {
@@ -252,12 +254,23 @@ async fn main() {
     let video = long_video(&out);
     let seconds = 30;
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_mouthmap"));
-    let model = root().join("models/mouthmap-lipnet-grid-s1/1/model.onnx");
+    // The model `mouthmap infer` serves by default, unless --model names another.
+    let model: Option<PathBuf> = arg("--model").map(PathBuf::from);
     let face = shared().join("models/yunet/face_detection_yunet_2026may.onnx");
     let mut runs = Vec::new();
     let mut max_sustained = 0;
     for n in counts {
-        let r = run_load(n, &video, &logs, &brokers, &bin, &model, &face, seconds).await;
+        let r = run_load(
+            n,
+            &video,
+            &logs,
+            &brokers,
+            &bin,
+            model.as_deref(),
+            &face,
+            seconds,
+        )
+        .await;
         if r.sustained {
             max_sustained = max_sustained.max(n);
         }

@@ -16,8 +16,11 @@ pub struct LogitsWindow {
     pub first_frame: u64,
     /// Frames in the window (the model's window length, usually 75).
     pub frames: u32,
-    /// Frames of the window that are real (fewer than `frames` only when the
-    /// whole stream is shorter than a window; the rest is padding).
+    /// Frames of the window that are real; the rest is padding. Fewer than
+    /// `frames` in a stream's end window when the stream is shorter than a
+    /// window, and in the early windows a new stream gets before its first
+    /// whole one (`infer --early-windows`): those share their first frame,
+    /// each with more valid frames, and each replaces the one before.
     pub valid_frames: u32,
     pub classes: u32,
     /// The classes in index order (from the model's metadata), so the

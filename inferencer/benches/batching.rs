@@ -185,7 +185,7 @@ fn under_load(
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let model_path = root.join("models/mouthmap-lipnet-grid-s1/1/model.onnx");
+    let model_path = root.join("models/mouthmap-lipnet-grid-s1/2/model.onnx");
     let crop = pgm(&root.join("tests/data/bbaf2n-frame37-crop.pgm"));
     assert_eq!(crop.len(), 140 * 46);
     let streams: usize = arg("--streams", 24);
@@ -212,6 +212,7 @@ fn main() {
                 hop: 25,
                 max_batch,
                 max_delay: Duration::from_millis(delay_ms),
+                early: 0,
             };
             let r = under_load(
                 &model_path,

@@ -23,6 +23,13 @@ pub struct InferSettings {
     pub max_batch: usize,
     /// How long a ready window may wait for others to fill a batch.
     pub max_delay: Duration,
+    /// Before a stream's first whole window: a window every `early` frames
+    /// over the frames received so far, padded to the window's length with
+    /// the newest frame (a still mouth), so a new stream's first words do
+    /// not wait for a whole window (3 s at 25 fps). Each is marked with the
+    /// same first frame and more valid frames than the last; the decoder
+    /// replaces it with the next. 0: none.
+    pub early: usize,
 }
 
 impl Default for InferSettings {
@@ -31,6 +38,7 @@ impl Default for InferSettings {
             hop: 25,
             max_batch: 16,
             max_delay: Duration::from_millis(20),
+            early: 25,
         }
     }
 }
@@ -137,6 +145,9 @@ struct StreamBuffer {
     received: u64,
     /// The last window queued ends at this received-frame count.
     covered: u64,
+    /// Received-frame count at which the next early window forms (0: the
+    /// first is due at `early` frames).
+    next_early: u64,
     /// The newest frame index received: frames at or before it again (a
     /// preprocessor that restarted and re-read its input) are duplicates.
     last_index: Option<u64>,
@@ -459,6 +470,37 @@ impl Inferencer {
             .extend(c.quality[skip..].iter().map(|q| q.face_found));
         buf.received += (c.frames.len() - skip) as u64;
         let mut made = Vec::new();
+        let early = self.settings.early as u64;
+        if early > 0
+            && buf.dropped == 0
+            && buf.next_start == 0
+            && buf.received < frames as u64
+            && buf.received >= buf.next_early.max(early)
+        {
+            // An early window: every frame so far, the newest repeated.
+            let valid = buf.received as usize;
+            let mut crops: Vec<u8> = Vec::with_capacity(wb);
+            crops.extend(buf.crops.iter());
+            let last = crops[(valid - 1) * frame_px..valid * frame_px].to_vec();
+            while crops.len() < wb {
+                crops.extend_from_slice(&last);
+            }
+            let faces = buf.faces.iter().filter(|&&f| f).count();
+            made.push(PendingWindow {
+                stream_id: c.stream_id.clone(),
+                model,
+                shadow: false,
+                first_frame: buf.frames[0].index,
+                valid,
+                face_share: faces as f32 / valid as f32,
+                newest_ingest_us: buf.frames.iter().map(|f| f.ingest_us).max().unwrap_or(0),
+                crops,
+                queued: Instant::now(),
+                tag: tag.to_vec(),
+            });
+            buf.covered = buf.received;
+            buf.next_early = (buf.received / early + 1) * early;
+        }
         while buf.next_start + frames as u64 <= buf.received {
             let offset = (buf.next_start - buf.dropped) as usize;
             let crops: Vec<u8> = buf
@@ -790,6 +832,7 @@ mod tests {
             hop: 25,
             max_batch: 16,
             max_delay: Duration::from_secs(60),
+            early: 0,
         };
         let mut inf = Inferencer::serving(vec![served(1), served(2)], settings).unwrap();
         assert_eq!(inf.assign("b", 1), 1);
@@ -831,6 +874,7 @@ mod tests {
             hop: 25,
             max_batch: 4,
             max_delay: Duration::ZERO,
+            early: 0,
         };
         let mut inf = Inferencer::new(model(), settings);
         assert_eq!(run(&mut inf, "a", 100), [(0, 75), (25, 75)]);
@@ -854,6 +898,7 @@ mod tests {
             hop: 75,
             max_batch: 3,
             max_delay: Duration::from_millis(1500),
+            early: 0,
         };
         let mut inf = Inferencer::new(model(), settings);
         for id in ["a", "b", "c"] {
@@ -910,6 +955,33 @@ mod tests {
             vec!["lost".to_string()]
         );
         assert_eq!(inf.active_streams(), 0);
+    }
+
+    #[test]
+    fn a_new_stream_gets_early_windows_until_its_first_whole_one() {
+        let settings = InferSettings {
+            max_delay: Duration::ZERO,
+            ..InferSettings::default()
+        };
+        let mut inf = Inferencer::new(model(), settings);
+        // Chunks of 3: early windows at 27 and 51 frames (each from frame 0,
+        // the later one longer), then whole windows every hop; the end is
+        // covered, so no end window.
+        assert_eq!(
+            run(&mut inf, "s", 100),
+            vec![(0, 27), (0, 51), (0, 75), (25, 75)]
+        );
+        // A stream shorter than an early window gets only its end window.
+        assert_eq!(run(&mut inf, "short", 10), vec![(0, 10)]);
+        // None when switched off.
+        let mut off = Inferencer::new(
+            model(),
+            InferSettings {
+                early: 0,
+                ..settings
+            },
+        );
+        assert_eq!(run(&mut off, "s", 100), vec![(0, 75), (25, 75)]);
     }
 
     #[test]

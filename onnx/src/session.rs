@@ -48,7 +48,7 @@ pub enum OnnxError {
 }
 
 /// Loads the model at `path` into a session: full graph optimisation,
-/// `settings.threads` intra-op threads, and CUDA when asked for (an error,
+/// `settings.threads` intra-op threads that sleep when idle (no spinning), and CUDA when asked for (an error,
 /// never a silent fallback to the CPU, when it cannot be used).
 pub fn load_session(path: &Path, settings: SessionSettings) -> Result<Session, OnnxError> {
     let env = runtime::environment()?;
@@ -66,6 +66,13 @@ pub fn load_session(path: &Path, settings: SessionSettings) -> Result<Session, O
         .with_optimization_level(GraphOptimizationLevel::Level3)
         .map_err(|e| load(e.to_string()))?
         .with_intra_threads(settings.threads.max(1))
+        .map_err(|e| load(e.to_string()))?
+        // Idle pool threads sleep instead of spinning: on a box whose cores
+        // the other stages share, a spinning pool burns a core between runs
+        // (measured in docs/benchmarks.md).
+        .with_intra_op_spinning(false)
+        .map_err(|e| load(e.to_string()))?
+        .with_inter_op_spinning(false)
         .map_err(|e| load(e.to_string()))?;
     if settings.device == Device::Cuda {
         builder = builder

@@ -88,6 +88,18 @@ pub struct ModelArgs {
     /// Frames between window starts (75-frame windows; shorter hops give earlier partials).
     #[arg(long, env = "MOUTHMAP_HOP", default_value_t = 25)]
     pub hop: usize,
+
+    /// Before a stream's first whole window, a window every N frames over what
+    /// has arrived (padded with the newest frame), so its first words show
+    /// within N frames instead of a whole window; each is replaced by the next.
+    /// 0: none.
+    #[arg(
+        long,
+        env = "MOUTHMAP_EARLY_WINDOWS",
+        default_value_t = 25,
+        value_name = "N"
+    )]
+    pub early: usize,
 }
 
 impl ModelArgs {
@@ -230,6 +242,7 @@ pub async fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         hop: args.model.hop.max(1),
         max_batch: args.max_batch.max(1),
         max_delay,
+        early: args.model.early,
     };
     let mut stage = Inferencer::serving(served, settings)?;
     if let Some(v) = args.shadow {

@@ -94,6 +94,7 @@ fn run_blocking(args: TranscribeArgs) -> anyhow::Result<ExitCode> {
                 hop: args.model.hop,
                 max_batch: 16,
                 max_delay: std::time::Duration::ZERO,
+                early: args.model.early,
             },
         )?,
         decode: args.decoder.stage(),

@@ -203,9 +203,14 @@ impl Decoder {
                     constraint,
                 );
                 state.commit_settled(max, &t.words, rest_confidence);
-                // A partial only when the text changed.
-                if state.last_text.as_deref() != Some(t.text.as_str()) {
+                // A partial when the text changed or the window read further
+                // (its `covered_ms` tells a reader nothing new was said up to
+                // there); a redelivered window gives none.
+                if state.last_text.as_deref() != Some(t.text.as_str())
+                    || state.covered_until > state.published_until
+                {
                     state.last_text = Some(t.text.clone());
+                    state.published_until = state.covered_until;
                     Ok(vec![t])
                 } else {
                     Ok(Vec::new())

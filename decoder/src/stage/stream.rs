@@ -23,8 +23,10 @@ pub(super) struct StreamState {
     pub(super) newest_ingest_us: i64,
     /// Frames before this no later window can change.
     pub(super) settled_until: u64,
-    /// The text of the last partial published.
+    /// The text of the last partial published ...
     pub(super) last_text: Option<String>,
+    /// ... and one past the newest frame it covered.
+    pub(super) published_until: u64,
     /// Words committed by bounded re-decoding; their frames are gone.
     pub(super) committed: Vec<TimedWord>,
     /// (sum of ln confidence per frame, frames) of the committed part.
@@ -57,6 +59,7 @@ impl StreamState {
             newest_ingest_us: 0,
             settled_until: 0,
             last_text: None,
+            published_until: 0,
             committed: Vec::new(),
             committed_log_conf: (0.0, 0),
             covered_until: 0,
@@ -68,7 +71,9 @@ impl StreamState {
 
     /// Stitches a (checked) window into the posterior: it takes over from
     /// the previous window at a word boundary both agree on. A window
-    /// already stitched (redelivered) or older changes nothing.
+    /// already stitched (redelivered) or older changes nothing, except a
+    /// longer copy of the stream's only window so far (an early window grown),
+    /// which replaces it.
     pub(super) fn add_window(
         &mut self,
         w: &LogitsWindow,
@@ -86,6 +91,22 @@ impl StreamState {
             blank: self.blank,
             space: self.vocabulary.iter().position(|v| v == " "),
         };
+        if self.windows == 1
+            && self
+                .last_window
+                .as_ref()
+                .is_some_and(|p| p.first == w.first_frame && p.len() < w.valid_frames as usize)
+        {
+            // The stream's first window grew (the inferencer's early windows,
+            // each over more of the frames so far): it replaces the last.
+            for f in self.last_cut.max(self.dropped_until)..self.covered_until {
+                self.frames.remove(&f);
+            }
+            self.last_window = None;
+            self.last_cut = 0;
+            self.windows = 0;
+            self.faced_windows = 0;
+        }
         let prev_first = self.last_window.as_ref().map(|p| p.first);
         if prev_first.is_some_and(|p| w.first_frame <= p) {
             // A window already stitched (redelivered) or older: nothing new.
@@ -228,6 +249,34 @@ mod tests {
             s.covered_until,
             ws[1].0.first_frame + ws[1].0.valid_frames as u64
         );
+    }
+
+    #[test]
+    fn early_windows_are_replaced_by_the_first_whole_one() {
+        let ws = windows();
+        let mut plain = StreamState::new(&ws[0].0);
+        plain.add_window(&ws[0].0, &ws[0].1).unwrap();
+        plain.add_window(&ws[1].0, &ws[1].1).unwrap();
+        // Early windows of the same first frame, shorter, read something
+        // else (another window's rows): the whole window leaves no trace of them.
+        let mut early = StreamState::new(&ws[0].0);
+        for valid in [25, 50] {
+            let mut w = ws[0].0.clone();
+            w.valid_frames = valid;
+            early.add_window(&w, &ws[1].1).unwrap();
+            assert_eq!(early.covered_until, valid as u64);
+            assert_eq!(early.frames.len(), valid as usize);
+        }
+        early.add_window(&ws[0].0, &ws[0].1).unwrap();
+        early.add_window(&ws[1].0, &ws[1].1).unwrap();
+        assert_eq!(early.frames, plain.frames);
+        assert_eq!(early.windows, plain.windows);
+        assert_eq!(early.settled_until, plain.settled_until);
+        // A shorter copy of a whole window is a redelivery: nothing changes.
+        let mut short = ws[1].0.clone();
+        short.valid_frames = 10;
+        early.add_window(&short, &ws[0].1).unwrap();
+        assert_eq!(early.frames, plain.frames);
     }
 
     #[test]
