@@ -1,13 +1,18 @@
 //! The whole pipeline under load, every service its own process on the real
 //! broker (and Redis): N streams of 30 s (ten validation clips back to back)
-//! ingested in real time at once, for N = 1, 2, 4, 6, ... Per N: whether the
+//! ingested in real time at once, for N = 1, 2, 4, 8, 12, ... Per N: whether the
 //! pipeline keeps up, the latency from a frame's ingest to the first partial
 //! transcript that covers it (p50/p95/p99), each service's peak memory and
 //! CPU time, and the CPU time of the broker and Redis meanwhile (when they
 //! run on this machine).
 //!
 //!     scripts/stack up --infra
-//!     cargo bench --bench pipeline [-- --streams 1,2,4,6,8] [--model PATH]
+//!     cargo bench --bench pipeline [-- --streams 1,2,4,8] [--modes separate,chained] [--model PATH]
+//!
+//! Two modes, each swept in turn: `separate` (every stage its own process,
+//! the default deployment; preprocess as `--preprocess-replicas` replicas,
+//! 2 by default, one replica of the others) and `chained` (the mouth crop
+//! inside ingest, `ingest --crop`, publishing `mouths` directly).
 //!
 //! Writes target/bench/pipeline.json (scripts/bench renders the report).
 //!
@@ -67,6 +72,8 @@ async fn run_load(
     model: Option<&Path>,
     face: &Path,
     seconds: u64,
+    chained: bool,
+    preprocess_replicas: usize,
 ) -> Run {
     let topics: HashMap<&str, String> = [
         ("MOUTHMAP_FRAMES_TOPIC", unique("bench-frames")),
@@ -90,29 +97,46 @@ async fn run_load(
         c
     };
     let mut services = Vec::new();
-    for role in ["preprocess", "infer", "decode"] {
-        let log = logs.join(format!("{role}-{n}.log"));
-        let mut c = command(role);
-        c.args(["--metrics-listen", "127.0.0.1:0", "--group"])
-            .arg(unique(role))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        if role == "infer"
-            && let Some(model) = model
-        {
-            c.arg("--model").arg(model);
+    // Chained: the mouth crop runs inside ingest (`ingest --crop`).
+    let roles: &[&str] = if chained {
+        &["infer", "decode"]
+    } else {
+        &["preprocess", "infer", "decode"]
+    };
+    for &role in roles {
+        let group = unique(role);
+        let replicas = if role == "preprocess" {
+            preprocess_replicas
+        } else {
+            1
+        };
+        for replica in 0..replicas {
+            let log = logs.join(format!("{role}-{n}-{replica}.log"));
+            let mut c = command(role);
+            c.args(["--metrics-listen", "127.0.0.1:0", "--group"])
+                .arg(&group)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap());
+            if role == "infer"
+                && let Some(model) = model
+            {
+                c.arg("--model").arg(model);
+            }
+            services.push(Service {
+                role: role.into(),
+                child: c.spawn().expect("service starts"),
+                log,
+            });
         }
-        services.push(Service {
-            role: role.into(),
-            child: c.spawn().expect("service starts"),
-            log,
-        });
     }
     // Let the services create the topics and join their groups.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let ids: Vec<String> = (0..n).map(|i| unique(&format!("bench{i}"))).collect();
     let mut ingest = command("ingest");
     ingest.arg("--realtime");
+    if chained {
+        ingest.arg("--crop");
+    }
     for id in &ids {
         ingest.arg(format!("{id}={}", video.display()));
     }
@@ -166,8 +190,12 @@ async fn run_load(
     cpu.insert("redis".into(), json!(cpu_of("redis-server") - redis_cpu0));
     for s in &mut services {
         let (mib, secs) = usage(s.child.id());
-        memory.insert(s.role.clone(), json!(mib));
-        cpu.insert(s.role.clone(), json!(secs));
+        // Replicas of a role: their CPU summed, the largest one's memory.
+        let before = |m: &serde_json::Map<String, serde_json::Value>| {
+            m.get(&s.role).and_then(|v| v.as_f64()).unwrap_or(0.0)
+        };
+        memory.insert(s.role.clone(), json!(before(&memory).max(mib)));
+        cpu.insert(s.role.clone(), json!(before(&cpu) + secs));
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(s.child.id().to_string())
@@ -186,9 +214,14 @@ async fn run_load(
     let mut all = Vec::new();
     let (mut first_third, mut last_third) = (Vec::new(), Vec::new());
     let mut uncovered = 0usize;
+    // Per stream: from its first frame's ingest to its first partial.
+    let mut first_partial = Vec::new();
     for id in &ids {
         let ts = per_stream.remove(id).unwrap_or_default();
         let lat = frame_latencies(&ts);
+        if let Some(&first) = lat.first() {
+            first_partial.push(first);
+        }
         uncovered += (seconds as usize * 25).saturating_sub(lat.len());
         let third = lat.len() / 3;
         first_third.extend_from_slice(&lat[..third]);
@@ -204,6 +237,11 @@ async fn run_load(
         percentile(&mut first_third, 0.5),
         percentile(&mut last_third, 0.5),
     );
+    let (fp50, fp95, fpmax) = (
+        percentile(&mut first_partial, 0.5),
+        percentile(&mut first_partial, 0.95),
+        percentile(&mut first_partial, 1.0),
+    );
     let sustained = finals == n && m_last <= m_first + 1000.0 && p99 < 5000.0;
     println!(
         "{n:>3} streams: finals {finals}/{n}, frame-to-first-partial p50 {p50:.0} ms p95 {p95:.0} ms p99 {p99:.0} ms (median first third {m_first:.0}, last third {m_last:.0}): {}",
@@ -213,6 +251,9 @@ async fn run_load(
             "NOT sustained"
         }
     );
+    println!(
+        "     first partial of a stream after its first frame: p50 {fp50:.0} ms p95 {fp95:.0} ms max {fpmax:.0} ms"
+    );
     println!("     peak memory MiB {memory:?}\n     CPU s {cpu:?}");
     Run {
         report: json!({
@@ -221,6 +262,7 @@ async fn run_load(
             "frames_measured": all.len(), "frames_never_in_a_partial": uncovered,
             "latency_ms": {"p50": p50, "p95": p95, "p99": p99,
                 "median_first_third": m_first, "median_last_third": m_last},
+            "first_partial_ms": {"p50": fp50, "p95": fp95, "max": fpmax},
             "peak_memory_mib": memory, "cpu_s": cpu,
         }),
         sustained,
@@ -244,7 +286,7 @@ async fn main() {
         "no broker at {brokers}: run scripts/stack up --infra"
     );
     let counts: Vec<usize> = arg("--streams")
-        .unwrap_or_else(|| "1,2,4,6,8,12,16".into())
+        .unwrap_or_else(|| "1,2,4,8,12,16,20,24".into())
         .split(',')
         .map(|s| s.trim().parse().expect("--streams 1,4,8"))
         .collect();
@@ -257,40 +299,61 @@ async fn main() {
     // The model `mouthmap infer` serves by default, unless --model names another.
     let model: Option<PathBuf> = arg("--model").map(PathBuf::from);
     let face = shared().join("models/yunet/face_detection_yunet_2026may.onnx");
-    let mut runs = Vec::new();
-    let mut max_sustained = 0;
-    for n in counts {
-        let r = run_load(
-            n,
-            &video,
-            &logs,
-            &brokers,
-            &bin,
-            model.as_deref(),
-            &face,
-            seconds,
-        )
-        .await;
-        if r.sustained {
-            max_sustained = max_sustained.max(n);
-        }
-        // Past the first load not sustained, but always through 4 streams.
-        let stop = !r.sustained && n >= 4;
-        runs.push(r.report);
-        if stop {
-            break;
-        }
-    }
-    let report = json!({
+    // Preprocess (detecting a face on every frame) is the stage that needs
+    // more than one core first: it scales by replicas in its consumer group.
+    let preprocess_replicas: usize =
+        arg("--preprocess-replicas").map_or(2, |r| r.parse().expect("--preprocess-replicas 2"));
+    let modes: Vec<String> = arg("--modes")
+        .unwrap_or_else(|| "separate,chained".into())
+        .split(',')
+        .map(|m| m.trim().to_string())
+        .collect();
+    let mut report = json!({
         "stream_seconds": seconds,
-        "max_sustained_streams": max_sustained,
-        "runs": runs,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "broker_storage": std::env::var("MOUTHMAP_BROKER_STORAGE").unwrap_or_else(|_| "memory".into()),
+        "preprocess_replicas": preprocess_replicas,
     });
+    for mode in &modes {
+        let chained = match mode.as_str() {
+            "separate" => false,
+            "chained" => true,
+            other => panic!("--modes separate,chained: not {other:?}"),
+        };
+        println!("{mode}:");
+        let mut runs = Vec::new();
+        let mut max_sustained = 0;
+        for &n in &counts {
+            let r = run_load(
+                n,
+                &video,
+                &logs,
+                &brokers,
+                &bin,
+                model.as_deref(),
+                &face,
+                seconds,
+                chained,
+                preprocess_replicas,
+            )
+            .await;
+            if r.sustained {
+                max_sustained = max_sustained.max(n);
+            }
+            // Past the first load not sustained, but always through 4 streams.
+            let stop = !r.sustained && n >= 4;
+            runs.push(r.report);
+            if stop {
+                break;
+            }
+        }
+        println!("{mode}: max sustained {max_sustained} streams");
+        report[mode.as_str()] = json!({"max_sustained_streams": max_sustained, "runs": runs});
+    }
     std::fs::write(
         out.join("pipeline.json"),
         serde_json::to_string_pretty(&report).unwrap(),
     )
     .unwrap();
-    println!("max sustained: {max_sustained} streams; wrote target/bench/pipeline.json");
+    println!("wrote target/bench/pipeline.json");
 }

@@ -54,7 +54,7 @@ enum LogFormatArg {
 enum Command {
     /// Read video (file, RTMP, RTSP, HTTP, camera) and publish 25 fps frame chunks to the `frames` topic.
     #[command(long_about = cmd::ingest::LONG_ABOUT)]
-    Ingest(cmd::ingest::IngestArgs),
+    Ingest(Box<cmd::ingest::IngestArgs>),
     /// Find the face and crop the mouth: `frames` in, `mouths` out (a consumer-group service).
     Preprocess(cmd::preprocess::PreprocessArgs),
     /// Run the model over sliding windows: `mouths` in, `logits` out (a consumer-group service).
@@ -170,7 +170,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Ingest(args) => cmd::ingest::run(args).await,
+            Command::Ingest(args) => cmd::ingest::run(*args).await,
             Command::Preprocess(args) => cmd::preprocess::run(args).await,
             Command::Crops(args) => cmd::crops::run(args).await,
             Command::Infer(args) => cmd::infer::run(args).await,

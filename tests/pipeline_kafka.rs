@@ -81,6 +81,39 @@ async fn four_services_turn_validation_clips_into_transcripts() {
     }
 }
 
+/// The mouth crop chained into ingest (`ingest --crop`): no preprocess
+/// service runs, so every transcript comes from crops ingest published to
+/// `mouths` itself; each clip still reads as its sentence.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_crop_chained_into_ingest_reads_the_clips_without_a_preprocess_service() {
+    if !available(&[Need::Broker]) {
+        return;
+    }
+    let brokers = brokers();
+    let t = Topics::new();
+    let model = model().display().to_string();
+    let _inf = t.service(&brokers, "infer", &["--model", &model]);
+    let _dec = t.service(&brokers, "decode", &[]);
+    let ids: Vec<String> = CLIPS.iter().map(|(c, _)| unique(c)).collect();
+    let mut ingest = t.command(&brokers);
+    ingest.args(["ingest", "--crop", "--feature-store", "false"]);
+    for ((clip, _), id) in CLIPS.iter().zip(&ids) {
+        ingest.arg(format!(
+            "{id}={}",
+            grid_clip(&format!("{clip}.mp4")).display()
+        ));
+    }
+    assert!(ingest.status().unwrap().success());
+    let msgs = read_until(&brokers, &t.transcripts, |m| {
+        ids.iter().all(|id| finals_for(m, id) >= 1)
+    })
+    .await;
+    for ((clip, sentence), id) in CLIPS.iter().zip(&ids) {
+        let f = check_stream(&msgs, id, clip, sentence);
+        assert_eq!(f.frames_lost, 0, "{clip}: nothing lost");
+    }
+}
+
 fn start_event(id: &str) -> Vec<u8> {
     mouthmap_contracts::encode_envelope(
         &LogitsEvent::Start(StreamStart {

@@ -1,4 +1,5 @@
-//! The Kafka edge of ingest: events from stream threads to the `frames` topic.
+//! The Kafka edge of ingest: events from stream threads to the `frames` topic
+//! (or, with the mouth crop chained into ingest, their crops to `mouths`).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -8,13 +9,54 @@ use mouthmap_bus::kafka::{BusError, Delivered, Producer, REDELIVER_AFTER, REDELI
 use mouthmap_bus::metrics::StageMetrics;
 use mouthmap_bus::telemetry;
 use mouthmap_bus::{ErrorKind, OutMessage};
-use mouthmap_contracts::{Event, FrameEvent};
+use mouthmap_contracts::{Event, FrameEvent, MouthEvent, StreamEnd};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+/// What the publisher needs to know of an event beyond [`Event`].
+pub trait Publishable: Event + Send + 'static {
+    /// Frames the event carries (a chunk's; none in a start or an end).
+    fn frames(&self) -> u64;
+    /// The stream's end, when the event is one (the publisher fills in the
+    /// frames that were lost before it).
+    fn end_mut(&mut self) -> Option<&mut StreamEnd>;
+}
+
+impl Publishable for FrameEvent {
+    fn frames(&self) -> u64 {
+        match self {
+            FrameEvent::Chunk(c) => c.frames.len() as u64,
+            _ => 0,
+        }
+    }
+
+    fn end_mut(&mut self) -> Option<&mut StreamEnd> {
+        match self {
+            FrameEvent::End(end) => Some(end),
+            _ => None,
+        }
+    }
+}
+
+impl Publishable for MouthEvent {
+    fn frames(&self) -> u64 {
+        match self {
+            MouthEvent::Chunk(c) => c.frames.len() as u64,
+            _ => 0,
+        }
+    }
+
+    fn end_mut(&mut self) -> Option<&mut StreamEnd> {
+        match self {
+            MouthEvent::End(e) => Some(&mut e.end),
+            _ => None,
+        }
+    }
+}
+
 /// One event on its way to Kafka, with the span that traces it.
-pub struct Outgoing {
-    pub event: FrameEvent,
+pub struct Outgoing<E = FrameEvent> {
+    pub event: E,
     pub payload: Vec<u8>,
     pub span: tracing::Span,
     pub created: Instant,
@@ -35,24 +77,16 @@ pub struct PublishStats {
 pub const MAX_PENDING: usize = 256;
 
 impl InFlight {
-    fn new(topic: &str, out: Outgoing) -> Self {
+    fn new<E: Publishable>(topic: &str, out: Outgoing<E>) -> Self {
         Self {
             msg: OutMessage::event(topic, &out.event, &out.payload)
                 .headers(telemetry::inject(&out.span)),
             stream_id: out.event.stream_id().to_string(),
             event: out.event.name(),
-            frames: frames_of(&out.event),
+            frames: out.event.frames(),
             created: out.created,
             span: out.span,
         }
-    }
-}
-
-/// Frames in an event (a chunk's; none in a start or an end).
-fn frames_of(event: &FrameEvent) -> u64 {
-    match event {
-        FrameEvent::Chunk(c) => c.frames.len() as u64,
-        _ => 0,
     }
 }
 
@@ -101,8 +135,8 @@ async fn enqueue(producer: &Producer, f: InFlight) -> Result<Pending, (BusError,
 /// has, so at worst those frames are missed, and counted nowhere: rare).
 /// A stream's end waits until everything before it is settled, and carries
 /// the frames of that stream that were lost (`frames_lost`).
-pub async fn publish_loop(
-    mut rx: mpsc::Receiver<Outgoing>,
+pub async fn publish_loop<E: Publishable>(
+    mut rx: mpsc::Receiver<Outgoing<E>>,
     mut producer: Producer,
     topic: String,
     metrics: StageMetrics,
@@ -113,7 +147,7 @@ pub async fn publish_loop(
     let mut retry_at = tokio::time::Instant::now();
     let mut open = true;
     // A stream's end, waiting for what came before it to settle.
-    let mut held_end: Option<Outgoing> = None;
+    let mut held_end: Option<Outgoing<E>> = None;
     let mut lost_by_stream: HashMap<String, u64> = HashMap::new();
     let lose = |stats: &mut PublishStats,
                 lost: &mut HashMap<String, u64>,
@@ -132,7 +166,7 @@ pub async fn publish_loop(
             && retry.is_empty()
             && let Some(mut out) = held_end.take()
         {
-            if let FrameEvent::End(end) = &mut out.event {
+            if let Some(end) = out.event.end_mut() {
                 end.frames_lost = lost_by_stream.remove(&end.stream_id).unwrap_or(0);
             }
             match enqueue(&producer, InFlight::new(&topic, out)).await {
@@ -144,7 +178,8 @@ pub async fn publish_loop(
         tokio::select! {
             next = rx.recv(), if open && held_end.is_none() && retry.is_empty() && pending.len() < MAX_PENDING => {
                 let Some(out) = next else { open = false; continue };
-                if matches!(out.event, FrameEvent::End(_)) {
+                let mut out = out;
+                if out.event.end_mut().is_some() {
                     held_end = Some(out);
                     continue;
                 }

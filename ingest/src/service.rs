@@ -8,11 +8,12 @@ use mouthmap_bus::kafka::Producer;
 use mouthmap_bus::metrics::StageMetrics;
 use mouthmap_contracts::StreamEnd;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState, RtmpSettings};
 use crate::manager::{StartError, StartOptions, StreamManager};
 use crate::policy::SourcePolicy;
-use crate::publish::{PublishStats, publish_loop};
+use crate::publish::{Outgoing, PublishStats, publish_loop};
 use crate::source::Source;
 use crate::stream::{StopMode, StreamSettings};
 
@@ -69,22 +70,45 @@ pub struct Summary {
     pub publish: PublishStats,
 }
 
+/// Takes the stream threads' events in place of the `frames` publisher: a
+/// stage chained into ingest (the mouth crop, `ingest --crop`), which
+/// publishes what it makes of them and returns the publisher's figures once
+/// the channel closed and all was settled.
+pub type Chain =
+    Box<dyn FnOnce(mpsc::Receiver<Outgoing>, StageMetrics) -> JoinHandle<PublishStats> + Send>;
+
 /// Runs until the command-line streams end (with `exit_when_done`) or
 /// `shutdown` fires; then stops every stream and waits until all that was
 /// captured is acknowledged by the broker.
 pub async fn run(
     settings: IngestSettings,
     producer: Producer,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Summary, ServiceError> {
+    run_with(settings, producer, shutdown, None).await
+}
+
+/// [`run`], the events going to `chain` instead of the `frames` topic when
+/// one is given. A chained ingest does not resume a stream from the topic
+/// after a restart (that reads the `frames` topic): the stream starts again.
+pub async fn run_with(
+    settings: IngestSettings,
+    producer: Producer,
     mut shutdown: watch::Receiver<bool>,
+    chain: Option<Chain>,
 ) -> Result<Summary, ServiceError> {
     let metrics = StageMetrics::new("ingest");
     let (tx, rx) = mpsc::channel(64);
-    let publisher = tokio::spawn(publish_loop(
-        rx,
-        producer.clone(),
-        settings.topic.clone(),
-        metrics.clone(),
-    ));
+    let chained = chain.is_some();
+    let publisher = match chain {
+        Some(chain) => chain(rx, metrics.clone()),
+        None => tokio::spawn(publish_loop(
+            rx,
+            producer.clone(),
+            settings.topic.clone(),
+            metrics.clone(),
+        )),
+    };
     let manager = StreamManager::new(settings.streams, tx, metrics, settings.max_streams);
 
     let (api_stop_tx, api_stop_rx) = watch::channel(false);
@@ -111,7 +135,7 @@ pub async fn run(
             callback_secret: api.callback_secret.clone().filter(|s| !s.is_empty()),
             policy: api.policy.clone(),
             rtmp: api.rtmp.clone(),
-            resume_from: Some(api::ResumeFrom {
+            resume_from: (!chained).then(|| api::ResumeFrom {
                 kafka: producer.settings().clone(),
                 topic: settings.topic.clone(),
             }),

@@ -154,9 +154,41 @@ impl Detector {
         width: usize,
         height: usize,
     ) -> Result<Vec<Face>, DetectorError> {
+        self.detect_i420_in(frame, width, height, None)
+    }
+
+    /// As [`detect_i420`](Self::detect_i420), looking only in `region` of the
+    /// frame (at full resolution; faces in frame coordinates). YuNet is
+    /// convolutional: a face well inside the region is found as in the whole
+    /// frame, for the region's share of the cost.
+    pub fn detect_i420_in(
+        &mut self,
+        frame: &[u8],
+        width: usize,
+        height: usize,
+        region: Option<Region>,
+    ) -> Result<Vec<Face>, DetectorError> {
+        if let Some(r) = region {
+            let (pw, ph) = (r.width.div_ceil(32) * 32, r.height.div_ceil(32) * 32);
+            i420_region_to_bgr_planar(frame, width, height, r.x, r.y, pw, ph, &mut self.input);
+            let mut faces = self.run(pw, ph)?;
+            for f in &mut faces {
+                f.x += r.x as f32;
+                f.y += r.y as f32;
+                for p in &mut f.landmarks {
+                    *p = Point::new(p.x + r.x as f32, p.y + r.y as f32);
+                }
+            }
+            return Ok(faces);
+        }
         let pw = width.div_ceil(32) * 32;
         let ph = height.div_ceil(32) * 32;
         i420_to_bgr_planar(frame, width, height, pw, ph, &mut self.input);
+        self.run(pw, ph)
+    }
+
+    /// Runs YuNet on the `pw` x `ph` input prepared in `self.input`.
+    fn run(&mut self, pw: usize, ph: usize) -> Result<Vec<Face>, DetectorError> {
         let tensor = TensorRef::from_array_view(([1usize, 3, ph, pw], &self.input[..]))
             .map_err(|e| DetectorError::Run(e.to_string()))?;
         let outputs = self
@@ -180,6 +212,45 @@ impl Detector {
             });
         }
         Ok(decode(&heads, pw, ph, self.settings))
+    }
+}
+
+/// A part of a frame, in its pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub x: usize,
+    pub y: usize,
+    pub width: usize,
+    pub height: usize,
+}
+
+impl Region {
+    /// The region around `face` that holds it with `margin` times its larger
+    /// side on every side, sized in multiples of 32 (YuNet's input) and moved
+    /// inside the frame; None when that is most of the frame anyway.
+    pub fn around(face: &Face, margin: f32, width: usize, height: usize) -> Option<Self> {
+        let side = face.w.max(face.h).max(1.0);
+        // Placed on YuNet's coarsest grid (32 pixels), inside the frame as
+        // the detector pads it, so the region's anchors are the whole
+        // frame's and a face gets the same box and landmarks.
+        let span = |at: f32, len: f32, total: usize| -> (usize, usize) {
+            let padded = total.div_ceil(32) * 32;
+            let from = ((at - margin * side).max(0.0) as usize / 32 * 32).min(padded - 32);
+            let to = (((at + len + margin * side) / 32.0).ceil().max(1.0) as usize * 32)
+                .clamp(from + 32, padded);
+            (from, to - from)
+        };
+        let (x, w) = span(face.x, face.w, width);
+        let (y, h) = span(face.y, face.h, height);
+        if (w * h) as f32 > 0.8 * (width.div_ceil(32) * 32 * height.div_ceil(32) * 32) as f32 {
+            return None;
+        }
+        Some(Self {
+            x,
+            y,
+            width: w,
+            height: h,
+        })
     }
 }
 
@@ -255,6 +326,22 @@ pub fn i420_to_bgr_planar(
     ph: usize,
     out: &mut Vec<f32>,
 ) {
+    i420_region_to_bgr_planar(frame, w, h, 0, 0, pw, ph, out);
+}
+
+/// [`i420_to_bgr_planar`] of the `pw` x `ph` part of the frame from
+/// (`x0`, `y0`); what falls outside the frame is zero.
+#[allow(clippy::too_many_arguments)]
+pub fn i420_region_to_bgr_planar(
+    frame: &[u8],
+    w: usize,
+    h: usize,
+    x0: usize,
+    y0: usize,
+    pw: usize,
+    ph: usize,
+    out: &mut Vec<f32>,
+) {
     out.clear();
     out.resize(3 * pw * ph, 0.0);
     let cw = w.div_ceil(2);
@@ -262,15 +349,15 @@ pub fn i420_to_bgr_planar(
     let (y_plane, rest) = frame.split_at(w * h);
     let (u_plane, v_plane) = rest.split_at(cw * ch);
     let plane = pw * ph;
-    for y in 0..h {
-        for x in 0..w {
+    for y in y0..h.min(y0 + ph) {
+        for x in x0..w.min(x0 + pw) {
             let yy = (y_plane[y * w + x] as f32 - 16.0) * 1.164;
             let u = u_plane[(y / 2) * cw + x / 2] as f32 - 128.0;
             let v = v_plane[(y / 2) * cw + x / 2] as f32 - 128.0;
             let r = yy + 1.596 * v;
             let g = yy - 0.392 * u - 0.813 * v;
             let b = yy + 2.017 * u;
-            let o = y * pw + x;
+            let o = (y - y0) * pw + (x - x0);
             out[o] = b.clamp(0.0, 255.0);
             out[plane + o] = g.clamp(0.0, 255.0);
             out[2 * plane + o] = r.clamp(0.0, 255.0);

@@ -67,17 +67,24 @@ pub fn decode_i420(
     out.clear();
     out.reserve(w * h + 2 * cw * ch);
     out.extend(ycc.chunks_exact(3).map(|p| p[0]));
+    let row = |y: usize| &ycc[y * w * 3..(y + 1) * w * 3];
     for channel in [1, 2] {
         for cy in 0..ch {
-            for cx in 0..cw {
-                let (mut sum, mut n) = (0u32, 0u32);
-                for y in 2 * cy..(2 * cy + 2).min(h) {
-                    for x in 2 * cx..(2 * cx + 2).min(w) {
-                        sum += u32::from(ycc[(y * w + x) * 3 + channel]);
-                        n += 1;
-                    }
-                }
-                out.push(((sum + n / 2) / n) as u8);
+            // A 2x2 block's mean; at an odd edge the last row or column
+            // counts twice, which gives the mean of the samples there are.
+            let (r0, r1) = (row(2 * cy), row((2 * cy + 1).min(h - 1)));
+            let mut pairs = r0.chunks_exact(6).zip(r1.chunks_exact(6));
+            out.extend(pairs.by_ref().map(|(a, b)| {
+                let sum = u32::from(a[channel])
+                    + u32::from(a[channel + 3])
+                    + u32::from(b[channel])
+                    + u32::from(b[channel + 3]);
+                ((sum + 2) / 4) as u8
+            }));
+            if w % 2 == 1 {
+                let i = (w - 1) * 3 + channel;
+                let sum = 2 * (u32::from(r0[i]) + u32::from(r1[i]));
+                out.push(((sum + 2) / 4) as u8);
             }
         }
     }
@@ -110,6 +117,48 @@ mod tests {
         // pattern's hard colour edges); swapped planes or garbage are 50+.
         assert!(mean_diff(&out[..luma], &RAW[..luma]) < 4.0);
         assert!(mean_diff(&out[luma..], &RAW[luma..]) < 12.0);
+    }
+
+    #[test]
+    fn chroma_is_the_mean_of_each_block_at_odd_sizes_too() {
+        // The pattern at 39x31 and 40x32 (re-encoded by the test: the
+        // decoder's upsampled chroma averaged back, against a plain
+        // per-block mean of the same decoded samples).
+        for (w, h) in [(40usize, 32usize), (39, 31), (1, 1), (3, 2)] {
+            let mut pixels = Vec::with_capacity(w * h * 3);
+            for y in 0..h {
+                for x in 0..w {
+                    pixels.extend([(x * 7 + y) as u8, (x * 13 + y * 3) as u8, (y * 11) as u8]);
+                }
+            }
+            let mut jpeg = Vec::new();
+            let enc = jpeg_encoder::Encoder::new(&mut jpeg, 95);
+            enc.encode(&pixels, w as u16, h as u16, jpeg_encoder::ColorType::Rgb)
+                .unwrap();
+            let mut out = Vec::new();
+            decode_i420(&jpeg, w as u32, h as u32, &mut out).unwrap();
+            let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::YCbCr);
+            let ycc = JpegDecoder::new_with_options(std::io::Cursor::new(&jpeg), options)
+                .decode()
+                .unwrap();
+            let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+            let mut want: Vec<u8> = ycc.chunks_exact(3).map(|p| p[0]).collect();
+            for channel in [1, 2] {
+                for cy in 0..ch {
+                    for cx in 0..cw {
+                        let (mut sum, mut n) = (0u32, 0u32);
+                        for y in 2 * cy..(2 * cy + 2).min(h) {
+                            for x in 2 * cx..(2 * cx + 2).min(w) {
+                                sum += u32::from(ycc[(y * w + x) * 3 + channel]);
+                                n += 1;
+                            }
+                        }
+                        want.push(((sum + n / 2) / n) as u8);
+                    }
+                }
+            }
+            assert_eq!(out, want, "{w}x{h}");
+        }
     }
 
     #[test]

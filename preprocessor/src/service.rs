@@ -39,6 +39,28 @@ pub fn quality_row(q: &StreamQuality) -> Row {
     row
 }
 
+/// Offers the stream quality after each of `out`'s events to the feature
+/// store (a full writer queue is counted as a feature-write error).
+pub fn offer_quality(
+    stage: &Preprocessor,
+    writer: &FeatureWriter,
+    out: &[(MouthEvent, Vec<u8>)],
+    metrics: &StageMetrics,
+) {
+    for (ev, _) in out {
+        let quality = match ev {
+            MouthEvent::Chunk(c) => stage.stream_quality(&c.stream_id),
+            MouthEvent::End(e) => Some(e.quality.clone()),
+            MouthEvent::Start(_) => None,
+        };
+        if let Some(q) = quality
+            && !writer.offer(STREAM_QUALITY, ev.stream_id(), quality_row(&q))
+        {
+            metrics.error(ErrorKind::FeatureWrite);
+        }
+    }
+}
+
 impl From<StageError> for HandleError {
     fn from(e: StageError) -> Self {
         match e {
@@ -65,18 +87,7 @@ impl PreprocessHandler {
         let out = self.stage.handle(event, input.payload)?;
         self.metrics.set_active(self.stage.active_streams() as i64);
         if let Some(writer) = &self.features {
-            for (ev, _) in &out {
-                let quality = match ev {
-                    MouthEvent::Chunk(c) => self.stage.stream_quality(&c.stream_id),
-                    MouthEvent::End(e) => Some(e.quality.clone()),
-                    MouthEvent::Start(_) => None,
-                };
-                if let Some(q) = quality
-                    && !writer.offer(STREAM_QUALITY, ev.stream_id(), quality_row(&q))
-                {
-                    self.metrics.error(ErrorKind::FeatureWrite);
-                }
-            }
+            offer_quality(&self.stage, writer, &out, &self.metrics);
         }
         let trace = telemetry::inject(&span);
         Ok(out

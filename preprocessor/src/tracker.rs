@@ -4,7 +4,7 @@
 use mouthmap_contracts::CropQuality;
 
 use crate::crop;
-use crate::detector::{Detector, DetectorError, Face};
+use crate::detector::{Detector, DetectorError, Face, Region};
 use crate::geometry::{BoxParams, MouthBox};
 
 /// Tracking and cropping settings.
@@ -19,6 +19,9 @@ pub struct TrackerSettings {
     pub smoothing: f32,
     /// Frames a lost face's box is held before the stream is flagged `no_face`.
     pub max_gap: u32,
+    /// Detect only near the face found last: in a region this many times the
+    /// face's size larger on every side (None: always the whole frame).
+    pub region_margin: Option<f32>,
     pub box_params: BoxParams,
     /// Crop size (the model's input frame size).
     pub crop_width: u32,
@@ -32,6 +35,7 @@ impl Default for TrackerSettings {
             recheck_threshold: 8.0,
             smoothing: 0.6,
             max_gap: 25,
+            region_margin: None,
             box_params: BoxParams::default(),
             crop_width: 140,
             crop_height: 46,
@@ -101,7 +105,16 @@ impl MouthTracker {
         let mut detected_face = None;
         if must_detect {
             self.since_detect = 0;
-            let faces = detector.detect_i420(frame, w, h)?;
+            // Near the face found last, when there is one; the whole frame
+            // when none is there.
+            let region = match (&self.last_face, self.settings.region_margin) {
+                (Some(f), Some(margin)) if self.gap == 0 => Region::around(f, margin, w, h),
+                _ => None,
+            };
+            let mut faces = detector.detect_i420_in(frame, w, h, region)?;
+            if faces.is_empty() && region.is_some() {
+                faces = detector.detect_i420(frame, w, h)?;
+            }
             match self.pick_speaker(faces) {
                 Some(face) => {
                     let fresh = MouthBox::from_face(&face, self.settings.box_params);

@@ -81,8 +81,11 @@ pub struct ModelArgs {
     #[arg(long, env = "MOUTHMAP_DEVICE", value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
 
-    /// ONNX Runtime threads for the model.
-    #[arg(long, env = "MOUTHMAP_MODEL_THREADS", default_value_t = 2)]
+    /// ONNX Runtime threads for the model. One is the most windows per core
+    /// (two cost 25% more CPU per window and gained no latency under load on a
+    /// 2-core box that runs the other stages too: docs/benchmarks.md); more
+    /// shorten a window's own run on a machine with cores to spare.
+    #[arg(long, env = "MOUTHMAP_MODEL_THREADS", default_value_t = 1)]
     pub model_threads: usize,
 
     /// Frames between window starts (75-frame windows; shorter hops give earlier partials).
@@ -94,9 +97,9 @@ pub struct ModelArgs {
     /// within N frames instead of a whole window; each is replaced by the next.
     /// 0: none.
     #[arg(
-        long,
+        long = "early-windows",
         env = "MOUTHMAP_EARLY_WINDOWS",
-        default_value_t = 25,
+        default_value_t = 15,
         value_name = "N"
     )]
     pub early: usize,

@@ -16,7 +16,19 @@ use mouthmap_ingest::service::{self, ApiSettings, IngestSettings};
 use mouthmap_ingest::source::Source;
 use mouthmap_ingest::stream::StreamSettings;
 
-use super::{ApiAuthArgs, FrameFormatArgs, KafkaArgs, duration, secret, shutdown_signal};
+use mouthmap_bus::metrics::StageMetrics;
+use mouthmap_contracts::PixelFormat;
+use mouthmap_contracts::{Event, MouthEvent};
+use mouthmap_feature_store::writer::FeatureWriter;
+use mouthmap_ingest::publish::{Outgoing, publish_loop};
+use mouthmap_preprocessor::stage::Preprocessor;
+use tokio::sync::mpsc;
+
+use super::preprocess::CropArgs;
+use super::{
+    ApiAuthArgs, FrameFormatArgs, KafkaArgs, PixelFormatArg, StageFeatureArgs, duration, secret,
+    shutdown_signal,
+};
 
 pub const LONG_ABOUT: &str = "\
 Read video and publish it as 25 fps frame chunks to the `frames` topic.
@@ -36,6 +48,11 @@ SOURCE is a file path, file://, rtmp(s)://, rtsp(s)://, http(s)://, or a camera
 `cam-1=rtsp://10.0.0.5/stream`. The default id is the file's stem or the URL's
 last segment. Frames are converted to I420 and 25 fps, scaled down to
 --max-width, and published a few at a time (see docs/contracts.md).
+
+With --crop, the mouth crop (preprocess) runs in this process on the raw
+frames and its crops go to the `mouths` topic: one process and one broker hop
+less, for a box with few cores; each stage as its own service (the default)
+scales on its own.
 
 Examples:
   mouthmap ingest clip.mp4                      # as fast as it decodes
@@ -105,6 +122,37 @@ pub struct IngestArgs {
 
     #[command(flatten)]
     frames: FrameFormatArgs,
+
+    /// Chain the mouth crop into this process (as Flink and Arroyo chain
+    /// operators): publish mouth crops to the `mouths` topic directly, the
+    /// frames handed over raw in memory (no JPEG, no `frames` topic, no
+    /// preprocess service). For a box with few cores: it saves the frames'
+    /// encoding, decoding and broker hop (docs/benchmarks.md). Without it (the
+    /// default) preprocess is a service of its own that scales on its own.
+    /// A chained ingest that restarts starts its streams again (resuming reads
+    /// the `frames` topic).
+    #[arg(
+        long,
+        env = "MOUTHMAP_INGEST_CROP",
+        help_heading = "Chained mouth crop"
+    )]
+    crop: bool,
+
+    /// Threads that crop with --crop, each for the streams hashed to it.
+    #[arg(
+        long,
+        env = "MOUTHMAP_CROP_THREADS",
+        default_value_t = 2,
+        value_name = "N",
+        help_heading = "Chained mouth crop"
+    )]
+    crop_threads: usize,
+
+    #[command(flatten)]
+    crop_args: CropArgs,
+
+    #[command(flatten)]
+    crop_features: StageFeatureArgs,
 
     /// Frames per message at most (each frame is 40 ms of latency).
     #[arg(
@@ -205,6 +253,103 @@ pub struct IngestArgs {
     kafka: KafkaArgs,
 }
 
+/// The mouth crop chained into ingest: `stages.len()` threads run the
+/// preprocess stage, each over the streams hashed to it (so a stream's
+/// frames stay in order, as the service would read them off the topic), and
+/// hand their events to one publisher on the `mouths` topic. A chunk the
+/// stage refuses is logged and counted (there is no dead-letter topic in
+/// between); the stream goes on.
+fn crop_chain(
+    stages: Vec<Preprocessor>,
+    producer: Producer,
+    topic: String,
+    features: Option<FeatureWriter>,
+) -> service::Chain {
+    Box::new(
+        move |mut frames: mpsc::Receiver<Outgoing>, metrics: StageMetrics| {
+            let (tx, mouths) = mpsc::channel::<Outgoing<MouthEvent>>(64);
+            let crop_metrics = StageMetrics::new("preprocess");
+            let mut lanes = Vec::new();
+            for (i, stage) in stages.into_iter().enumerate() {
+                let (lane_tx, lane_rx) = std::sync::mpsc::sync_channel::<Outgoing>(16);
+                let (tx, features, metrics) = (tx.clone(), features.clone(), crop_metrics.clone());
+                let spawned = std::thread::Builder::new()
+                    .name(format!("crop-{i}"))
+                    .spawn(move || crop_lane(stage, lane_rx, tx, features, metrics));
+                match spawned {
+                    Ok(_) => lanes.push(lane_tx),
+                    Err(e) => tracing::error!(error = %e, "cannot start a mouth crop thread"),
+                }
+            }
+            drop(tx);
+            // Deals each stream's events to its lane; closing the lanes ends them.
+            std::thread::Builder::new()
+                .name("crop-deal".into())
+                .spawn(move || {
+                    while let Some(input) = frames.blocking_recv() {
+                        if lanes.is_empty() {
+                            return;
+                        }
+                        let lane = lane_of(input.event.stream_id(), lanes.len());
+                        if lanes[lane].send(input).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .map_err(|e| tracing::error!(error = %e, "cannot start the mouth crop's dealer"))
+                .ok();
+            tokio::spawn(publish_loop(mouths, producer, topic, metrics))
+        },
+    )
+}
+
+/// The lane (of `lanes`) that crops `stream_id`: the same for all its events.
+fn lane_of(stream_id: &str, lanes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    stream_id.hash(&mut h);
+    (h.finish() % lanes.max(1) as u64) as usize
+}
+
+/// One crop thread: its streams' frame events in, their mouth events out.
+fn crop_lane(
+    mut stage: Preprocessor,
+    frames: std::sync::mpsc::Receiver<Outgoing>,
+    tx: mpsc::Sender<Outgoing<MouthEvent>>,
+    features: Option<FeatureWriter>,
+    metrics: StageMetrics,
+) {
+    for input in frames {
+        let made = {
+            let _entered = input.span.enter();
+            stage.handle(&input.event, &input.payload)
+        };
+        match made {
+            Ok(made) => {
+                if let Some(writer) = &features {
+                    mouthmap_preprocessor::service::offer_quality(&stage, writer, &made, &metrics);
+                }
+                for (event, payload) in made {
+                    let out = Outgoing {
+                        event,
+                        payload,
+                        span: input.span.clone(),
+                        created: input.created,
+                    };
+                    if tx.blocking_send(out).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                metrics.error(mouthmap_bus::ErrorKind::Content);
+                tracing::error!(stream_id = input.event.stream_id(), error = %e,
+                    "the chained mouth crop refused a chunk; its frames are skipped");
+            }
+        }
+    }
+}
+
 /// Splits `ID=SOURCE`; an `=` inside a URI or path (after `:` or `/`) is not a prefix.
 fn split_source(text: &str) -> (Option<String>, &str) {
     match text.split_once('=') {
@@ -244,7 +389,11 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
                 frames_per_chunk: args.frames_per_chunk.max(1),
                 max_payload_bytes: args.max_chunk_bytes,
             },
-            pixel_format: args.frames.pixel_format.into(),
+            // Chained, frames stay in memory: nothing to gain from JPEG.
+            pixel_format: match (args.crop, args.frames.pixel_format) {
+                (true, PixelFormatArg::Jpeg) => PixelFormat::I420,
+                (_, f) => f.into(),
+            },
             jpeg_quality: args.frames.jpeg_quality,
             connect_timeout: args.connect_timeout,
             stall_timeout: args.stall_timeout,
@@ -280,7 +429,24 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let kafka = args.kafka.settings("mouthmap-ingest")?;
     args.kafka.prepare_topics(&kafka).await?;
     let producer = Producer::new(&kafka)?;
-    let summary = service::run(settings, producer.clone(), shutdown_signal()).await?;
+    let chain = if args.crop {
+        let features = args
+            .crop_features
+            .store()?
+            .map(|s| FeatureWriter::spawn(s, 1024).0);
+        let stages = (0..args.crop_threads.max(1))
+            .map(|_| args.crop_args.stage())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Some(crop_chain(
+            stages,
+            producer.clone(),
+            args.kafka.mouths_topic.clone(),
+            features,
+        ))
+    } else {
+        None
+    };
+    let summary = service::run_with(settings, producer.clone(), shutdown_signal(), chain).await?;
     producer.flush(Duration::from_secs(30))?;
     let failed: Vec<_> = summary.ended.iter().filter(|e| e.error.is_some()).collect();
     tracing::info!(
