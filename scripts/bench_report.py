@@ -118,98 +118,201 @@ def inferencer_section(inf, naive, docs: Path) -> list[str]:
     return out
 
 
-def pipeline_section(pipe, docs: Path) -> list[str]:
-    out = ["## Whole pipeline: concurrent real-time streams, latency, memory", ""]
-    if pipe is None:
+ROLES = ["ingest", "preprocess", "infer", "decode"]
+
+
+def pipeline_table(mode: dict, roles: list[str]) -> list[str]:
+    out = [
+        "| streams | sustained | p50 | p95 | p99 | first partial p50 / p95 | last final after the end | "
+        f"CPU s {' / '.join(roles)} | CPU s broker / Redis | peak MiB {' / '.join(roles)} |",
+        "|---:|:---:|---:|---:|---:|---:|---:|---|---|---|",
+    ]
+    for r in mode["runs"]:
+        l, fp = r["latency_ms"], r.get("first_partial_ms", {})
+        cpu = " / ".join(f"{r['cpu_s'].get(k, 0):.0f}" for k in roles)
+        mem = " / ".join(f"{r['peak_memory_mib'].get(k, 0):.0f}" for k in roles)
+        infra = " / ".join(f"{r['cpu_s'].get(k, 0):.0f}" for k in ["broker", "redis"])
+        late = r.get("latest_final_s_after_end")
+        out.append(
+            f"| {r['streams']} | {'yes' if r['sustained'] else '**no**'} | {l['p50']:.0f} ms | "
+            f"{l['p95']:.0f} ms | {l['p99']:.0f} ms | {fp.get('p50', float('nan')):.0f} / "
+            f"{fp.get('p95', float('nan')):.0f} ms | {'' if late is None else f'{late:.1f} s'} | {cpu} | {infra} | {mem} |"
+        )
+    return out
+
+
+def run_at(mode: dict, n: int):
+    return next((r for r in mode["runs"] if r["streams"] == n), None)
+
+
+def per_stream_cpu(run: dict, roles: list[str], stream_seconds: float) -> str:
+    # CPU per second of real-time stream: each stream is stream_seconds long.
+    secs = stream_seconds
+    parts = {k: run["cpu_s"].get(k, 0) / run["streams"] / secs for k in roles}
+    broker = run["cpu_s"].get("broker", 0) / secs
+    return (
+        ", ".join(f"{k} {v:.3f}" for k, v in parts.items())
+        + f" cores per real-time stream ({sum(parts.values()):.3f} in all); the broker {broker:.2f} cores "
+        f"({run['cpu_s'].get('broker', 0) / max(sum(run['cpu_s'].values()), 1e-9) * 100:.0f}% of the CPU time measured)"
+    )
+
+
+def pipeline_section(pipe, int8, idle, docs: Path) -> list[str]:
+    out = ["## Whole pipeline: concurrent real-time streams, latency, CPU, memory", ""]
+    if pipe is None or "separate" not in pipe:
         return out + ["(not run)", ""]
+    sep, ch = pipe["separate"], pipe.get("chained")
     out += [
-        "Every service its own process (one replica each: ingest, preprocess, infer, decode), "
-        "on the Tansu broker, Redis for features; N streams of "
-        f"{pipe['stream_seconds']} s (ten validation clips joined) ingested at once with "
-        "`--realtime`. Latency: from a frame's ingest to the first partial transcript covering it "
-        "(every frame of every stream; the first 75 frames of a stream wait for the first window, "
-        "so they set the high percentiles). Sustained: every final arrives, the median latency of "
-        "the last third of the frames is within 1 s of the first third's, p99 under 5 s.",
+        f"N streams of {pipe['stream_seconds']} s (ten validation clips joined) ingested at once with "
+        "`--realtime`, every service its own process on the local Tansu broker "
+        f"({pipe.get('broker_storage', 'sqlite')} storage) with Redis for features, in two modes: "
+        f"**separate** (the default deployment: ingest, preprocess as {pipe.get('preprocess_replicas', 1)} "
+        "replicas of one consumer group, infer, decode) and **chained** (`ingest --crop`: the mouth crop "
+        "inside ingest on raw frames, publishing `mouths` directly; infer and decode as before). "
+        "Latency: from a frame's ingest to the first partial transcript covering it (every frame of "
+        "every stream). First partial: from a stream's first frame to its first partial. Sustained: "
+        "every final arrives, the last within 5 s of the streams' real-time end, the median latency of "
+        "the last third of the frames within 1 s of the first third's, p99 under 5 s. The sweep stops "
+        "at the first load not sustained.",
         "",
         "`scripts/stack up --infra && cargo bench --bench pipeline`",
         "",
-        "| streams | sustained | p50 | p95 | p99 | peak MiB ingest / preprocess / infer / decode | CPU s ingest / preprocess / infer / decode | CPU s broker / Redis |",
-        "|---:|:---:|---:|---:|---:|---|---|---|",
+        f"**Separate** (maximum sustained: **{sep['max_sustained_streams']} streams**)",
+        "",
     ]
-    roles = ["ingest", "preprocess", "infer", "decode"]
-    for r in pipe["runs"]:
-        l = r["latency_ms"]
-        mem = " / ".join(f"{r['peak_memory_mib'].get(k, 0):.0f}" for k in roles)
-        cpu = " / ".join(f"{r['cpu_s'].get(k, 0):.0f}" for k in roles)
-        infra = " / ".join(f"{r['cpu_s'].get(k, 0):.0f}" for k in ["broker", "redis"])
-        out.append(
-            f"| {r['streams']} | {'yes' if r['sustained'] else '**no**'} | {l['p50']:.0f} ms | "
-            f"{l['p95']:.0f} ms | {l['p99']:.0f} ms | {mem} | {cpu} | {infra} |"
+    out += pipeline_table(sep, ROLES)
+    if ch:
+        out += ["", f"**Chained** (maximum sustained: **{ch['max_sustained_streams']} streams**)", ""]
+        out += pipeline_table(ch, ["ingest", "infer", "decode"])
+    if int8:
+        m = int8["chained"]
+        out += [
+            "",
+            f"**Chained, INT8 model** (`models/mouthmap-lipnet-grid-s1-int8/1`; maximum sustained of the "
+            f"loads tried: **{m['max_sustained_streams']} streams**)",
+            "",
+            "`cargo bench --bench pipeline -- --modes chained --streams 16,20,24 --model "
+            "models/mouthmap-lipnet-grid-s1-int8/1/model.onnx --out target/bench/pipeline-int8.json`",
+            "",
+        ]
+        out += pipeline_table(m, ["ingest", "infer", "decode"])
+    out += ["", "Against the targets (issue 13), from these runs:", ""]
+    for name, mode in [("separate", sep), ("chained", ch)]:
+        if not mode:
+            continue
+        r8 = run_at(mode, 8)
+        r16 = run_at(mode, 16)
+        line = f"- {name}: 16 streams {'sustained' if r16 and r16['sustained'] else '**not sustained**'}"
+        if r8:
+            l, fp = r8["latency_ms"], r8["first_partial_ms"]
+            line += (
+                f"; at 8 streams p95 {l['p95']:.0f} ms (target 1500), p99 {l['p99']:.0f} ms (target 2500), "
+                f"first partial p95 {fp['p95']:.0f} ms (target 1500)"
+            )
+        out.append(line + ".")
+    out += ["", "Where the CPU goes (the largest load sustained in each mode):", ""]
+    for name, mode, roles in [("separate", sep, ROLES), ("chained", ch, ["ingest", "infer", "decode"])]:
+        if not mode:
+            continue
+        ok = [r for r in mode["runs"] if r["sustained"]]
+        if ok:
+            out.append(
+                f"- {name}, {ok[-1]['streams']} streams: "
+                f"{per_stream_cpu(ok[-1], roles, pipe['stream_seconds'])}."
+            )
+    if idle:
+        cases = ", ".join(
+            f"{c['storage']} at fetch.wait.max.ms {c['fetch_wait_ms']}: {c['broker_cores']:.2f}"
+            for c in idle["cases"]
         )
-    out += [
-        "",
-        f"**Maximum sustained: {pipe['max_sustained_streams']} concurrent 25 fps streams** on this "
-        f"{pipe['cpus']}-core machine (the sweep stops at the first load not sustained, and always "
-        "runs 1, 2 and 4).",
-        "",
-    ]
-    runs = pipe["runs"]
-    last = runs[-1]
-    secs = max(last["elapsed_s"], 1.0)
-    per_stream = {k: last["cpu_s"].get(k, 0) / last["streams"] / secs for k in roles}
-    broker = last["cpu_s"].get("broker", 0) / secs
-    out += [
-        "What the figures say:",
-        "",
-        f"- Where the CPU goes, per stream (from the {last['streams']}-stream run): "
-        + ", ".join(f"{k} {v:.2f}" for k, v in per_stream.items())
-        + f" cores; about {sum(per_stream.values()):.2f} cores per real-time stream in all.",
-        f"- The broker itself (Tansu, SQLite storage, on the same machine) used about {broker:.2f} "
-        "cores, a large share of this 2-core machine, most of it a fixed cost: Tansu's handling "
-        "of the stages' waiting fetches. With the stack's consumers idle and no data at all it "
-        "used 0.77 cores at the consumers' fetch.wait.max.ms of 20 ms (MouthMap's setting, "
-        "because Tansu holds a fetch for the whole wait even when data arrives), 0.37 at 50 ms, "
-        "0.21 at 100 ms, 0.07 at librdkafka's default 500 ms (`MOUTHMAP_KAFKA_OPTIONS="
-        "fetch.wait.max.ms=N scripts/stack up`, the broker's CPU time over 20 s). At 100 ms the "
-        "benchmark gave p50 1.0 s at 1 stream (0.9 s at 20 ms) and the same maximum of 4 streams: "
-        "6 streams need about 1.3 cores for the stages alone. A Kafka broker answers a fetch as "
-        "soon as data arrives, so there a longer wait costs no latency. On top of the fixed cost "
-        "come the frames' bytes (ingest to preprocess is the heavy "
-        "hop): four real-time streams ingested with nothing "
-        "consuming cost it 20.4 CPU-s per 30 s as raw I420 (about 60 kB a frame after zstd), 4.2 s "
-        "as JPEG quality 95 (about 21 kB a frame). So ingest publishes JPEG frames by default "
-        "(`--pixel-format`, see ingest/README.md for the measurement and the accuracy check): with "
-        "raw I420 frames the same benchmark sustained 2 streams (4 streams: p50 7.4 s, not "
-        "sustained). With the broker elsewhere (a production Kafka cluster), the stages alone need "
-        "the per-stream figure above.",
-        "- About a second from a frame's ingest to the first partial covering it at low load: a frame "
-        "waits for the window that ends after it (hop 25 = 1 s), then a model run and a decode of "
-        "tens of milliseconds; the first 75 frames of a stream wait for the first whole window.",
-        "- Peak memory grows with streams in infer (per-stream buffers, batch tensors) and "
-        "preprocess; decode stays flat (bounded re-decoding keeps at most about 10 s of "
-        "posteriors per stream). A 0 means the sample was not captured.",
-        "",
-    ]
-    runs = pipe["runs"]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    n = [r["streams"] for r in runs]
-    for k in ["p50", "p95", "p99"]:
-        a.plot(n, [r["latency_ms"][k] for r in runs], "o-", label=k)
-    a.set_xlabel("concurrent streams")
-    a.set_ylabel("frame ingest -> first partial (ms)")
-    a.legend()
-    a.set_title("latency")
-    for role in roles:
-        pts = [(r["streams"], r["peak_memory_mib"].get(role, 0)) for r in runs if r["peak_memory_mib"].get(role, 0) > 0]
-        b.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=role)
-    b.set_xlabel("concurrent streams")
-    b.set_ylabel("peak resident memory (MiB)")
-    b.legend()
-    b.set_title("memory per service")
+        out += [
+            f"- The broker's fixed cost, with the three stages idle on it and no data at all "
+            f"(`scripts/bench_broker_idle`, CPU over {idle['seconds']} s), in cores: {cases}. The stages "
+            f"themselves idle at {max(c['stages_cores'] for c in idle['cases']):.3f} cores for all three "
+            "(no busy waiting).",
+        ]
+    out += ["", "![pipeline](benchmarks/pipeline.png)", ""]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for name, mode, style in [("separate", sep, "o-"), ("chained", ch, "s--")]:
+        if not mode:
+            continue
+        runs = mode["runs"]
+        n = [r["streams"] for r in runs]
+        for k in ["p50", "p95"]:
+            axes[0].plot(n, [r["latency_ms"][k] for r in runs], style, label=f"{name} {k}")
+        axes[1].plot(n, [r["first_partial_ms"]["p95"] for r in runs], style, label=f"{name} p95")
+        total = [sum(v for k, v in r["cpu_s"].items() if k != "redis") / max(r["elapsed_s"], 1) for r in runs]
+        axes[2].plot(n, total, style, label=f"{name} (stages + broker)")
+    axes[0].axhline(1500, color="grey", lw=0.8, ls=":")
+    axes[0].set(xlabel="concurrent streams", ylabel="frame ingest -> first partial (ms)", title="latency")
+    axes[1].axhline(1500, color="grey", lw=0.8, ls=":")
+    axes[1].set(xlabel="concurrent streams", ylabel="first frame -> first partial (ms)", title="a new stream's first words")
+    axes[2].axhline(pipe.get("cpus", 2), color="grey", lw=0.8, ls=":")
+    axes[2].set(xlabel="concurrent streams", ylabel="cores (CPU s / elapsed s)", title="CPU")
+    for a in axes:
+        a.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(docs / "benchmarks" / "pipeline.png", dpi=110)
-    out += ["![pipeline](benchmarks/pipeline.png)", ""]
+    out += LEVERS
     return out
+
+
+# Levers of issue 13, each measured on this machine; the accuracy figures are
+# the reference model's streaming word error (50 validation clips joined five
+# at a time, through `mouthmap transcribe`) from
+# `cd model && python -m mouthmap_model.evaluate --streaming-only --models
+# ../models/mouthmap-lipnet-grid-s1/2/model.onnx` with the setting in the
+# environment (e.g. MOUTHMAP_DETECT_EVERY=5); before these changes: 16.0% open,
+# 13.7% GRID grammar.
+LEVERS = [
+    "### Levers, measured",
+    "",
+    "Accuracy: the reference model's streaming word error (open / GRID grammar), "
+    "`cd model && python -m mouthmap_model.evaluate --streaming-only --models "
+    "../models/mouthmap-lipnet-grid-s1/2/model.onnx` with the setting in the environment "
+    "(before: 16.0% / 13.7%). CPU: `cargo bench --bench pipeline` with the setting (same machine, "
+    "one setting changed at a time, 2026-12-02).",
+    "",
+    "| lever | measured | kept? |",
+    "|---|---|---|",
+    "| Broker storage: Tansu in memory instead of SQLite | idle broker 0.07 vs 0.86 cores (table above); "
+    "at 8 streams (separate) broker 4.7 vs 29.3 CPU s and 8 streams sustained vs not | **kept** as the local "
+    "stack's default (`MOUTHMAP_BROKER_STORAGE=sqlite` for a durable one; the fault tests keep their own "
+    "SQLite brokers, which they restart). Production runs Apache Kafka: nothing depends on it |",
+    "| Consumers' fetch.wait.max.ms 100 instead of 20 | idle SQLite broker 0.26 vs 0.86 cores; in memory "
+    "0.02 vs 0.07. Tansu 0.6 answers a fetch only after the whole wait, so each hop would wait up to 100 ms "
+    "more | dropped: with the broker in memory the saving is 0.05 cores |",
+    "| nisshi 0.8 (Tansu's successor) | not measured here: it needs rustc 1.96, these machines have 1.95 "
+    "and fetch no other toolchain | not possible |",
+    "| Operator chaining (`ingest --crop`) | see the two tables: no JPEG encoding or decoding, no frames "
+    "hop | **kept** as an option; separate services stay the default |",
+    "| Face detector every 5th frame, tracked between | streaming WER 22.7% / 16.0% (every 3rd: 20.7% / "
+    "12.7%) vs 16.0% / 13.7% | dropped: the reference model reads the crops of a box that moves every "
+    "frame; detecting every frame stays the default (`--detect-every`) until a model is trained on "
+    "tracked crops |",
+    "| Face detector on the frame at half size | streaming WER 18.7% / 16.7% | dropped (removed) |",
+    "| Face detector near the last face only (`--detect-region 0.5`) | off YuNet's 32-pixel grid: "
+    "landmarks moved up to 2.4 px, WER 18.7% / 14.3%; on the grid: 0.3 px on average, WER 16.3% / 13.7%, "
+    "a quarter less to detect on GRID's 360x288 frames | kept, **opt-in**: little to gain on GRID, much "
+    "on a small face in a large frame |",
+    "| JPEG chroma averaged without per-sample bounds checks | preprocess CPU per stream 0.061 -> 0.047 "
+    "cores (12 streams, separate) | **kept** (bit-identical, unit-tested against the old loop) |",
+    "| One ONNX Runtime thread per model instead of two | infer 19.6 vs 26.0 CPU s at 16 streams "
+    "(chained), p50 latency 1.1 vs 1.7 s | **kept** as the default (`--model-threads`) |",
+    "| ONNX Runtime pools that sleep (no spinning) | three idle stages 0.035-0.042 cores together "
+    "(`scripts/bench_broker_idle`) | **kept** |",
+    "| INT8 model (static QDQ) | see its table: infer CPU 1.4x lower than FP32 at 16 streams; streaming "
+    "WER 16.3% / 14.7% (model card) | kept as a served option (`--model mouthmap-lipnet-grid-s1-int8`), "
+    "not the default: the GRID figure is at the edge of the 1-point bound |",
+    "| Early windows (`--early-windows 15`) | a stream's first partial after 15 frames instead of 75 "
+    "(first-partial columns); finals unchanged (streaming WER 16.0% / 13.7% with them) | **kept** |",
+    "| A partial for every window that reads further, not only when the text changes | p95 at 8 streams "
+    "2206 -> 1363-1449 ms in two runs (separate, before the detector went back to every frame): frames in a silence had "
+    "waited for the next change of text | **kept** |",
+    "| zstd -> lz4 on the producers | ingest 11.0 vs 11.5 CPU s at 8 streams (noise) | dropped |",
+    "| Compute each frame once (front end per frame, GRU per window) | not built yet | open |",
+    "",
+]
 
 
 def enrichment_section(en) -> list[str]:
@@ -290,6 +393,7 @@ def main():
     bench, docs = Path(sys.argv[1]), Path(sys.argv[2])
     (docs / "benchmarks").mkdir(parents=True, exist_ok=True)
     inf, naive, pipe, en = (load(bench, n) for n in ["inferencer", "naive", "pipeline", "enrichment"])
+    int8, idle = load(bench, "pipeline-int8"), load(bench, "broker_idle")
     lines = [
         "# Benchmarks",
         "",
@@ -305,7 +409,7 @@ def main():
         "",
     ]
     lines += inferencer_section(inf, naive, docs)
-    lines += pipeline_section(pipe, docs)
+    lines += pipeline_section(pipe, int8, idle, docs)
     lines += enrichment_section(en)
     ev_path = Path(__file__).resolve().parents[1] / "model" / "eval-report.json"
     lines += decoding_section(json.loads(ev_path.read_text()) if ev_path.exists() else None)

@@ -349,18 +349,34 @@ pub fn i420_region_to_bgr_planar(
     let (y_plane, rest) = frame.split_at(w * h);
     let (u_plane, v_plane) = rest.split_at(cw * ch);
     let plane = pw * ph;
+    let (b_plane, rest) = out.split_at_mut(plane);
+    let (g_plane, r_plane) = rest.split_at_mut(plane);
+    let x1 = w.min(x0 + pw);
+    if x1 <= x0 {
+        return;
+    }
     for y in y0..h.min(y0 + ph) {
-        for x in x0..w.min(x0 + pw) {
-            let yy = (y_plane[y * w + x] as f32 - 16.0) * 1.164;
-            let u = u_plane[(y / 2) * cw + x / 2] as f32 - 128.0;
-            let v = v_plane[(y / 2) * cw + x / 2] as f32 - 128.0;
-            let r = yy + 1.596 * v;
-            let g = yy - 0.392 * u - 0.813 * v;
-            let b = yy + 2.017 * u;
-            let o = (y - y0) * pw + (x - x0);
-            out[o] = b.clamp(0.0, 255.0);
-            out[plane + o] = g.clamp(0.0, 255.0);
-            out[2 * plane + o] = r.clamp(0.0, 255.0);
+        // One row: slices, so the loop runs without index arithmetic or
+        // bounds checks per pixel.
+        let luma = &y_plane[y * w + x0..y * w + x1];
+        let (us, vs) = (
+            &u_plane[(y / 2) * cw..(y / 2) * cw + cw],
+            &v_plane[(y / 2) * cw..(y / 2) * cw + cw],
+        );
+        let o = (y - y0) * pw;
+        let (bs, gs, rs) = (
+            &mut b_plane[o..o + (x1 - x0)],
+            &mut g_plane[o..o + (x1 - x0)],
+            &mut r_plane[o..o + (x1 - x0)],
+        );
+        for (i, &l) in luma.iter().enumerate() {
+            let x = x0 + i;
+            let yy = (l as f32 - 16.0) * 1.164;
+            let u = us[x / 2] as f32 - 128.0;
+            let v = vs[x / 2] as f32 - 128.0;
+            bs[i] = (yy + 2.017 * u).clamp(0.0, 255.0);
+            gs[i] = (yy - 0.392 * u - 0.813 * v).clamp(0.0, 255.0);
+            rs[i] = (yy + 1.596 * v).clamp(0.0, 255.0);
         }
     }
 }
