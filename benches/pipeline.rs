@@ -131,8 +131,9 @@ async fn run_load(
             });
         }
     }
-    // Let the services create the topics and join their groups.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Let the services create the topics and join their groups (a second
+    // replica joining makes the group rebalance: give it time to settle).
+    tokio::time::sleep(Duration::from_secs(8)).await;
     let ids: Vec<String> = (0..n).map(|i| unique(&format!("bench{i}"))).collect();
     let mut ingest = command("ingest");
     ingest.arg("--realtime");
