@@ -27,21 +27,7 @@ async fn four_services_turn_validation_clips_into_transcripts() {
     let _pre = t.service(&brokers, "preprocess", &[]);
     let _inf = t.service(&brokers, "infer", &["--model", &model]);
     let _dec = t.service(&brokers, "decode", &[]);
-    let ids: Vec<String> = CLIPS.iter().map(|(c, _)| unique(c)).collect();
-    let mut ingest = t.command(&brokers);
-    ingest.arg("ingest");
-    for ((clip, _), id) in CLIPS.iter().zip(&ids) {
-        ingest.arg(format!(
-            "{id}={}",
-            grid_clip(&format!("{clip}.mp4")).display()
-        ));
-    }
-    assert!(ingest.status().unwrap().success());
-
-    let msgs = read_until(&brokers, &t.transcripts, |m| {
-        ids.iter().all(|id| finals_for(m, id) >= 1)
-    })
-    .await;
+    let (ids, msgs) = clips_through(&t, &brokers, &["ingest"]).await;
     let mut kafka_finals = HashMap::new();
     for ((clip, sentence), id) in CLIPS.iter().zip(&ids) {
         let f = check_stream(&msgs, id, clip, sentence);
@@ -94,9 +80,29 @@ async fn the_crop_chained_into_ingest_reads_the_clips_without_a_preprocess_servi
     let model = model().display().to_string();
     let _inf = t.service(&brokers, "infer", &["--model", &model]);
     let _dec = t.service(&brokers, "decode", &[]);
+    let (ids, msgs) = clips_through(
+        &t,
+        &brokers,
+        &["ingest", "--crop", "--feature-store", "false"],
+    )
+    .await;
+    for ((clip, sentence), id) in CLIPS.iter().zip(&ids) {
+        let f = check_stream(&msgs, id, clip, sentence);
+        assert_eq!(f.frames_lost, 0, "{clip}: nothing lost");
+    }
+}
+
+/// Ingests every clip of [`CLIPS`] at once, each under a fresh id, with the
+/// `ingest` command line `ingest_args`, and reads the transcripts topic until
+/// each has its final. Returns the ids (in `CLIPS` order) and the messages.
+async fn clips_through(
+    t: &Topics,
+    brokers: &str,
+    ingest_args: &[&str],
+) -> (Vec<String>, Vec<mouthmap_bus::kafka::InMessage>) {
     let ids: Vec<String> = CLIPS.iter().map(|(c, _)| unique(c)).collect();
-    let mut ingest = t.command(&brokers);
-    ingest.args(["ingest", "--crop", "--feature-store", "false"]);
+    let mut ingest = t.command(brokers);
+    ingest.args(ingest_args);
     for ((clip, _), id) in CLIPS.iter().zip(&ids) {
         ingest.arg(format!(
             "{id}={}",
@@ -104,14 +110,11 @@ async fn the_crop_chained_into_ingest_reads_the_clips_without_a_preprocess_servi
         ));
     }
     assert!(ingest.status().unwrap().success());
-    let msgs = read_until(&brokers, &t.transcripts, |m| {
+    let msgs = read_until(brokers, &t.transcripts, |m| {
         ids.iter().all(|id| finals_for(m, id) >= 1)
     })
     .await;
-    for ((clip, sentence), id) in CLIPS.iter().zip(&ids) {
-        let f = check_stream(&msgs, id, clip, sentence);
-        assert_eq!(f.frames_lost, 0, "{clip}: nothing lost");
-    }
+    (ids, msgs)
 }
 
 fn start_event(id: &str) -> Vec<u8> {
