@@ -59,6 +59,38 @@ fn frame_latencies(partials: &[(i64, Transcript)]) -> Vec<f64> {
     out
 }
 
+/// Waits (up to 60 s) until every service's /readyz names partitions.
+async fn wait_for_partitions(ports: &[u16]) {
+    let until = Instant::now() + Duration::from_secs(60);
+    for port in ports {
+        loop {
+            let held = tokio::task::spawn_blocking({
+                let url = format!("http://127.0.0.1:{port}/readyz");
+                move || {
+                    reqwest::blocking::get(url)
+                        .and_then(|r| r.json::<serde_json::Value>())
+                        .map(|v| {
+                            v["detail"]["partitions"]
+                                .as_array()
+                                .is_some_and(|p| !p.is_empty())
+                        })
+                        .unwrap_or(false)
+                }
+            })
+            .await
+            .unwrap_or(false);
+            if held {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "the service on :{port} holds no partitions after 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
 struct Run {
     report: serde_json::Value,
     sustained: bool,
@@ -99,6 +131,7 @@ async fn run_load(
         c
     };
     let mut services = Vec::new();
+    let mut ready_ports = Vec::new();
     // Chained: the mouth crop runs inside ingest (`ingest --crop`).
     let roles: &[&str] = if chained {
         &["infer", "decode"]
@@ -115,7 +148,12 @@ async fn run_load(
         for replica in 0..replicas {
             let log = logs.join(format!("{role}-{n}-{replica}.log"));
             let mut c = command(role);
-            c.args(["--metrics-listen", "127.0.0.1:0", "--group"])
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port");
+            ready_ports.push(port);
+            c.args(["--metrics-listen", &format!("127.0.0.1:{port}"), "--group"])
                 .arg(&group)
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap());
@@ -131,9 +169,11 @@ async fn run_load(
             });
         }
     }
-    // Let the services create the topics and join their groups (a second
-    // replica joining makes the group rebalance: give it time to settle).
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Every service holds partitions before the streams start: replicas
+    // that join a group at once may wait a rebalance or two (10-20 s on
+    // Tansu's in-memory storage), and a load measured meanwhile would be
+    // one replica's.
+    wait_for_partitions(&ready_ports).await;
     let ids: Vec<String> = (0..n).map(|i| unique(&format!("bench{i}"))).collect();
     let mut ingest = command("ingest");
     ingest.arg("--realtime");

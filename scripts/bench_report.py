@@ -174,13 +174,8 @@ def pipeline_section(pipe, int8, idle, docs: Path) -> list[str]:
         "every final arrives, the last within 5 s of the streams' real-time end, the median latency of "
         "the last third of the frames within 1 s of the first third's, p99 under 5 s. The sweep stops "
         "at the first load not sustained."
-        + (
-            " On Tansu's in-memory storage the second preprocess replica was given no partitions "
-            "(`tests/pipeline_kafka.rs` `four_streams_at_once_through_replicated_services` fails on it and "
-            "passes on SQLite): the separate figures are those of one working preprocess replica."
-            if pipe.get("broker_storage") == "memory" and pipe.get("preprocess_replicas", 1) > 1
-            else ""
-        ),
+        + " Each load starts once every service holds partitions (replicas that join a group at "
+        "once wait 10-20 s for them on Tansu's in-memory storage).",
         "",
         f"`MOUTHMAP_BROKER_STORAGE={pipe.get('broker_storage', 'sqlite')} scripts/stack up --infra && "
         "cargo bench --bench pipeline`",
@@ -295,8 +290,9 @@ LEVERS = [
     "| Broker storage: Tansu in memory instead of SQLite | idle broker 0.08 vs 0.99 cores (above); at 8 "
     "streams (separate, same run otherwise) broker 4.7 vs 29.3 CPU s, and 8 streams sustained vs 1 | kept as "
     "an **opt-in** (`MOUTHMAP_BROKER_STORAGE=memory`), used for these benchmarks: a restart loses the topics, "
-    "and Tansu 0.6 gives a second replica of a consumer group no partitions on it, so the stack's default "
-    "stays SQLite. Production runs Apache Kafka: nothing depends on it |",
+    "and replicas that join a group at once wait 10-20 s for their first partitions there (the replicated-"
+    "services test streams before that), so the stack's default stays SQLite. Production runs Apache Kafka: "
+    "nothing depends on it |",
     "| Consumers' fetch.wait.max.ms 100 instead of 20 | idle SQLite broker 0.26 vs 0.86 cores; in memory "
     "0.02 vs 0.07. Tansu 0.6 answers a fetch only after the whole wait, so each hop would wait up to 100 ms "
     "more | dropped: with the broker in memory the saving is 0.05 cores |",
