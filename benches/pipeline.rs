@@ -148,10 +148,7 @@ async fn run_load(
         for replica in 0..replicas {
             let log = logs.join(format!("{role}-{n}-{replica}.log"));
             let mut c = command(role);
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .expect("a free port");
+            let port = free_port();
             ready_ports.push(port);
             c.args(["--metrics-listen", &format!("127.0.0.1:{port}"), "--group"])
                 .arg(&group)

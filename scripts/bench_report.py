@@ -265,7 +265,13 @@ def pipeline_section(pipe, int8, idle, docs: Path) -> list[str]:
                 f"{rf['cpu_s']['infer'] / max(r8['cpu_s']['infer'], 1e-9):.2f}x lower than FP32's at "
                 f"{r8['streams']} streams ({r8['cpu_s']['infer']:.0f} vs {rf['cpu_s']['infer']:.0f} CPU s)"
             )
-    out += [line.replace("{int8_ratio}", ratio) for line in LEVERS]
+    fill = {"{int8_ratio}": ratio}
+    for c in (idle or {}).get("cases", []):
+        fill[f"{{idle_{c['storage']}_{c['fetch_wait_ms']}}}"] = f"{c['broker_cores']:.2f}"
+    for line in LEVERS:
+        for key, value in fill.items():
+            line = line.replace(key, value)
+        out.append(line)
     return out
 
 
@@ -282,20 +288,23 @@ LEVERS = [
     "Accuracy: the reference model's streaming word error (open / GRID grammar), "
     "`cd model && python -m mouthmap_model.evaluate --streaming-only --models "
     "../models/mouthmap-lipnet-grid-s1/2/model.onnx` with the setting in the environment "
-    "(before: 16.0% / 13.7%). CPU: `cargo bench --bench pipeline` with the setting (same machine, "
-    "one setting changed at a time, 2026-12-02).",
+    "(before: 16.0% / 13.7%). CPU: `cargo bench --bench pipeline -- --streams N` with the setting in the "
+    "environment (e.g. `MOUTHMAP_MODEL_THREADS=1`), same machine, one setting changed at a time, "
+    "2026-12-02; rows marked * were measured while the detector ran on every 5th frame (the default for "
+    "part of that session) and with the earlier sustained criterion (no check of the last final's delay).",
     "",
     "| lever | measured | kept? |",
     "|---|---|---|",
-    "| Broker storage: Tansu in memory instead of SQLite | idle broker 0.08 vs 0.99 cores (above); at 8 "
-    "streams (separate, same run otherwise) broker 4.7 vs 29.3 CPU s, and 8 streams sustained vs 1 | kept as "
+    "| Broker storage: Tansu in memory instead of SQLite | idle broker {idle_memory_20} vs {idle_sqlite_20} "
+    "cores (above); at 8 streams (separate) broker 4.7 vs 29.3 CPU s* | kept as "
     "an **opt-in** (`MOUTHMAP_BROKER_STORAGE=memory`), used for these benchmarks: a restart loses the topics, "
     "and replicas that join a group at once wait 10-20 s for their first partitions there (the replicated-"
     "services test streams before that), so the stack's default stays SQLite. Production runs Apache Kafka: "
     "nothing depends on it |",
-    "| Consumers' fetch.wait.max.ms 100 instead of 20 | idle SQLite broker 0.26 vs 0.86 cores; in memory "
-    "0.02 vs 0.07. Tansu 0.6 answers a fetch only after the whole wait, so each hop would wait up to 100 ms "
-    "more | dropped: with the broker in memory the saving is 0.05 cores |",
+    "| Consumers' fetch.wait.max.ms 100 instead of 20 | idle SQLite broker {idle_sqlite_100} vs "
+    "{idle_sqlite_20} cores; in memory {idle_memory_100} vs {idle_memory_20} (above). Tansu 0.6 answers a "
+    "fetch only after the whole wait, so each hop would wait up to 100 ms more | dropped: with the broker "
+    "in memory the saving is a few hundredths of a core |",
     "| nisshi 0.8 (Tansu's successor) | not measured here: it needs rustc 1.96, these machines have 1.95 "
     "and fetch no other toolchain | not possible |",
     "| Operator chaining (`ingest --crop`) | see the two tables: no JPEG encoding or decoding, no frames "
@@ -310,9 +319,9 @@ LEVERS = [
     "a quarter less to detect on GRID's 360x288 frames | kept, **opt-in**: little to gain on GRID, much "
     "on a small face in a large frame |",
     "| JPEG chroma averaged without per-sample bounds checks | preprocess CPU per stream 0.061 -> 0.047 "
-    "cores (12 streams, separate) | **kept** (bit-identical, unit-tested against the old loop) |",
+    "cores (12 streams, separate)* | **kept** (bit-identical, unit-tested against the old loop) |",
     "| One ONNX Runtime thread per model instead of two | infer 19.6 vs 26.0 CPU s at 16 streams "
-    "(chained), p50 latency 1.1 vs 1.7 s | **kept** as the default (`--model-threads`) |",
+    "(chained), p50 latency 1.1 vs 1.7 s* | **kept** as the default (`--model-threads`) |",
     "| ONNX Runtime pools that sleep (no spinning) | three idle stages 0.035-0.042 cores together "
     "(`scripts/bench_broker_idle`) | **kept** |",
     "| INT8 model (static QDQ) | see its table: infer's CPU {int8_ratio}; streaming WER 16.3% / 14.7% "
@@ -322,9 +331,10 @@ LEVERS = [
     "| Early windows (`--early-windows 15`) | a stream's first partial after 15 frames instead of 75 "
     "(first-partial columns); finals unchanged (streaming WER 16.0% / 13.7% with them) | **kept** |",
     "| A partial for every window that reads further, not only when the text changes | p95 at 8 streams "
-    "2206 -> 1363-1449 ms in two runs (separate, before the detector went back to every frame): frames in a silence had "
-    "waited for the next change of text | **kept** |",
-    "| zstd -> lz4 on the producers | ingest 11.0 vs 11.5 CPU s at 8 streams (noise) | dropped |",
+    "2206 -> 1363-1449 ms in two runs (separate)*: frames in a silence had waited for the next change of "
+    "text | **kept** |",
+    "| zstd -> lz4 on the producers (`MOUTHMAP_KAFKA_OPTIONS=compression.type=lz4`) | ingest 11.0 vs 11.5 "
+    "CPU s at 8 streams* (noise) | dropped |",
     "| Compute each frame once (front end per frame, GRU per window) | not built yet | open |",
     "",
 ]

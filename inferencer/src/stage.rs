@@ -145,12 +145,59 @@ struct StreamBuffer {
     received: u64,
     /// The last window queued ends at this received-frame count.
     covered: u64,
-    /// Received-frame count at which the next early window forms (0: the
-    /// first is due at `early` frames).
-    next_early: u64,
     /// The newest frame index received: frames at or before it again (a
     /// preprocessor that restarted and re-read its input) are duplicates.
     last_index: Option<u64>,
+}
+
+/// What fills a window past its valid frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pad {
+    /// Black frames (a stream's end window).
+    Zeros,
+    /// The newest frame again, a still mouth (an early window).
+    Newest,
+}
+
+impl StreamBuffer {
+    /// A window over the buffered frames from `offset` to the newest (at
+    /// most `frames` of them), padded to `frames` frames of `frame_px` bytes.
+    fn tail_window(
+        &self,
+        stream_id: &str,
+        offset: usize,
+        frames: usize,
+        frame_px: usize,
+        pad: Pad,
+        tag: &[(String, String)],
+    ) -> PendingWindow {
+        let mut crops: Vec<u8> = Vec::with_capacity(frames * frame_px);
+        crops.extend(self.crops.range(offset * frame_px..));
+        let valid = crops.len() / frame_px.max(1);
+        match pad {
+            Pad::Zeros => crops.resize(frames * frame_px, 0),
+            Pad::Newest => {
+                let newest = crops[(valid - 1) * frame_px..valid * frame_px].to_vec();
+                while crops.len() < frames * frame_px {
+                    crops.extend_from_slice(&newest);
+                }
+            }
+        }
+        let window_frames: Vec<&FrameInfo> = self.frames.range(offset..).collect();
+        let faces = self.faces.range(offset..).filter(|&&f| f).count();
+        PendingWindow {
+            stream_id: stream_id.to_string(),
+            model: self.model,
+            shadow: false,
+            first_frame: window_frames[0].index,
+            valid,
+            face_share: faces as f32 / valid.max(1) as f32,
+            newest_ingest_us: window_frames.iter().map(|f| f.ingest_us).max().unwrap_or(0),
+            crops,
+            queued: Instant::now(),
+            tag: tag.to_vec(),
+        }
+    }
 }
 
 /// One batch the model ran: the windows it carried, for tracing.
@@ -471,35 +518,17 @@ impl Inferencer {
         buf.received += (c.frames.len() - skip) as u64;
         let mut made = Vec::new();
         let early = self.settings.early as u64;
+        // Before the first whole window (nothing dropped, no window started),
+        // an early window is due at each multiple of `early` past the last.
         if early > 0
             && buf.dropped == 0
             && buf.next_start == 0
             && buf.received < frames as u64
-            && buf.received >= buf.next_early.max(early)
+            && buf.received >= (buf.covered / early + 1) * early
         {
-            // An early window: every frame so far, the newest repeated.
-            let valid = buf.received as usize;
-            let mut crops: Vec<u8> = Vec::with_capacity(wb);
-            crops.extend(buf.crops.iter());
-            let last = crops[(valid - 1) * frame_px..valid * frame_px].to_vec();
-            while crops.len() < wb {
-                crops.extend_from_slice(&last);
-            }
-            let faces = buf.faces.iter().filter(|&&f| f).count();
-            made.push(PendingWindow {
-                stream_id: c.stream_id.clone(),
-                model,
-                shadow: false,
-                first_frame: buf.frames[0].index,
-                valid,
-                face_share: faces as f32 / valid as f32,
-                newest_ingest_us: buf.frames.iter().map(|f| f.ingest_us).max().unwrap_or(0),
-                crops,
-                queued: Instant::now(),
-                tag: tag.to_vec(),
-            });
+            // Every frame so far, the newest repeated.
+            made.push(buf.tail_window(&c.stream_id, 0, frames, frame_px, Pad::Newest, tag));
             buf.covered = buf.received;
-            buf.next_early = (buf.received / early + 1) * early;
         }
         while buf.next_start + frames as u64 <= buf.received {
             let offset = (buf.next_start - buf.dropped) as usize;
@@ -561,23 +590,7 @@ impl Inferencer {
         }
         let start = buf.received.saturating_sub(frames as u64).max(buf.dropped);
         let offset = (start - buf.dropped) as usize;
-        let valid = (buf.received - start) as usize;
-        let mut crops: Vec<u8> = buf.crops.range(offset * frame_px..).copied().collect();
-        crops.resize(frames * frame_px, 0);
-        let window_frames: Vec<&FrameInfo> = buf.frames.range(offset..).collect();
-        let faces = buf.faces.range(offset..).filter(|&&f| f).count();
-        let window = PendingWindow {
-            stream_id: id.to_string(),
-            model: buf.model,
-            shadow: false,
-            first_frame: window_frames[0].index,
-            valid,
-            face_share: faces as f32 / valid.max(1) as f32,
-            newest_ingest_us: window_frames.iter().map(|f| f.ingest_us).max().unwrap_or(0),
-            crops,
-            queued: Instant::now(),
-            tag: tag.to_vec(),
-        };
+        let window = buf.tail_window(id, offset, frames, frame_px, Pad::Zeros, tag);
         buf.covered = buf.received;
         self.enqueue(window);
     }

@@ -168,10 +168,16 @@ impl Detector {
         height: usize,
         region: Option<Region>,
     ) -> Result<Vec<Face>, DetectorError> {
-        if let Some(r) = region {
-            let (pw, ph) = (r.width.div_ceil(32) * 32, r.height.div_ceil(32) * 32);
-            i420_region_to_bgr_planar(frame, width, height, r.x, r.y, pw, ph, &mut self.input);
-            let mut faces = self.run(pw, ph)?;
+        let r = region.unwrap_or(Region {
+            x: 0,
+            y: 0,
+            width,
+            height,
+        });
+        let (pw, ph) = (r.width.div_ceil(32) * 32, r.height.div_ceil(32) * 32);
+        i420_region_to_bgr_planar(frame, width, height, r.x, r.y, pw, ph, &mut self.input);
+        let mut faces = self.run(pw, ph)?;
+        if (r.x, r.y) != (0, 0) {
             for f in &mut faces {
                 f.x += r.x as f32;
                 f.y += r.y as f32;
@@ -179,12 +185,8 @@ impl Detector {
                     *p = Point::new(p.x + r.x as f32, p.y + r.y as f32);
                 }
             }
-            return Ok(faces);
         }
-        let pw = width.div_ceil(32) * 32;
-        let ph = height.div_ceil(32) * 32;
-        i420_to_bgr_planar(frame, width, height, pw, ph, &mut self.input);
-        self.run(pw, ph)
+        Ok(faces)
     }
 
     /// Runs YuNet on the `pw` x `ph` input prepared in `self.input`.

@@ -73,8 +73,8 @@ pub fn decode_i420(
             // A 2x2 block's mean; at an odd edge the last row or column
             // counts twice, which gives the mean of the samples there are.
             let (r0, r1) = (row(2 * cy), row((2 * cy + 1).min(h - 1)));
-            let mut pairs = r0.chunks_exact(6).zip(r1.chunks_exact(6));
-            out.extend(pairs.by_ref().map(|(a, b)| {
+            let pairs = r0.chunks_exact(6).zip(r1.chunks_exact(6));
+            out.extend(pairs.map(|(a, b)| {
                 let sum = u32::from(a[channel])
                     + u32::from(a[channel + 3])
                     + u32::from(b[channel])
@@ -121,9 +121,9 @@ mod tests {
 
     #[test]
     fn chroma_is_the_mean_of_each_block_at_odd_sizes_too() {
-        // The pattern at 39x31 and 40x32 (re-encoded by the test: the
-        // decoder's upsampled chroma averaged back, against a plain
-        // per-block mean of the same decoded samples).
+        // A colour gradient encoded by the test at even, odd and tiny sizes:
+        // the decoder's upsampled chroma averaged back, against a plain
+        // per-block mean of the same decoded samples (the loop this replaced).
         for (w, h) in [(40usize, 32usize), (39, 31), (1, 1), (3, 2)] {
             let mut pixels = Vec::with_capacity(w * h * 3);
             for y in 0..h {

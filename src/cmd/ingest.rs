@@ -342,7 +342,10 @@ fn crop_lane(
                 }
             }
             Err(e) => {
-                metrics.error(mouthmap_bus::ErrorKind::Content);
+                // Counted under the kind the preprocess service gives it
+                // (it displays as the stage's error).
+                let e = mouthmap_bus::HandleError::from(e);
+                metrics.error(e.kind());
                 tracing::error!(stream_id = input.event.stream_id(), error = %e,
                     "the chained mouth crop refused a chunk; its frames are skipped");
             }
