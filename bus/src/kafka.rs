@@ -50,6 +50,18 @@ pub enum BusError {
     },
     #[error("stage stopped: {0}")]
     Fatal(String),
+    /// No assignment came for [`REJOIN_AFTER`] since the consumer subscribed
+    /// or a rebalance took its partitions, while it kept asking: its group is
+    /// stuck. Seen on Tansu 0.6, which never evicts a static member: after a
+    /// broker restart a static member that had to rejoin under a new member
+    /// id waited for a leader that was its own old id, and a replica that
+    /// replaces a dead one waits for the dead one. The caller joins again
+    /// with a new consumer without static membership, whose joins make the
+    /// broker drop members silent for the session timeout (`run_service`).
+    #[error(
+        "no partitions assigned for {waited:?} since joining or the last rebalance; the consumer group is stuck"
+    )]
+    RebalanceStuck { waited: Duration },
     /// librdkafka's local queue is full (the broker is slow or away): wait
     /// for acknowledgements and send the message again.
     #[error("the producer's queue is full")]
@@ -285,6 +297,23 @@ pub const STATISTICS_EVERY: Duration = Duration::from_secs(5);
 /// the client id without its `mouthmap-` prefix (`mouthmap-infer`: `infer`).
 pub struct LagContext {
     stage: String,
+    /// Since when this consumer has waited for an assignment: from its
+    /// creation, and from each rebalance that took its partitions, until an
+    /// assignment comes (see [`LagContext::waiting_for_assignment`]).
+    waiting_since: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl LagContext {
+    /// How long this consumer has waited to join its group: since it
+    /// subscribed or a rebalance took its partitions, with no assignment
+    /// (not even an empty one) since. None when it holds an assignment,
+    /// which is also the state of a replica given no partitions.
+    pub fn waiting_for_assignment(&self) -> Option<Duration> {
+        self.waiting_since
+            .lock()
+            .ok()
+            .and_then(|at| at.map(|t| t.elapsed()))
+    }
 }
 
 impl rdkafka::ClientContext for LagContext {
@@ -320,9 +349,15 @@ impl ConsumerContext for LagContext {
         };
         match rebalance {
             Rebalance::Assign(tpl) => {
+                if let Ok(mut at) = self.waiting_since.lock() {
+                    *at = None;
+                }
                 tracing::info!(stage = %self.stage, partitions = %list(tpl), "partitions assigned")
             }
             Rebalance::Revoke(tpl) => {
+                if let Ok(mut at) = self.waiting_since.lock() {
+                    at.get_or_insert_with(std::time::Instant::now);
+                }
                 tracing::info!(stage = %self.stage, partitions = %list(tpl), "partitions revoked")
             }
             Rebalance::Error(e) => {
@@ -363,7 +398,10 @@ pub fn consumer(
                 StartAt::Latest => "latest",
             },
         )
-        .set("session.timeout.ms", "10000")
+        .set(
+            "session.timeout.ms",
+            SESSION_TIMEOUT.as_millis().to_string(),
+        )
         // Return a fetch within 20 ms even when little has arrived: stages
         // hand messages on one by one, and some brokers (Tansu) hold a
         // fetch for the whole wait. Override with --kafka-option.
@@ -384,6 +422,7 @@ pub fn consumer(
             .strip_prefix("mouthmap-")
             .unwrap_or(&settings.client_id)
             .to_string(),
+        waiting_since: std::sync::Mutex::new(Some(std::time::Instant::now())),
     };
     let consumer: BusConsumer =
         settings
@@ -458,6 +497,16 @@ pub const MAX_IN_FLIGHT: usize = 256;
 /// (a broker that restarts refuses what it is sent while it comes back, and
 /// may have forgotten an idempotent producer's identity).
 pub const REDELIVER_FOR: Duration = Duration::from_secs(120);
+
+/// How long a group member may stay silent before the broker drops it
+/// (`session.timeout.ms`; `--kafka-option` may set another).
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A consumer that gets no assignment for this long after subscribing or
+/// after a rebalance took its partitions, while it keeps polling, makes
+/// [`run_stage`] return [`BusError::RebalanceStuck`] (a healthy join or
+/// rebalance takes seconds).
+pub const REJOIN_AFTER: Duration = Duration::from_secs(30);
 
 /// Pause before sending failed messages again, by a renewed producer.
 pub const REDELIVER_AFTER: Duration = Duration::from_secs(1);
@@ -628,6 +677,21 @@ pub async fn run_stage<H: Handler>(
                 if last_health_check.elapsed() >= HEALTH_EVERY {
                     last_health_check = std::time::Instant::now();
                     check_health(consumer, &settings.stage);
+                }
+                // Only while the loop polls the consumer (a paused loop
+                // would not see an assignment that came).
+                let stuck = consumer.context().waiting_for_assignment().filter(|w| *w >= REJOIN_AFTER);
+                if let Some(waited) = stuck.filter(|_| retry.is_empty() && resending == 0) {
+                    // What is in flight is delivered (nothing lost); its
+                    // offsets belong to whoever holds the partitions.
+                    while let Some((f, result)) = in_flight.next().await {
+                        if let Err(e) = result {
+                            tracing::warn!(stage = %settings.stage, error = %e, topic = %f.key.0,
+                                partition = f.key.1, offset = f.key.2,
+                                "delivery failed while leaving a stuck group; the input is read again");
+                        }
+                    }
+                    return Err(BusError::RebalanceStuck { waited });
                 }
                 match handler.on_tick().await {
                     Ok(out) => {

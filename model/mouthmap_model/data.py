@@ -85,7 +85,8 @@ def build(args: argparse.Namespace) -> None:
             sys.exit(f"{binary} not found: build it with `cargo build --release` first")
         env = dict(os.environ, MOUTHMAP_FACE_MODEL=str(shared / "models/yunet/face_detection_yunet_2026may.onnx"))
         print(f"cropping {len(clips)} clips with {binary} crops (the serving code path)", flush=True)
-        subprocess.run([str(binary), "crops", "--out", str(crops), *map(str, clips)], check=True, env=env)
+        extra = ["--detect-every", str(args.detect_every)]
+        subprocess.run([str(binary), "crops", "--out", str(crops), *extra, *map(str, clips)], check=True, env=env)
     validation = validation_set([c.stem for c in clips])
     split = {"validation": [], "train": []}
     entries = []
@@ -117,6 +118,9 @@ def build(args: argparse.Namespace) -> None:
     manifest = {
         "source": "GRID corpus speaker 1 (Cooke et al. 2006, CC BY 4.0)",
         "frame_format": report.get("frame_format", "unknown"),
+        # 1: the face detected on every frame; N: every Nth, the box
+        # tracked between (preprocess --detect-every).
+        "detect_every": args.detect_every,
         "clips": entries,
     }
     body = json.dumps(manifest, sort_keys=True).encode()
@@ -143,6 +147,13 @@ def main() -> None:
     b.add_argument("--out", default=str(REPO / "model" / "data"))
     b.add_argument("--mouthmap", default=str(REPO / "target" / "release" / "mouthmap"))
     b.add_argument("--reuse-crops", action="store_true", help="use crops already in OUT/crops")
+    b.add_argument(
+        "--detect-every",
+        type=int,
+        default=1,
+        help="crop as `preprocess --detect-every N` does: the face detected on every Nth frame, "
+        "the box tracked between (1: every frame, the committed model's crops)",
+    )
     args = p.parse_args()
     build(args)
 

@@ -47,14 +47,29 @@ class Sampler:
     frame repeated or dropped; the word alignments move with the frames, so
     labels stay exact."""
 
-    def __init__(self, manifest: dict, arrays: dict[str, np.ndarray], seed: int, retime: bool = True):
+    def __init__(
+        self,
+        manifest: dict,
+        arrays: dict[str, np.ndarray],
+        seed: int,
+        retime: bool = True,
+        alt: dict[str, np.ndarray] | None = None,
+        alt_share: float = 0.0,
+    ):
         self.rng = random.Random(seed)
         self.train = [e for e in manifest["clips"] if e["split"] == "train"]
         self.arrays = arrays
         self.retime_frames = retime
+        # The same clips cropped another way (the box tracked between
+        # detections), drawn for a share of the samples.
+        self.alt = alt or {}
+        self.alt_share = alt_share
 
     def _clip(self, e: dict) -> tuple[np.ndarray, list]:
-        x, words = self.arrays[e["clip"]], [tuple(w) for w in e["words"]]
+        x = self.arrays[e["clip"]]
+        if e["clip"] in self.alt and self.rng.random() < self.alt_share:
+            x = self.alt[e["clip"]]
+        words = [tuple(w) for w in e["words"]]
         if self.retime_frames:
             x, words = retime(x, words, self.rng)
         return x, words
@@ -210,6 +225,12 @@ def main() -> None:
     p.add_argument("--data", default=str(D.REPO / "model" / "data"))
     p.add_argument("--run", default=str(D.REPO / "model" / "runs" / "lipnet"))
     p.add_argument("--minutes", type=float, default=80.0, help="training time budget")
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="steps of the schedule, instead of sizing it to --minutes from a timing run "
+        "(which a busy machine would make too short)",
+    )
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--peak-lr", type=float, default=3e-3)
     p.add_argument("--threads", type=int, default=2)
@@ -245,6 +266,13 @@ def main() -> None:
         "(from the end of warm-up; evaluated and exported); 0: none",
     )
     p.add_argument(
+        "--alt-data",
+        help="crops of the same clips made another way (`data build --detect-every 5`: the box tracked "
+        "between detections), drawn for --alt-share of the samples and evaluated beside the main ones; "
+        "the best checkpoint is then the one with the best mean of the two validation WERs",
+    )
+    p.add_argument("--alt-share", type=float, default=0.5, help="share of samples cut from --alt-data's crops")
+    p.add_argument(
         "--recipe",
         choices=["v1", "v2"],
         default="v2",
@@ -263,7 +291,14 @@ def main() -> None:
     train_frames = np.concatenate([arrays[e["clip"]][::5] for e in manifest["clips"] if e["split"] == "train"])
     mean, std = float(train_frames.mean() / 255.0), float(train_frames.std() / 255.0)
     del train_frames
-    sampler = Sampler(manifest, arrays, args.seed, retime=not args.no_retime)
+    alt_arrays = None
+    if args.alt_data:
+        alt_manifest, alt_arrays = D.load(Path(args.alt_data))
+        if [e["clip"] for e in alt_manifest["clips"]] != [e["clip"] for e in manifest["clips"]]:
+            raise SystemExit(f"{args.alt_data} does not hold the clips of {args.data}")
+    sampler = Sampler(
+        manifest, arrays, args.seed, retime=not args.no_retime, alt=alt_arrays, alt_share=args.alt_share
+    )
     rng = random.Random(args.seed + 1)
     net = LipNet(D.CLASSES)
     layout = torch.contiguous_format if args.no_channels_last else torch.channels_last_3d
@@ -324,8 +359,8 @@ def main() -> None:
         for _ in range(3):
             step([sampler.draw(0.0) for _ in range(args.batch)])
         per_step = (time.time() - t0) / 3
-        total_steps = int(args.minutes * 60 / (per_step * 1.08))
-        print(f"{per_step:.2f} s per step of {args.batch}: {total_steps} steps in {args.minutes} min", flush=True)
+        total_steps = args.steps or int(args.minutes * 60 / (per_step * 1.08))
+        print(f"{per_step:.2f} s per step of {args.batch}: {total_steps} steps, about {total_steps * per_step / 60:.0f} min", flush=True)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=args.peak_lr, total_steps=total_steps + 1, pct_start=0.15, anneal_strategy="cos"
     )
@@ -345,6 +380,12 @@ def main() -> None:
             c, w = c_raw, w_raw
             if ema is not None:
                 c, w, examples = evaluate(ema, manifest, arrays, mean, std)
+            alt_scores, score = {}, w
+            if alt_arrays is not None:
+                c_alt, w_alt, _ = evaluate(ema if ema is not None else net, manifest, alt_arrays, mean, std)
+                alt_scores = {"val_cer_alt": round(c_alt, 4), "val_wer_alt": round(w_alt, 4)}
+                # Selected on both crop kinds: serving may use either.
+                score = (w + w_alt) / 2
             elapsed = time.time() - t_start
             rec = {
                 "step": s + 1,
@@ -356,6 +397,7 @@ def main() -> None:
                 "val_wer": round(w, 4),
                 "val_cer_last_weights": round(c_raw, 4),
                 "val_wer_last_weights": round(w_raw, 4),
+                **alt_scores,
             }
             losses = []
             log.write(json.dumps(rec) + "\n")
@@ -369,19 +411,20 @@ def main() -> None:
                 "sched": sched.state_dict(),
                 "step": s + 1,
                 "total_steps": total_steps,
-                "best_wer": min(best_wer, w),
+                "best_wer": min(best_wer, score),
                 "elapsed": elapsed,
                 "mean": mean,
                 "std": std,
                 "val_cer": c,
                 "val_wer": w,
                 "data_manifest_sha256": manifest["manifest_sha256"],
+                "alt_data_manifest_sha256": alt_manifest["manifest_sha256"] if alt_arrays is not None else None,
                 "init": args.init,
                 "recipe": {k: v for k, v in vars(args).items() if k not in ("data", "run", "resume")},
             }
             torch.save(ckpt, run / "last.pt")
-            if w <= best_wer:
-                best_wer = w
+            if score <= best_wer:
+                best_wer = score
                 torch.save(ckpt, run / "best.pt")
     print(f"done: best validation WER {best_wer:.4f}", flush=True)
 

@@ -327,10 +327,10 @@ pub async fn run_service<H: mouthmap_bus::kafka::Handler>(
     metrics: &mouthmap_bus::metrics::StageMetrics,
 ) -> anyhow::Result<std::process::ExitCode> {
     use mouthmap_bus::kafka::{Producer, StageSettings, StartAt, consumer, run_stage};
-    let kafka = w.kafka.settings(&format!("mouthmap-{}", w.stage))?;
+    let mut kafka = w.kafka.settings(&format!("mouthmap-{}", w.stage))?;
     w.kafka.prepare_topics(&kafka).await?;
     let producer = Producer::new(&kafka)?;
-    let input = consumer(&kafka, w.group, &[w.input_topic], StartAt::Earliest)?;
+    let mut input = consumer(&kafka, w.group, &[w.input_topic], StartAt::Earliest)?;
     let shutdown = shutdown_signal();
     let listener = tokio::net::TcpListener::bind(w.metrics_listen)
         .await
@@ -351,9 +351,43 @@ pub async fn run_service<H: mouthmap_bus::kafka::Handler>(
     };
     tracing::info!(stage = w.stage, group = w.group, input = w.input_topic, output = w.output_topic,
         metrics = %metrics_addr, "service running");
-    run_stage(&input, &producer, handler, &settings, metrics, shutdown)
+    loop {
+        match run_stage(
+            &input,
+            &producer,
+            handler,
+            &settings,
+            metrics,
+            shutdown.clone(),
+        )
         .await
-        .with_context(|| format!("{} stopped", w.stage))?;
+        {
+            // A group stuck in a rebalance: join it again as a new member.
+            // Without static membership, whose stale identity is what kept
+            // the group waiting (on Tansu 0.6 after a broker restart); the
+            // old identity's partitions come back when the broker drops it.
+            Err(mouthmap_bus::kafka::BusError::RebalanceStuck { waited }) => {
+                tracing::warn!(stage = w.stage, group = w.group, ?waited, instance_id = ?kafka.instance_id,
+                    "no partitions since joining or the last rebalance: the group is stuck; \
+                     leaving it, and joining again without static membership once the broker \
+                     can drop the silent members (the session timeout)");
+                // The old member falls silent first: a join it still had in
+                // flight must not keep it in the group as a live leader.
+                drop(input);
+                let mut stop = shutdown.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(mouthmap_bus::kafka::SESSION_TIMEOUT + Duration::from_secs(2)) => {}
+                    _ = stop.changed() => break,
+                }
+                kafka.instance_id = None;
+                input = consumer(&kafka, w.group, &[w.input_topic], StartAt::Earliest)?;
+            }
+            other => {
+                other.with_context(|| format!("{} stopped", w.stage))?;
+                break;
+            }
+        }
+    }
     producer.flush(Duration::from_secs(30))?;
     metrics_task.abort();
     Ok(std::process::ExitCode::SUCCESS)

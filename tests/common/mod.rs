@@ -344,7 +344,13 @@ pub fn mouthmap(brokers: &str, frames_topic: &str) -> Command {
         .env("MOUTHMAP_BROKERS", brokers)
         .env("MOUTHMAP_FRAMES_TOPIC", frames_topic)
         .env("MOUTHMAP_PARTITIONS", "3")
-        .env("MOUTHMAP_LOG", "info,ort=warn")
+        // MOUTHMAP_TEST_LOG gives the services another log filter, e.g.
+        // `info,librdkafka=debug` with MOUTHMAP_KAFKA_OPTIONS=debug=cgrp to
+        // watch a consumer group's joins.
+        .env(
+            "MOUTHMAP_LOG",
+            std::env::var("MOUTHMAP_TEST_LOG").unwrap_or_else(|_| "info,ort=warn".into()),
+        )
         .stdin(Stdio::null());
     c
 }
