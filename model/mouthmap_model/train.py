@@ -336,7 +336,7 @@ def main() -> None:
         return loss.item()
 
     start_step, best_wer, elapsed_before = 0, math.inf, 0.0
-    state = None
+    state, resized = None, False
     if args.resume:
         state = torch.load(args.resume, weights_only=False)
         net.load_state_dict(state["model"])
@@ -346,6 +346,12 @@ def main() -> None:
         start_step, best_wer, elapsed_before = state["step"], state["best_wer"], state["elapsed"]
         mean, std = state["mean"], state["std"]
         total_steps = state["total_steps"]
+        # A shorter (or longer) schedule than the run began with: the
+        # learning rate follows the new one-cycle from this step on.
+        resized = bool(args.steps) and args.steps != total_steps
+        if resized:
+            print(f"schedule resized: {total_steps} -> {args.steps} steps at step {start_step}", flush=True)
+            total_steps = args.steps
     else:
         if args.init:
             init = torch.load(args.init, weights_only=False)
@@ -361,17 +367,24 @@ def main() -> None:
         per_step = (time.time() - t0) / 3
         total_steps = args.steps or int(args.minutes * 60 / (per_step * 1.08))
         print(f"{per_step:.2f} s per step of {args.batch}: {total_steps} steps, about {total_steps * per_step / 60:.0f} min", flush=True)
+    # A fine-tune (also one resumed) starts past the curriculum.
+    finetune = bool(args.init or (state is not None and state.get("init")))
+    if state is not None and state.get("init"):
+        args.init = state["init"]
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=args.peak_lr, total_steps=total_steps + 1, pct_start=0.15, anneal_strategy="cos"
     )
-    if state is not None:
+    if state is not None and not resized:
         sched.load_state_dict(state["sched"])
+    elif state is not None:
+        for _ in range(start_step):
+            sched.step()
     log = open(run / "log.jsonl", "a")
     t_start = time.time() - elapsed_before
     losses = []
     bar = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps, desc="train")
     for s in bar:
-        progress = 1.0 if args.init else s / total_steps
+        progress = 1.0 if finetune else s / total_steps
         losses.append(step([sampler.draw(progress, args.window_share) for _ in range(args.batch)]))
         sched.step()
         update_ema(progress)
