@@ -121,6 +121,21 @@ impl Services {
             .unwrap_or_else(|e| panic!("{name} answers /readyz: {e}"))
     }
 
+    /// Waits up to 60 s until the number of partitions each named replica
+    /// reports holding satisfies `holds`, all at once; panics with their
+    /// readiness reports and `what` otherwise.
+    fn wait_partitions(&self, names: &[&str], holds: impl Fn(usize) -> bool, what: &str) {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let reports: Vec<serde_json::Value> = names.iter().map(|n| self.readyz(n)).collect();
+            if reports.iter().all(|r| holds(partitions_held(r))) {
+                return;
+            }
+            assert!(Instant::now() < until, "{what} within 60 s: {reports:?}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// Events the replica has read from its input topic.
     fn received(&self, name: &str) -> u64 {
         let url = format!("http://127.0.0.1:{}/metrics", self.ports[name]);
@@ -151,6 +166,13 @@ impl Services {
         p.child.kill().unwrap();
         p.child.wait().unwrap();
     }
+}
+
+/// How many partitions a replica's readiness report says it holds.
+fn partitions_held(report: &serde_json::Value) -> usize {
+    report["detail"]["partitions"]
+        .as_array()
+        .map_or(0, Vec::len)
 }
 
 /// What every fault test starts from: a broker of its own, the joined
@@ -380,10 +402,10 @@ async fn a_replica_added_mid_stream_takes_partitions_and_loses_nothing() {
     each_reads_as(&s, &ids, &reference, "a replica added").await;
     for name in ["infer", added.as_str()] {
         let report = tokio::task::block_in_place(|| s.readyz(name));
-        let partitions = report["detail"]["partitions"]
-            .as_array()
-            .map_or(0, Vec::len);
-        assert!(partitions > 0, "{name} holds partitions: {report}");
+        assert!(
+            partitions_held(&report) > 0,
+            "{name} holds partitions: {report}"
+        );
     }
 }
 
@@ -430,23 +452,11 @@ async fn of_two_replicas_the_one_killed_comes_back_and_its_streams_complete() {
     assert!(tokio::task::block_in_place(|| i.wait(Duration::from_secs(60))).success());
     // Both replicas hold partitions again (the one back took its own).
     tokio::task::block_in_place(|| {
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            let reports = [s.readyz("infer"), s.readyz(&second)];
-            let held = |r: &serde_json::Value| {
-                r["detail"]["partitions"]
-                    .as_array()
-                    .is_some_and(|p| !p.is_empty())
-            };
-            if reports.iter().all(held) {
-                break;
-            }
-            assert!(
-                Instant::now() < until,
-                "both replicas hold partitions within 60 s: {reports:?}"
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        s.wait_partitions(
+            &["infer", &second],
+            |n| n > 0,
+            "both replicas hold partitions",
+        )
     });
     each_reads_as(&s, &ids, &reference, "one of two replicas killed").await;
 }
@@ -486,21 +496,11 @@ async fn a_replica_dead_for_good_is_replaced_under_a_new_identity() {
     // The broker drops the newcomer's own earlier (static) identity a
     // session timeout after it left, which is one more rebalance: polled.
     tokio::task::block_in_place(|| {
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            let report = s.readyz(&newcomer);
-            let held = report["detail"]["partitions"]
-                .as_array()
-                .map_or(0, Vec::len);
-            if held == 3 {
-                break;
-            }
-            assert!(
-                Instant::now() < until,
-                "the newcomer holds every partition within 60 s: {report}"
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        s.wait_partitions(
+            &[&newcomer],
+            |n| n == 3,
+            "the newcomer holds every partition",
+        )
     });
 }
 

@@ -95,6 +95,17 @@ impl KafkaSettings {
         }
     }
 
+    /// The consumers' `session.timeout.ms`: [`SESSION_TIMEOUT`] unless an
+    /// option sets another.
+    pub fn session_timeout(&self) -> Duration {
+        self.options
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "session.timeout.ms")
+            .and_then(|(_, v)| v.parse().ok())
+            .map_or(SESSION_TIMEOUT, Duration::from_millis)
+    }
+
     fn base(&self) -> ClientConfig {
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", &self.brokers)
@@ -499,7 +510,8 @@ pub const MAX_IN_FLIGHT: usize = 256;
 pub const REDELIVER_FOR: Duration = Duration::from_secs(120);
 
 /// How long a group member may stay silent before the broker drops it
-/// (`session.timeout.ms`; `--kafka-option` may set another).
+/// (`session.timeout.ms`; `--kafka-option` may set another, see
+/// [`KafkaSettings::session_timeout`]).
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A consumer that gets no assignment for this long after subscribing or
@@ -1098,6 +1110,15 @@ pub fn dead_letter(msg: &InMessage, stage: &str, topic: &str, reason: &str) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_session_timeout_is_the_default_unless_an_option_sets_it() {
+        let mut s = KafkaSettings::new("localhost:9092", "t");
+        assert_eq!(s.session_timeout(), SESSION_TIMEOUT);
+        s.options
+            .push(("session.timeout.ms".into(), "30000".into()));
+        assert_eq!(s.session_timeout(), Duration::from_secs(30));
+    }
 
     #[test]
     fn a_dead_letter_of_a_huge_message_keeps_its_head_and_its_size() {

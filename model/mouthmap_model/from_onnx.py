@@ -65,7 +65,6 @@ def convert(path: Path, arrays: list[np.ndarray]) -> dict:
             conv.weight.copy_(torch.from_numpy(w))
             # The folded convolution without its bias, on crops like the
             # training crops: its per-channel mean and spread.
-            net.eval()
             y = conv(_upto(net, conv, x))
             mu = y.mean(dim=(0, 2, 3, 4))
             var = y.var(dim=(0, 2, 3, 4), unbiased=False)

@@ -376,7 +376,7 @@ pub async fn run_service<H: mouthmap_bus::kafka::Handler>(
                 drop(input);
                 let mut stop = shutdown.clone();
                 tokio::select! {
-                    _ = tokio::time::sleep(mouthmap_bus::kafka::SESSION_TIMEOUT + Duration::from_secs(2)) => {}
+                    _ = tokio::time::sleep(kafka.session_timeout() + Duration::from_secs(2)) => {}
                     _ = stop.changed() => break,
                 }
                 kafka.instance_id = None;
