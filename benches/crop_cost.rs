@@ -42,25 +42,32 @@ fn decode(path: &std::path::Path) -> Vec<(Vec<u8>, u32, u32)> {
     f.0
 }
 
-/// Mean ms per frame of `tracker` over `frames`, `rounds` times.
+/// Mean ms per frame of `tracker` over `frames` in ingest's chunks of 3,
+/// `rounds` times, and the frames the detector ran on.
 fn time_tracker(
     det: &mut Detector,
     settings: TrackerSettings,
     frames: &[(Vec<u8>, u32, u32)],
     rounds: usize,
 ) -> (f64, usize) {
+    let (w, h) = (frames[0].1, frames[0].2);
+    let chunks: Vec<Vec<&[u8]>> = frames
+        .chunks(3)
+        .map(|c| c.iter().map(|f| f.0.as_slice()).collect())
+        .collect();
     let mut total = 0.0;
     let mut detected = 0;
     for _ in 0..rounds {
         let mut t = MouthTracker::new(settings);
-        // The first frame always detects; time the rest.
-        t.process(det, &frames[0].0, frames[0].1, frames[0].2)
-            .unwrap();
+        // The first chunk always detects; time the rest.
+        t.process_chunk(det, &chunks[0], w, h).unwrap();
         let start = Instant::now();
-        for (f, w, h) in &frames[1..] {
-            detected += t.process(det, f, *w, *h).unwrap().quality.detected as usize;
+        for c in &chunks[1..] {
+            for crop in t.process_chunk(det, c, w, h).unwrap() {
+                detected += crop.quality.detected as usize;
+            }
         }
-        total += start.elapsed().as_secs_f64() * 1000.0 / (frames.len() - 1) as f64;
+        total += start.elapsed().as_secs_f64() * 1000.0 / (frames.len() - chunks[0].len()) as f64;
     }
     (total / rounds as f64, detected / rounds)
 }
@@ -89,7 +96,11 @@ fn main() {
             }
         }
         let detector_ms = start.elapsed().as_secs_f64() * 1000.0 / (rounds * frames.len()) as f64;
-        let every = TrackerSettings::default();
+        let every = TrackerSettings {
+            detect_every: 1,
+            interpolate: false,
+            ..TrackerSettings::default()
+        };
         let (detect_ms, _) = time_tracker(&mut det, every, &frames, rounds);
         let tracked = TrackerSettings {
             detect_every: u32::MAX,
@@ -103,12 +114,15 @@ fn main() {
             ..every
         };
         let (five_ms, five_detected) = time_tracker(&mut det, five, &frames, rounds);
+        let interpolated = TrackerSettings::default();
+        assert!(interpolated.interpolate, "the default interpolates");
+        let (inter_ms, inter_detected) = time_tracker(&mut det, interpolated, &frames, rounds);
+        let timed = frames.len() - 3;
         rows.push(format!(
-            "| {} | {w}x{h} | {detector_ms:.2} | {detect_ms:.2} | {track_ms:.3} | {five_ms:.2} ({five_detected}/{}) | {:.0} | {:.0} |",
+            "| {} | {w}x{h} | {detector_ms:.2} | {detect_ms:.2} | {track_ms:.3} | {five_ms:.2} ({five_detected}/{timed}) | {inter_ms:.2} ({inter_detected}/{timed}) | {:.0} | {:.0} |",
             clip.file_name().unwrap().to_string_lossy(),
-            frames.len() - 1,
             1000.0 / (25.0 * detect_ms),
-            1000.0 / (25.0 * five_ms),
+            1000.0 / (25.0 * inter_ms),
         ));
     }
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -122,8 +136,11 @@ fn main() {
     let report = format!(
         "Preprocessor cost per frame, one thread, {rounds} rounds per clip, on {cpu}.\n\
          Command: `cargo bench --bench crop_cost`\n\n\
-         | clip | size | YuNet alone ms | detector frame ms (detect + crop) | tracked frame ms (crop only) | every 5th detected ms (frames detected) | streams/core, detect every frame | streams/core, every 5th |\n\
-         |---|---|---|---|---|---|---|---|\n{}\n",
+         Frames in ingest's chunks of 3. Columns: the detector alone; every frame detected; \
+         no detection (the crop alone); the box held, detected on every 5th frame; the default, \
+         detected on each chunk's last frame with the boxes between interpolated.\n\n\
+         | clip | size | YuNet alone ms | every frame detected ms | crop only ms | held, every 5th detected ms (frames detected) | interpolated, every 3rd (default) ms (frames detected) | streams/core, every frame | streams/core, default |\n\
+         |---|---|---|---|---|---|---|---|---|\n{}\n",
         rows.join("\n")
     );
     print!("{report}");

@@ -122,7 +122,7 @@ fn two_clips_with_one_name_are_refused() {
 fn crop_of_a_known_frame_matches_the_stored_one() {
     let out = tempfile::tempdir().unwrap();
     let status = crops_cmd()
-        .args(["--pixel-format", "i420", "--out"])
+        .args(["--detect-every", "1", "--pixel-format", "i420", "--out"])
         .arg(out.path())
         .arg(grid_clip("bbaf2n.mp4"))
         .status()
@@ -279,4 +279,75 @@ fn a_face_found_near_the_last_one_has_the_whole_frames_landmarks() {
     println!("{compared} frames: landmarks {mean:.3} px apart on average, {worst:.3} at most");
     assert!(compared > 30, "{compared} frames compared");
     assert!(mean < 0.4, "landmarks {mean} px apart on average");
+}
+
+/// The default crop: the detector on each 3-frame chunk's last frame, the
+/// boxes between interpolated. The mouth corners stay inside the box on
+/// every frame, the detector runs on about a third of them, and each box
+/// between two detections lies on the line between theirs.
+#[test]
+fn interpolated_boxes_run_the_detector_on_a_third_of_the_frames_and_keep_the_mouth_inside() {
+    // The 12 speaker clips and 10 of speaker 1 (none named like a speaker clip).
+    let mut clips_used = clips("data/grid/speakers", "mpg");
+    clips_used.extend(clips("data/grid/s1", "mp4").into_iter().skip(7).step_by(90));
+    let out = tempfile::tempdir().unwrap();
+    let status = crops_cmd()
+        .args(["--detect-every", "3", "--boxes-between", "interpolate"])
+        .args(["--check", "--out"])
+        .arg(out.path())
+        .args(&clips_used)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["failed"].as_array().unwrap().len(), 0, "{report}");
+    assert_eq!(
+        report["corners_inside"], report["corners_checked"],
+        "{report}"
+    );
+    // Chunks of three frames, the detector on each one's last frame (and on
+    // every frame of a chunk where a face was lost or found again).
+    let (frames, detected) = (
+        report["frames"].as_u64().unwrap(),
+        report["detector_frames"].as_u64().unwrap(),
+    );
+    assert!(
+        detected * 100 <= frames * 40 && detected * 100 >= frames * 30,
+        "detector on {detected} of {frames} frames"
+    );
+    // Each box between two detections lies on the line between their boxes.
+    let mut between = 0;
+    for clip in &clips_used {
+        let name = clip.file_stem().unwrap().to_string_lossy();
+        let record: Value = serde_json::from_slice(
+            &std::fs::read(out.path().join(format!("{name}.json"))).unwrap(),
+        )
+        .unwrap();
+        let frames = record["per_frame"].as_array().unwrap();
+        let anchors: Vec<usize> = (0..frames.len())
+            .filter(|&i| frames[i]["detected"].as_bool().unwrap())
+            .collect();
+        for pair in anchors.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            if b - a < 2 || !frames[a]["face_found"].as_bool().unwrap() {
+                continue;
+            }
+            let cx = |i: usize| frames[i]["mouth_box"]["cx"].as_f64().unwrap();
+            for i in a + 1..b {
+                let t = (i - a) as f64 / (b - a) as f64;
+                let want = cx(a) + t * (cx(b) - cx(a));
+                assert!(
+                    (cx(i) - want).abs() < 1e-3,
+                    "{name} frame {i}: box centre {} off the line {want}",
+                    cx(i)
+                );
+                between += 1;
+            }
+        }
+    }
+    assert!(
+        between as u64 * 100 >= frames * 60,
+        "{between} boxes interpolated"
+    );
 }

@@ -85,7 +85,7 @@ def build(args: argparse.Namespace) -> None:
             sys.exit(f"{binary} not found: build it with `cargo build --release` first")
         env = dict(os.environ, MOUTHMAP_FACE_MODEL=str(shared / "models/yunet/face_detection_yunet_2026may.onnx"))
         print(f"cropping {len(clips)} clips with {binary} crops (the serving code path)", flush=True)
-        extra = ["--detect-every", str(args.detect_every)]
+        extra = ["--detect-every", str(args.detect_every), "--boxes-between", args.boxes_between]
         subprocess.run([str(binary), "crops", "--out", str(crops), *extra, *map(str, clips)], check=True, env=env)
     validation = validation_set([c.stem for c in clips])
     split = {"validation": [], "train": []}
@@ -118,11 +118,15 @@ def build(args: argparse.Namespace) -> None:
     manifest = {
         "source": "GRID corpus speaker 1 (Cooke et al. 2006, CC BY 4.0)",
         "frame_format": report.get("frame_format", "unknown"),
-        # 1: the face detected on every frame; N: every Nth, the box
-        # tracked between (preprocess --detect-every).
+        # 1: the face detected on every frame; N: every Nth (preprocess
+        # --detect-every), the box between interpolated or held
+        # (--boxes-between; recorded only then, so the hash of an
+        # every-frame manifest is what it was before the option).
         "detect_every": args.detect_every,
         "clips": entries,
     }
+    if args.detect_every > 1:
+        manifest["boxes_between"] = args.boxes_between
     body = json.dumps(manifest, sort_keys=True).encode()
     manifest["manifest_sha256"] = hashlib.sha256(body).hexdigest()
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
@@ -150,9 +154,17 @@ def main() -> None:
     b.add_argument(
         "--detect-every",
         type=int,
-        default=1,
-        help="crop as `preprocess --detect-every N` does: the face detected on every Nth frame, "
-        "the box tracked between (1: every frame, the committed model's crops)",
+        default=3,
+        help="crop as `preprocess --detect-every N` does: the face detected on every Nth frame "
+        "(3, with the boxes between interpolated: serving's default; 1: every frame, the crops "
+        "the committed model was trained on)",
+    )
+    b.add_argument(
+        "--boxes-between",
+        choices=["interpolate", "hold"],
+        default="interpolate",
+        help="the box on frames between detections, as `preprocess --boxes-between` "
+        "(interpolate: serving's default)",
     )
     args = p.parse_args()
     build(args)

@@ -244,8 +244,10 @@ impl Preprocessor {
             .entry(chunk.stream_id.clone())
             .or_insert_with(|| StreamState::new(settings));
         state.last_seen = std::time::Instant::now();
-        for frame in &frames {
-            let c = state.tracker.process(&mut self.detector, frame, w, h)?;
+        for c in state
+            .tracker
+            .process_chunk(&mut self.detector, &frames, w, h)?
+        {
             observe(&c);
             state.totals.add(&c);
             no_face = c.no_face;

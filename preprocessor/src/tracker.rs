@@ -15,8 +15,15 @@ pub struct TrackerSettings {
     /// Between detections, run the detector anyway when the face region's
     /// mean absolute change since the last detection exceeds this (0..255).
     pub recheck_threshold: f32,
-    /// Weight of a new detection in the smoothed box (1 = no smoothing).
+    /// Weight of a new detection in the smoothed box (1 = no smoothing),
+    /// for detections one frame apart (further apart, the weight a detection
+    /// on every frame would have had over those frames).
     pub smoothing: f32,
+    /// Boxes between detections interpolated from the detections on both
+    /// sides within a chunk, instead of held from the last one: the
+    /// detector runs on each chunk's last frame and every `detect_every`th
+    /// frame before it, so no frame waits for a later chunk.
+    pub interpolate: bool,
     /// Frames a lost face's box is held before the stream is flagged `no_face`.
     pub max_gap: u32,
     /// Detect only near the face found last: in a region this many times the
@@ -31,9 +38,10 @@ pub struct TrackerSettings {
 impl Default for TrackerSettings {
     fn default() -> Self {
         Self {
-            detect_every: 1,
+            detect_every: 3,
             recheck_threshold: 8.0,
             smoothing: 0.6,
+            interpolate: true,
             max_gap: 25,
             region_margin: None,
             box_params: BoxParams::default(),
@@ -92,6 +100,19 @@ impl MouthTracker {
         width: u32,
         height: u32,
     ) -> Result<FrameCrop, DetectorError> {
+        self.process_frame(detector, frame, width, height, false)
+    }
+
+    /// As [`process`](Self::process); `detect` runs the detector whether it
+    /// is due or not.
+    fn process_frame(
+        &mut self,
+        detector: &mut Detector,
+        frame: &[u8],
+        width: u32,
+        height: u32,
+        detect: bool,
+    ) -> Result<FrameCrop, DetectorError> {
         let (w, h) = (width as usize, height as usize);
         let luma = &frame[..w * h];
         let changed = match (&self.thumb, &self.last_face) {
@@ -101,7 +122,7 @@ impl MouthTracker {
             _ => true,
         };
         let due = self.since_detect + 1 >= self.settings.detect_every.max(1);
-        let must_detect = self.mouth_box.is_none() || self.gap > 0 || due || changed;
+        let must_detect = detect || self.mouth_box.is_none() || self.gap > 0 || due || changed;
         let mut detected_face = None;
         if must_detect {
             self.since_detect = 0;
@@ -170,6 +191,127 @@ impl MouthTracker {
             face: detected_face,
             no_face: !self.ever_found || self.gap > self.settings.max_gap,
         })
+    }
+
+    /// Crops one chunk's frames (I420, or Gray8 with `luma_only`), in order.
+    /// With [`TrackerSettings::interpolate`], boxes between detections are
+    /// interpolated (see there); a chunk where that cannot be done (no box
+    /// yet, a face lost or found again, or one that jumped by more than half
+    /// a box) is cropped frame by frame, detecting on every frame.
+    pub fn process_chunk<F: AsRef<[u8]>>(
+        &mut self,
+        detector: &mut Detector,
+        frames: &[F],
+        width: u32,
+        height: u32,
+    ) -> Result<Vec<FrameCrop>, DetectorError> {
+        let interpolate = self.settings.interpolate;
+        if interpolate && let Some(crops) = self.interpolated(detector, frames, width, height)? {
+            return Ok(crops);
+        }
+        frames
+            .iter()
+            .map(|f| self.process_frame(detector, f.as_ref(), width, height, interpolate))
+            .collect()
+    }
+
+    /// The chunk's crops with interpolated boxes, or None (nothing changed)
+    /// where the chunk must be cropped frame by frame.
+    fn interpolated<F: AsRef<[u8]>>(
+        &mut self,
+        detector: &mut Detector,
+        frames: &[F],
+        width: u32,
+        height: u32,
+    ) -> Result<Option<Vec<FrameCrop>>, DetectorError> {
+        let (w, h) = (width as usize, height as usize);
+        let Some(start) = self.mouth_box.filter(|_| self.gap == 0 && self.ever_found) else {
+            return Ok(None);
+        };
+        let n = frames.len();
+        let every = self.settings.detect_every.max(1) as usize;
+        // The last frame and every `every`th before it, in frame order.
+        let mut anchors: Vec<usize> = (0..n).rev().step_by(every).collect();
+        anchors.reverse();
+        // Each anchor's face and smoothed box; the box before the chunk sits
+        // at index -1.
+        let mut detected = Vec::with_capacity(anchors.len());
+        let (mut prev_box, mut prev_at) = (start, -1i64);
+        let mut face_ref = self.last_face.clone();
+        for &i in &anchors {
+            let frame = frames[i].as_ref();
+            let region = match (&face_ref, self.settings.region_margin) {
+                (Some(f), Some(margin)) => Region::around(f, margin, w, h),
+                _ => None,
+            };
+            let mut faces = detector.detect_i420_in(frame, w, h, region)?;
+            if faces.is_empty() && region.is_some() {
+                faces = detector.detect_i420(frame, w, h)?;
+            }
+            let Some(face) = self.pick_speaker(faces) else {
+                return Ok(None);
+            };
+            let fresh = MouthBox::from_face(&face, self.settings.box_params);
+            if prev_box.center().dist(fresh.center()) >= prev_box.width / 2.0 {
+                return Ok(None);
+            }
+            let span = i as i64 - prev_at;
+            let alpha = 1.0 - (1.0 - self.settings.smoothing).powi(span as i32);
+            let smoothed = prev_box.blend(&fresh, alpha);
+            detected.push((i, face.clone(), smoothed));
+            (prev_box, prev_at) = (smoothed, i as i64);
+            face_ref = Some(face);
+        }
+        let (cw, ch) = (
+            self.settings.crop_width as usize,
+            self.settings.crop_height as usize,
+        );
+        let mut out = Vec::with_capacity(n);
+        let (mut from, mut from_at) = (start, -1i64);
+        let mut next = detected.iter().peekable();
+        for (i, frame) in frames.iter().enumerate() {
+            let &(to_at, ref face, to) = *next.peek().expect("the last frame is an anchor");
+            let anchor = to_at == i;
+            let mouth_box = if anchor {
+                to
+            } else {
+                let t = (i as i64 - from_at) as f32 / (to_at as i64 - from_at) as f32;
+                from.blend(&to, t)
+            };
+            let luma = &frame.as_ref()[..w * h];
+            let mut crop_px = Vec::new();
+            crop::crop(luma, w, h, &mouth_box, cw, ch, &mut crop_px);
+            let (brightness, sharpness) = crop::quality(&crop_px, cw, ch);
+            out.push(FrameCrop {
+                crop: crop_px,
+                quality: CropQuality {
+                    face_score: face.score,
+                    face_found: true,
+                    detected: anchor,
+                    box_width: mouth_box.width,
+                    brightness,
+                    sharpness,
+                },
+                mouth_box,
+                face: anchor.then(|| face.clone()),
+                no_face: false,
+            });
+            if anchor {
+                (from, from_at) = (to, i as i64);
+                next.next();
+            }
+        }
+        let (last_at, last_face, last_box) = detected.pop().expect("at least the last frame");
+        self.thumb = Some(thumbnail(
+            &frames[last_at].as_ref()[..w * h],
+            w,
+            h,
+            &last_face,
+        ));
+        self.mouth_box = Some(last_box);
+        self.last_face = Some(last_face);
+        self.since_detect = 0;
+        Ok(Some(out))
     }
 
     /// The speaker: the face nearest the current box, or the largest at first.

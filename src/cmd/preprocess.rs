@@ -17,6 +17,15 @@ use mouthmap_feature_store::writer::FeatureWriter;
 
 use super::{KafkaArgs, ServiceWiring, StageFeatureArgs, StreamStateArgs, run_service};
 
+/// Where the mouth box is on frames the detector skipped.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoxesBetween {
+    /// On the line between the detections on either side.
+    Interpolate,
+    /// The last detection's box.
+    Hold,
+}
+
 /// Face detection and cropping settings (shared by `preprocess` and `crops`).
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Face and mouth")]
@@ -33,14 +42,34 @@ pub struct CropArgs {
     #[arg(long, env = "MOUTHMAP_FACE_SCORE", default_value_t = 0.6)]
     pub face_score: f32,
 
-    /// Run the face detector on every Nth frame; tracked frames in between (and a
-    /// detection whenever the face region changes, see --recheck-threshold). 5 keeps
-    /// the mouth corners inside the box on 67,386 of 67,389 GRID frames at a quarter
-    /// of the detector's cost, but the reference model, trained on crops detected on
-    /// every frame, reads them 6.7 points worse (streaming word error 22.7% against
-    /// 16.0%; preprocessor/README.md).
-    #[arg(long, env = "MOUTHMAP_DETECT_EVERY", default_value_t = 1)]
+    /// Run the face detector on every Nth frame (1: every frame). With
+    /// --boxes-between interpolate (the default) it also runs on each chunk's
+    /// last frame, so with ingest's chunks of 3 frames the default 3 detects
+    /// on a third of the frames: the reference model reads those crops as
+    /// well as crops detected on every frame (streaming word error 16.7% /
+    /// 11.3% GRID against 17.3% / 13.3%, measured the same day), for a third of
+    /// the detector, the crop's largest cost (preprocessor/README.md).
+    #[arg(
+        long,
+        env = "MOUTHMAP_DETECT_EVERY",
+        default_value_t = 3,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     pub detect_every: u32,
+
+    /// The mouth box on frames between detections: `interpolate` (on the line
+    /// between the detections on either side, within a chunk, so no frame
+    /// waits for a later one) or `hold` (the last detection's box, with a new
+    /// detection when the face region changes, see --recheck-threshold; the
+    /// reference model reads held boxes detected every 5th frame 6.7 points
+    /// worse).
+    #[arg(
+        long,
+        env = "MOUTHMAP_BOXES_BETWEEN",
+        value_enum,
+        default_value_t = BoxesBetween::Interpolate
+    )]
+    pub boxes_between: BoxesBetween,
 
     /// Between detections, detect anyway when the face region changed by more than this (mean, 0..255).
     #[arg(long, env = "MOUTHMAP_RECHECK_THRESHOLD", default_value_t = 8.0)]
@@ -104,6 +133,7 @@ impl CropArgs {
             detect_every: self.detect_every.max(1),
             recheck_threshold: self.recheck_threshold,
             smoothing: self.box_smoothing.clamp(0.01, 1.0),
+            interpolate: self.boxes_between == BoxesBetween::Interpolate,
             max_gap: self.max_face_gap,
             region_margin: (self.detect_region > 0.0).then_some(self.detect_region),
             box_params: BoxParams {
