@@ -289,9 +289,12 @@ LEVERS = [
     "`cd model && python -m mouthmap_model.evaluate --streaming-only --models "
     "../models/mouthmap-lipnet-grid-s1/2/model.onnx` with the setting in the environment "
     "(before: 16.0% / 13.7%). CPU: `cargo bench --bench pipeline -- --streams N` with the setting in the "
-    "environment (e.g. `MOUTHMAP_MODEL_THREADS=1`), same machine, one setting changed at a time, "
-    "2026-12-02; rows marked * were measured while the detector ran on every 5th frame (the default for "
-    "part of that session) and with the earlier sustained criterion (no check of the last final's delay).",
+    "environment (e.g. `MOUTHMAP_MODEL_THREADS=1`), one setting changed at a time, 2026-12-02. The "
+    "interpolated boxes' row was measured on this run's machine; the other rows' CPU figures on the "
+    "machine of an earlier run that day (an Intel Xeon with AVX-512, about twice as fast at the face "
+    "detector), each against its own baseline there; rows marked * were measured while the detector ran "
+    "on every 5th frame with the box held (the default for part of that session) and with the earlier "
+    "sustained criterion (no check of the last final's delay).",
     "",
     "| lever | measured | kept? |",
     "|---|---|---|",
@@ -309,10 +312,17 @@ LEVERS = [
     "and fetch no other toolchain | not possible |",
     "| Operator chaining (`ingest --crop`) | see the two tables: no JPEG encoding or decoding, no frames "
     "hop | **kept** as an option; separate services stay the default |",
-    "| Face detector every 5th frame, tracked between | streaming WER 22.7% / 16.0% (every 3rd: 20.7% / "
-    "12.7%) vs 16.0% / 13.7% | dropped: the reference model reads the crops of a box that moves every "
-    "frame; detecting every frame stays the default (`--detect-every`) until a model is trained on "
-    "tracked crops |",
+    "| Face detector on every 3rd frame (each 3-frame chunk's last), the boxes between interpolated "
+    "(`--detect-every 3 --boxes-between interpolate`) | crop 2.14 vs 6.38 ms a frame (`cargo bench --bench "
+    "crop_cost`); against the detector on every frame in the same session on this run's machine "
+    "(`MOUTHMAP_DETECT_EVERY=1 cargo bench --bench pipeline -- --streams 4,8`): chained sustains 8 streams "
+    "vs 4 (ingest 26.9 vs 52.8 CPU s at 8 streams), separate preprocess 13.2 vs 26.3 CPU s at 4 streams "
+    "(p95 1340 vs 1580 ms); streaming WER 16.7% / 11.3% vs 17.3% / 13.3% measured the same day | **kept, the "
+    "default** (preprocessor/README.md) |",
+    "| Face detector every 5th frame, the box held between (`--boxes-between hold`) | streaming WER 22.7% / "
+    "16.0% (every 3rd: 20.7% / 12.7%) vs 16.0% / 13.7% | kept as an option, not the default: the box follows "
+    "the mouth corners, which move as the mouth opens and closes, and a held box leaves the mouth off its "
+    "place in the crop |",
     "| Face detector on the frame at half size | streaming WER 18.7% / 16.7% | dropped (removed) |",
     "| Face detector near the last face only (`--detect-region 0.5`) | off YuNet's 32-pixel grid: "
     "landmarks moved up to 2.4 px, WER 18.7% / 14.3%; on the grid: 0.3 px on average, WER 16.3% / 13.7%, "
