@@ -126,17 +126,8 @@ impl MouthTracker {
         let mut detected_face = None;
         if must_detect {
             self.since_detect = 0;
-            // Near the face found last, when there is one; the whole frame
-            // when none is there.
-            let region = match (&self.last_face, self.settings.region_margin) {
-                (Some(f), Some(margin)) if self.gap == 0 => Region::around(f, margin, w, h),
-                _ => None,
-            };
-            let mut faces = detector.detect_i420_in(frame, w, h, region)?;
-            if faces.is_empty() && region.is_some() {
-                faces = detector.detect_i420(frame, w, h)?;
-            }
-            match self.pick_speaker(faces) {
+            let near = self.last_face.clone().filter(|_| self.gap == 0);
+            match self.find_speaker(detector, frame, w, h, near.as_ref())? {
                 Some(face) => {
                     let fresh = MouthBox::from_face(&face, self.settings.box_params);
                     let smoothed = match &self.mouth_box {
@@ -240,15 +231,7 @@ impl MouthTracker {
         let mut face_ref = self.last_face.clone();
         for &i in &anchors {
             let frame = frames[i].as_ref();
-            let region = match (&face_ref, self.settings.region_margin) {
-                (Some(f), Some(margin)) => Region::around(f, margin, w, h),
-                _ => None,
-            };
-            let mut faces = detector.detect_i420_in(frame, w, h, region)?;
-            if faces.is_empty() && region.is_some() {
-                faces = detector.detect_i420(frame, w, h)?;
-            }
-            let Some(face) = self.pick_speaker(faces) else {
+            let Some(face) = self.find_speaker(detector, frame, w, h, face_ref.as_ref())? else {
                 return Ok(None);
             };
             let fresh = MouthBox::from_face(&face, self.settings.box_params);
@@ -312,6 +295,28 @@ impl MouthTracker {
         self.last_face = Some(last_face);
         self.since_detect = 0;
         Ok(Some(out))
+    }
+
+    /// Runs the detector on one frame, near `near` when a region margin is
+    /// set (the whole frame when nothing is found there, or no face is
+    /// given), and picks the speaker.
+    fn find_speaker(
+        &self,
+        detector: &mut Detector,
+        frame: &[u8],
+        w: usize,
+        h: usize,
+        near: Option<&Face>,
+    ) -> Result<Option<Face>, DetectorError> {
+        let region = match (near, self.settings.region_margin) {
+            (Some(f), Some(margin)) => Region::around(f, margin, w, h),
+            _ => None,
+        };
+        let mut faces = detector.detect_i420_in(frame, w, h, region)?;
+        if faces.is_empty() && region.is_some() {
+            faces = detector.detect_i420(frame, w, h)?;
+        }
+        Ok(self.pick_speaker(faces))
     }
 
     /// The speaker: the face nearest the current box, or the largest at first.

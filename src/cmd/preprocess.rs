@@ -130,7 +130,7 @@ fn crop_size(s: &str) -> Result<(u32, u32), String> {
 impl CropArgs {
     pub fn tracker(&self) -> TrackerSettings {
         TrackerSettings {
-            detect_every: self.detect_every.max(1),
+            detect_every: self.detect_every,
             recheck_threshold: self.recheck_threshold,
             smoothing: self.box_smoothing.clamp(0.01, 1.0),
             interpolate: self.boxes_between == BoxesBetween::Interpolate,
