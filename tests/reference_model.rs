@@ -42,6 +42,8 @@ fn committed_model_matches_its_checksum_and_the_contract() {
     for model in [
         "mouthmap-lipnet-grid-s1/1/model.onnx",
         "mouthmap-lipnet-grid-s1/2/model.onnx",
+        "mouthmap-lipnet-grid-s1/2/front.onnx",
+        "mouthmap-lipnet-grid-s1/2/back.onnx",
         "mouthmap-lipnet-grid-s1-int8/1/model.onnx",
     ] {
         let path = repo.join(model);

@@ -7,7 +7,10 @@
 //!    window per stream per second at hop 25, stream phases spread), through
 //!    the real `Inferencer` stage, for each max batch and max queue delay:
 //!    windows per second out, mean batch, and the latency from a window's
-//!    newest frame to its probabilities (p50, p95).
+//!    newest frame to its probabilities (p50, p95);
+//! 3. the front end once per frame against the whole graph per window
+//!    (`InferSettings::front_end`): CPU per stream frame at hop 25 and 10,
+//!    streams fed as fast as the stage takes them, one ONNX Runtime thread.
 //!
 //!     cargo bench -p mouthmap-inferencer --bench batching [-- --streams 24 --seconds 12 --device cpu]
 //!
@@ -20,7 +23,7 @@ use mouthmap_contracts::{
     CropQuality, FrameInfo, LogitsEvent, MouthChunk, MouthEvent, SourceKind, StreamStart,
 };
 use mouthmap_inferencer::model::{Device, Model};
-use mouthmap_inferencer::stage::{InferSettings, Inferencer};
+use mouthmap_inferencer::stage::{FrontEnd, InferSettings, Inferencer};
 use serde_json::json;
 
 fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -183,6 +186,82 @@ fn under_load(
     }
 }
 
+/// CPU seconds this process has used (user + system).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command's closing parenthesis: utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum::<f64>() / 100.0
+}
+
+/// `streams` streams of `frames` frames each, in chunks of `chunk`, fed
+/// round-robin as fast as the stage takes them: (CPU ms per stream frame,
+/// windows out).
+fn front_end_cost(
+    model_path: &Path,
+    crop: &[u8],
+    front_end: FrontEnd,
+    hop: usize,
+    streams: usize,
+    frames: u64,
+) -> (f64, usize) {
+    let model = Model::load(model_path, Device::Cpu, 1).unwrap();
+    let settings = InferSettings {
+        hop,
+        max_batch: 16,
+        max_delay: Duration::ZERO,
+        early: 0,
+        front_end,
+    };
+    let mut stage = Inferencer::new(model, settings);
+    let chunk = 5u64;
+    let bytes = crop.repeat(chunk as usize);
+    let quality = CropQuality {
+        face_score: 0.9,
+        face_found: true,
+        detected: true,
+        box_width: 60.0,
+        brightness: 100.0,
+        sharpness: 40.0,
+    };
+    let cpu = cpu_seconds();
+    let mut windows = 0;
+    for seq in 0..frames / chunk {
+        for s in 0..streams {
+            let ev = MouthEvent::Chunk(MouthChunk {
+                stream_id: format!("s{s}"),
+                seq,
+                width: 140,
+                height: 46,
+                frames: (0..chunk)
+                    .map(|i| FrameInfo {
+                        index: seq * chunk + i,
+                        pts_ns: 0,
+                        ingest_us: 0,
+                    })
+                    .collect(),
+                quality: vec![quality.clone(); chunk as usize],
+                no_face: false,
+                discontinuity: false,
+            });
+            windows += stage
+                .handle(&ev, &bytes, &[])
+                .unwrap()
+                .iter()
+                .filter(|p| matches!(p.event, LogitsEvent::Window(_)))
+                .count();
+        }
+    }
+    let ms = (cpu_seconds() - cpu) * 1000.0 / (streams as u64 * frames) as f64;
+    (ms, windows)
+}
+
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let model_path = root.join("models/mouthmap-lipnet-grid-s1/2/model.onnx");
@@ -213,6 +292,7 @@ fn main() {
                 max_batch,
                 max_delay: Duration::from_millis(delay_ms),
                 early: 0,
+                ..InferSettings::default()
             };
             let r = under_load(
                 &model_path,
@@ -234,6 +314,22 @@ fn main() {
             }));
         }
     }
+    let mut front_rows = Vec::new();
+    for hop in [25usize, 10] {
+        for (name, front_end) in [
+            ("per-window", FrontEnd::PerWindow),
+            ("once", FrontEnd::Once),
+        ] {
+            let (ms, windows) = front_end_cost(&model_path, &crop, front_end, hop, 4, 400);
+            println!(
+                "front end {name:>10}, hop {hop}: {ms:5.2} ms CPU a stream frame ({windows} windows, 4 streams of 400 frames)"
+            );
+            front_rows.push(
+                json!({"front_end": name, "hop": hop, "cpu_ms_per_frame": ms, "windows": windows}),
+            );
+        }
+    }
+
     let out = root.join("target/bench");
     std::fs::create_dir_all(&out).unwrap();
     let report = json!({
@@ -245,6 +341,7 @@ fn main() {
         "seconds": seconds,
         "saturated": saturated_rows,
         "under_load": loaded_rows,
+        "front_end": front_rows,
     });
     std::fs::write(
         out.join("inferencer.json"),

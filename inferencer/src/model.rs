@@ -18,6 +18,8 @@ use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef};
 use serde::Deserialize;
 
+use crate::split::FrontBack;
+
 /// Why a model cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -87,6 +89,8 @@ pub struct Model {
     input: String,
     path: PathBuf,
     scratch: Vec<f32>,
+    /// The model's front end and back end, when its folder has them.
+    split: Option<FrontBack>,
 }
 
 fn dims(vt: &ort::value::ValueType) -> Option<(TensorElementType, Vec<i64>)> {
@@ -99,15 +103,18 @@ fn dims(vt: &ort::value::ValueType) -> Option<(TensorElementType, Vec<i64>)> {
 impl Model {
     /// Loads and checks a model. `threads` are ONNX Runtime intra-op threads.
     pub fn load(path: &Path, device: Device, threads: usize) -> Result<Self, ModelError> {
-        let session = load_session(path, SessionSettings { threads, device })?;
+        let settings = SessionSettings { threads, device };
+        let session = load_session(path, settings)?;
         let info = check_contract(&session, path)?;
         let input = session.inputs()[0].name().to_string();
+        let split = FrontBack::load_beside(path, &info, settings)?;
         let mut model = Self {
             session,
             info,
             input,
             path: path.to_path_buf(),
             scratch: Vec::new(),
+            split: None,
         };
         // A trial run on one window of zeros: a model whose declared shapes
         // pass but whose graph fails when it runs is refused here, not on
@@ -119,7 +126,76 @@ impl Model {
                 problems: vec![format!("a trial run on one window of zeros failed: {e}")],
             });
         }
+        if let Some(split) = split {
+            model.split = Some(split);
+            model.check_split()?;
+        }
         Ok(model)
+    }
+
+    /// The front end and back end must be this model: back(front(window))
+    /// equals the single graph's output on a trial window with a pattern.
+    fn check_split(&mut self) -> Result<(), ModelError> {
+        let px = self.info.height * self.info.width;
+        let window: Vec<u8> = (0..self.info.frames * px)
+            .map(|i| ((i % px) * 7 + (i / px) * 13) as u8)
+            .collect();
+        let whole = self.run(&window, 1)?;
+        let features = self.frame_features(&window)?;
+        let parts = self.run_features(&features, 1)?;
+        let worst = whole
+            .iter()
+            .zip(&parts)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        if whole.len() != parts.len() || worst > 1e-4 {
+            return Err(ModelError::Contract {
+                path: self.path.clone(),
+                problems: vec![format!(
+                    "front.onnx and back.onnx beside it do not compute what it computes (largest difference {worst:e} on a trial window): cut them again from this model (model/mouthmap_model/split.py) or remove them"
+                )],
+            });
+        }
+        Ok(())
+    }
+
+    /// The front end and back end, when the model has them: the stage then
+    /// computes each frame once (see [`crate::split`]).
+    pub fn front_back(&self) -> Option<&FrontBack> {
+        self.split.as_ref()
+    }
+
+    /// The front end over consecutive crops of one stream (`n * height *
+    /// width` bytes, 0..255): `n * feature_size` features.
+    pub fn frame_features(&mut self, crops: &[u8]) -> Result<Vec<f32>, ModelError> {
+        let px = self.info.height * self.info.width;
+        let n = crops.len() / px.max(1);
+        self.normalise(crops);
+        let Some(split) = self.split.as_mut() else {
+            return Err(ModelError::Run(
+                "the model has no front end of its own (no front.onnx beside it)".into(),
+            ));
+        };
+        split.front(&self.scratch, n)
+    }
+
+    /// The back end over `batch` windows of features: probabilities, as
+    /// [`Model::run`] gives them for the same windows' crops.
+    pub fn run_features(&mut self, features: &[f32], batch: usize) -> Result<Vec<f32>, ModelError> {
+        let Some(split) = self.split.as_mut() else {
+            return Err(ModelError::Run(
+                "the model has no back end of its own (no back.onnx beside it)".into(),
+            ));
+        };
+        let data = split.back(features, batch)?;
+        self.probabilities(data, batch)
+    }
+
+    fn normalise(&mut self, crops: &[u8]) {
+        let (scale, offset) = (self.info.scale, self.info.offset);
+        self.scratch.clear();
+        self.scratch
+            .extend(crops.iter().map(|&p| p as f32 * scale + offset));
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -158,18 +234,21 @@ impl Model {
     /// Runs `batch` windows of crops (`batch * frames * height * width`
     /// bytes, 0..255) and returns `batch * frames * classes` probabilities.
     pub fn run(&mut self, crops: &[u8], batch: usize) -> Result<Vec<f32>, ModelError> {
-        let i = &self.info;
-        let per = i.frames * i.height * i.width;
+        let (frames, height, width, classes) = (
+            self.info.frames,
+            self.info.height,
+            self.info.width,
+            self.info.classes(),
+        );
+        let per = frames * height * width;
         if crops.len() != batch * per {
             return Err(ModelError::Run(format!(
                 "{} bytes for {batch} windows of {per}",
                 crops.len()
             )));
         }
-        self.scratch.clear();
-        self.scratch
-            .extend(crops.iter().map(|&p| p as f32 * i.scale + i.offset));
-        let shape = [batch, i.frames, i.height, i.width, 1];
+        let shape = [batch, frames, height, width, 1];
+        self.normalise(crops);
         let tensor = TensorRef::from_array_view((shape, &self.scratch[..]))
             .map_err(|e| ModelError::Run(e.to_string()))?;
         let outputs = self
@@ -179,13 +258,29 @@ impl Model {
         let (out_shape, data) = outputs[0]
             .try_extract_tensor::<f32>()
             .map_err(|e| ModelError::Run(e.to_string()))?;
-        let want = [batch as i64, i.frames as i64, i.classes() as i64];
+        let want = [batch as i64, frames as i64, classes as i64];
         if out_shape.iter().copied().collect::<Vec<_>>() != want {
             return Err(ModelError::Run(format!(
                 "output shape {out_shape:?}, expected {want:?}"
             )));
         }
-        let mut probs = data.to_vec();
+        let probs = data.to_vec();
+        drop(outputs);
+        self.probabilities(probs, batch)
+    }
+
+    /// The model's output as probabilities (a softmax when it gives logits),
+    /// checked for its size.
+    fn probabilities(&self, mut probs: Vec<f32>, batch: usize) -> Result<Vec<f32>, ModelError> {
+        let want = batch * self.info.frames * self.info.classes();
+        if probs.len() != want {
+            return Err(ModelError::Run(format!(
+                "{} output values, expected {want} ({batch} windows of {} frames of {} classes)",
+                probs.len(),
+                self.info.frames,
+                self.info.classes()
+            )));
+        }
         if self.info.outputs_logits {
             for row in probs.chunks_mut(self.info.classes()) {
                 let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);

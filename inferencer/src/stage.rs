@@ -30,6 +30,24 @@ pub struct InferSettings {
     /// same first frame and more valid frames than the last; the decoder
     /// replaces it with the next. 0: none.
     pub early: usize,
+    /// How a model that comes with a front end and a back end
+    /// ([`crate::split`]) reads a stream.
+    pub front_end: FrontEnd,
+}
+
+/// How a model with a front end and a back end of its own reads a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FrontEnd {
+    /// Each frame's front end once, from its real neighbours, cached per
+    /// stream; each window runs only the back end. A window's first frames
+    /// then see the frames before it instead of the window's edge, and its
+    /// newest `context_frames` see the window's end until the frames after
+    /// them arrive (they are computed again then).
+    #[default]
+    Once,
+    /// The whole graph on each window, as for a model that comes as one
+    /// graph: each frame's front end is computed once per window it is in.
+    PerWindow,
 }
 
 impl Default for InferSettings {
@@ -39,6 +57,7 @@ impl Default for InferSettings {
             max_batch: 16,
             max_delay: Duration::from_millis(20),
             early: 25,
+            front_end: FrontEnd::Once,
         }
     }
 }
@@ -125,6 +144,10 @@ pub struct PendingWindow {
     pub face_share: f32,
     pub newest_ingest_us: i64,
     pub crops: Vec<u8>,
+    /// The window's front-end features (`frames * feature_size`), computed
+    /// once per frame by the front end of `model`, which then runs only its
+    /// back end; None: the model reads `crops`.
+    pub features: Option<Vec<f32>>,
     pub queued: Instant,
     /// Whatever the caller attached (trace context, for the batch span's links).
     pub tag: Vec<(String, String)>,
@@ -148,6 +171,12 @@ struct StreamBuffer {
     /// The newest frame index received: frames at or before it again (a
     /// preprocessor that restarted and re-read its input) are duplicates.
     last_index: Option<u64>,
+    /// Front-end features of the frames from stream position `feat_from`
+    /// to `feat_final` (exclusive), each computed from its real neighbours
+    /// ([`FrontEnd::Once`]): `feature_size` values a frame.
+    feats: VecDeque<f32>,
+    feat_from: u64,
+    feat_final: u64,
 }
 
 /// What fills a window past its valid frames.
@@ -160,6 +189,109 @@ enum Pad {
 }
 
 impl StreamBuffer {
+    /// Runs the front end over the frames whose features are not cached
+    /// yet (with up to `context` frames before them as their left
+    /// neighbours) and caches those of every frame whose `context` right
+    /// neighbours have arrived. Returns the features of the newest frames,
+    /// not cached: they see the end of what has arrived as a window's end,
+    /// so they are the last frames of a window that ends at the newest frame.
+    fn advance(
+        &mut self,
+        model: &mut Model,
+        context: usize,
+        fsize: usize,
+        frame_px: usize,
+    ) -> Result<Vec<f32>, ModelError> {
+        let start = self.feat_final.max(self.dropped);
+        if start > self.feat_final {
+            // Frames between were never needed (a hop longer than a window).
+            self.feats.clear();
+            self.feat_from = start;
+            self.feat_final = start;
+        }
+        let final_end = self.received.saturating_sub(context as u64);
+        if final_end <= start {
+            return Ok(Vec::new());
+        }
+        let from = start - (context as u64).min(start - self.dropped);
+        let offset = (from - self.dropped) as usize;
+        let input: Vec<u8> = self.crops.range(offset * frame_px..).copied().collect();
+        let out = model.frame_features(&input)?;
+        let at = |p: u64| ((p - from) as usize) * fsize;
+        self.feats.extend(&out[at(start)..at(final_end)]);
+        self.feat_final = final_end;
+        Ok(out[at(final_end)..].to_vec())
+    }
+
+    /// The front-end features of `window` (its crops, `frames` frames from
+    /// stream position `start`, of which `valid` are the stream's and the
+    /// rest padding), exactly as the whole graph computes them on the
+    /// window: the frames whose neighbours within `context` are all inside
+    /// the window and real come from the cache; the window's first
+    /// `context` frames (they see the window's edge, not the frames before)
+    /// and its last ones (the window's end, or padding) are computed here
+    /// from the window's own crops, or taken from `newest` (what
+    /// [`StreamBuffer::advance`] returned) when the window ends at the newest
+    /// frame.
+    #[allow(clippy::too_many_arguments)]
+    fn window_features(
+        &self,
+        model: &mut Model,
+        newest: &[f32],
+        window: &[u8],
+        start: u64,
+        frames: usize,
+        valid: usize,
+        context: usize,
+        fsize: usize,
+        frame_px: usize,
+    ) -> Result<Vec<f32>, ModelError> {
+        let c = context as u64;
+        let lo = if start == 0 { 0 } else { start + c };
+        let hi = self
+            .feat_final
+            .min((start + valid as u64).saturating_sub(c));
+        if hi <= lo || lo < self.feat_from || frames < 2 * context {
+            // Nothing to reuse: the front end over the whole window.
+            return model.frame_features(window);
+        }
+        let mut out = Vec::with_capacity(frames * fsize);
+        if start > 0 {
+            let left = model.frame_features(&window[..2 * context * frame_px])?;
+            out.extend_from_slice(&left[..context * fsize]);
+        }
+        let i = ((lo - self.feat_from) as usize) * fsize;
+        out.extend(self.feats.range(i..i + ((hi - lo) as usize) * fsize));
+        let end = start + frames as u64;
+        if valid == frames
+            && end == self.received
+            && hi == self.feat_final
+            && newest.len() == ((end - hi) as usize) * fsize
+        {
+            out.extend_from_slice(newest);
+            return Ok(out);
+        }
+        let tail_from = (hi - c - start) as usize;
+        let tail = model.frame_features(&window[tail_from * frame_px..])?;
+        out.extend_from_slice(&tail[context * fsize..]);
+        debug_assert_eq!(out.len(), frames * fsize);
+        Ok(out)
+    }
+
+    /// Drops buffered frames (and their features) before stream position `keep_from`.
+    fn drop_before(&mut self, keep_from: u64, frame_px: usize, fsize: usize) {
+        let drop = (keep_from - self.dropped) as usize;
+        self.crops.drain(..drop * frame_px);
+        self.frames.drain(..drop);
+        self.faces.drain(..drop);
+        self.dropped = keep_from;
+        let feat_drop = keep_from
+            .min(self.feat_final)
+            .saturating_sub(self.feat_from);
+        self.feats.drain(..feat_drop as usize * fsize);
+        self.feat_from += feat_drop;
+    }
+
     /// A window over the buffered frames from `offset` to the newest (at
     /// most `frames` of them), padded to `frames` frames of `frame_px` bytes.
     fn tail_window(
@@ -194,6 +326,7 @@ impl StreamBuffer {
             face_share: faces as f32 / valid.max(1) as f32,
             newest_ingest_us: window_frames.iter().map(|f| f.ingest_us).max().unwrap_or(0),
             crops,
+            features: None,
             queued: Instant::now(),
             tag: tag.to_vec(),
         }
@@ -341,6 +474,8 @@ impl Inferencer {
             let mut copy = w.clone();
             copy.model = s;
             copy.shadow = true;
+            // Features are the reading model's own: the shadow reads crops.
+            copy.features = None;
             self.queue.push_back(w);
             self.queue.push_back(copy);
         } else {
@@ -417,7 +552,7 @@ impl Inferencer {
             }
             MouthEvent::End(e) => {
                 let id = &e.end.stream_id;
-                self.finish(id, tag);
+                self.finish(id, tag)?;
                 // Everything of this stream goes out before its end.
                 let mut out = self.flush()?;
                 self.streams.remove(id);
@@ -500,6 +635,14 @@ impl Inferencer {
         let wb = self.window_bytes();
         let buf = self.streams.entry(c.stream_id.clone()).or_default();
         let model = buf.model;
+        let reader = &mut self.models[model].model;
+        // (context frames, features a frame) when each frame's front end is
+        // computed once.
+        let once = match (self.settings.front_end, reader.front_back()) {
+            (FrontEnd::Once, Some(fb)) => Some((fb.context(), fb.feature_size())),
+            _ => None,
+        };
+        let fsize = once.map_or(0, |(_, f)| f);
         // At-least-once upstream: frames already received are skipped, so a
         // redelivered chunk cannot repeat frames inside a window.
         let skip = c
@@ -527,9 +670,26 @@ impl Inferencer {
             && buf.received >= (buf.covered / early + 1) * early
         {
             // Every frame so far, the newest repeated.
-            made.push(buf.tail_window(&c.stream_id, 0, frames, frame_px, Pad::Newest, tag));
+            let mut window = buf.tail_window(&c.stream_id, 0, frames, frame_px, Pad::Newest, tag);
+            if let Some((context, fsize)) = once {
+                buf.advance(reader, context, fsize, frame_px)?;
+                window.features = Some(buf.window_features(
+                    reader,
+                    &[],
+                    &window.crops,
+                    0,
+                    frames,
+                    window.valid,
+                    context,
+                    fsize,
+                    frame_px,
+                )?);
+            }
+            made.push(window);
             buf.covered = buf.received;
         }
+        // The newest frames' features, once a window is due.
+        let mut newest = None;
         while buf.next_start + frames as u64 <= buf.received {
             let offset = (buf.next_start - buf.dropped) as usize;
             let crops: Vec<u8> = buf
@@ -553,22 +713,40 @@ impl Inferencer {
                 face_share: faces as f32 / frames as f32,
                 newest_ingest_us: window_frames.iter().map(|f| f.ingest_us).max().unwrap_or(0),
                 crops,
+                features: None,
                 queued: Instant::now(),
                 tag: tag.to_vec(),
             };
+            let mut window = window;
+            if let Some((context, fsize)) = once {
+                if newest.is_none() {
+                    newest = Some(buf.advance(reader, context, fsize, frame_px)?);
+                }
+                window.features = Some(buf.window_features(
+                    reader,
+                    newest.as_deref().unwrap_or_default(),
+                    &window.crops,
+                    buf.next_start,
+                    frames,
+                    frames,
+                    context,
+                    fsize,
+                    frame_px,
+                )?);
+            }
             buf.covered = buf.next_start + frames as u64;
             buf.next_start += hop as u64;
             // Keep what later windows can still use, and at least the last
-            // window's worth, for an end-aligned window when the stream ends.
-            let keep_from = buf
+            // window's worth, for an end-aligned window when the stream ends,
+            // and the left neighbours of the frames whose features are not
+            // final.
+            let mut keep_from = buf
                 .next_start
-                .min(buf.received.saturating_sub(frames as u64))
-                .max(buf.dropped);
-            let drop = (keep_from - buf.dropped) as usize;
-            buf.crops.drain(..drop * frame_px);
-            buf.frames.drain(..drop);
-            buf.faces.drain(..drop);
-            buf.dropped = keep_from;
+                .min(buf.received.saturating_sub(frames as u64));
+            if let Some((context, _)) = once {
+                keep_from = keep_from.min(buf.feat_final.saturating_sub(context as u64));
+            }
+            buf.drop_before(keep_from.max(buf.dropped), frame_px, fsize);
             made.push(window);
         }
         for w in made {
@@ -579,20 +757,37 @@ impl Inferencer {
 
     /// At a stream's end: one last window, aligned to the end, when frames
     /// are left that no window covered (or the stream was shorter than one).
-    fn finish(&mut self, id: &str, tag: &[(String, String)]) {
+    fn finish(&mut self, id: &str, tag: &[(String, String)]) -> Result<(), InferError> {
         let info = self.models[0].model.info();
         let (frames, frame_px) = (info.frames, info.width * info.height);
         let Some(buf) = self.streams.get_mut(id) else {
-            return;
+            return Ok(());
         };
         if buf.received == 0 || buf.covered >= buf.received {
-            return;
+            return Ok(());
         }
         let start = buf.received.saturating_sub(frames as u64).max(buf.dropped);
         let offset = (start - buf.dropped) as usize;
-        let window = buf.tail_window(id, offset, frames, frame_px, Pad::Zeros, tag);
+        let mut window = buf.tail_window(id, offset, frames, frame_px, Pad::Zeros, tag);
+        let reader = &mut self.models[buf.model].model;
+        if let (FrontEnd::Once, Some(fb)) = (self.settings.front_end, reader.front_back()) {
+            let (context, fsize) = (fb.context(), fb.feature_size());
+            let newest = buf.advance(reader, context, fsize, frame_px)?;
+            window.features = Some(buf.window_features(
+                reader,
+                &newest,
+                &window.crops,
+                start,
+                frames,
+                window.valid,
+                context,
+                fsize,
+                frame_px,
+            )?);
+        }
         buf.covered = buf.received;
         self.enqueue(window);
+        Ok(())
     }
 
     /// Runs every queued window, `max_batch` at a time, each model's
@@ -613,13 +808,10 @@ impl Inferencer {
             }
             self.queue = rest;
             let n = batch.len();
-            let mut input = Vec::with_capacity(n * self.window_bytes());
-            for w in &batch {
-                input.extend_from_slice(&w.crops);
-            }
+            let window_bytes = self.window_bytes();
             let served = &mut self.models[model];
             let started = Instant::now();
-            let probs = match served.model.run(&input, n) {
+            let probs = match read_batch(&mut served.model, &batch, window_bytes) {
                 Ok(p) => p,
                 // A version other than the default failed: its windows are
                 // read by the default version instead (nothing is lost; a
@@ -639,6 +831,7 @@ impl Inferencer {
                     });
                     for mut w in batch.into_iter().rev().filter(|w| !w.shadow) {
                         w.model = 0;
+                        w.features = None;
                         self.queue.push_front(w);
                     }
                     continue;
@@ -687,6 +880,32 @@ impl Inferencer {
         }
         Ok(out)
     }
+}
+
+/// Runs one batch of windows on `model`: the back end alone over the
+/// windows' features when it has them (a window without, a shadow's copy or
+/// one moved from a failed version, gets its features from its crops), else
+/// the whole graph over the crops.
+fn read_batch(
+    model: &mut Model,
+    batch: &[PendingWindow],
+    window_bytes: usize,
+) -> Result<Vec<f32>, ModelError> {
+    if model.front_back().is_some() && batch.iter().any(|w| w.features.is_some()) {
+        let mut input = Vec::new();
+        for w in batch {
+            match &w.features {
+                Some(f) => input.extend_from_slice(f),
+                None => input.extend(model.frame_features(&w.crops)?),
+            }
+        }
+        return model.run_features(&input, batch.len());
+    }
+    let mut input = Vec::with_capacity(batch.len() * window_bytes);
+    for w in batch {
+        input.extend_from_slice(&w.crops);
+    }
+    model.run(&input, batch.len())
 }
 
 #[cfg(test)]
@@ -846,6 +1065,7 @@ mod tests {
             max_batch: 16,
             max_delay: Duration::from_secs(60),
             early: 0,
+            front_end: FrontEnd::Once,
         };
         let mut inf = Inferencer::serving(vec![served(1), served(2)], settings).unwrap();
         assert_eq!(inf.assign("b", 1), 1);
@@ -888,6 +1108,7 @@ mod tests {
             max_batch: 4,
             max_delay: Duration::ZERO,
             early: 0,
+            front_end: FrontEnd::Once,
         };
         let mut inf = Inferencer::new(model(), settings);
         assert_eq!(run(&mut inf, "a", 100), [(0, 75), (25, 75)]);
@@ -912,6 +1133,7 @@ mod tests {
             max_batch: 3,
             max_delay: Duration::from_millis(1500),
             early: 0,
+            front_end: FrontEnd::Once,
         };
         let mut inf = Inferencer::new(model(), settings);
         for id in ["a", "b", "c"] {
@@ -1027,5 +1249,98 @@ mod tests {
             a.iter().map(|p| p.payload.clone()).collect::<Vec<_>>(),
             b.iter().map(|p| p.payload.clone()).collect::<Vec<_>>()
         );
+    }
+
+    /// The committed model comes with its front end and back end: computing
+    /// each frame once gives exactly the windows the whole graph gives
+    /// (early windows, whole windows at each hop, a hop longer than a
+    /// window, the end window, a stream shorter than a window).
+    #[test]
+    fn computing_each_frame_once_gives_the_whole_graphs_windows() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../models/mouthmap-lipnet-grid-s1/2/model.onnx");
+        let load = || Model::load(&path, Device::Cpu, 1).unwrap();
+        assert!(
+            load().front_back().is_some(),
+            "front.onnx and back.onnx beside it"
+        );
+        let mut state = 12345u64;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (state >> 56) as u8
+                })
+                .collect()
+        };
+        // Chunks of 5 end where windows end (their newest frames are the
+        // front end's run over what arrived); chunks of 7 do not.
+        for (frames, hop, early, size) in [
+            (190u64, 25, 15, 5u64),
+            (190, 25, 15, 7),
+            (50, 25, 15, 5),
+            (150, 10, 0, 5),
+            (200, 80, 0, 7),
+        ] {
+            let stream = noise(frames as usize * PX);
+            let mut outs = Vec::new();
+            for front_end in [FrontEnd::Once, FrontEnd::PerWindow] {
+                let settings = InferSettings {
+                    hop,
+                    max_batch: 4,
+                    max_delay: Duration::ZERO,
+                    early,
+                    front_end,
+                };
+                let mut inf = Inferencer::new(load(), settings);
+                let mut out = inf.handle(&start("s"), &[], &[]).unwrap();
+                let (mut f, mut seq) = (0u64, 0u64);
+                while f < frames {
+                    let n = size.min(frames - f) as usize;
+                    let (ev, _) = chunk("s", f, n, seq);
+                    let payload = &stream[f as usize * PX..(f as usize + n) * PX];
+                    out.extend(inf.handle(&ev, payload, &[]).unwrap());
+                    (f, seq) = (f + n as u64, seq + 1);
+                }
+                out.extend(inf.handle(&end("s", frames), &[], &[]).unwrap());
+                let windows: Vec<(u64, u32, Vec<f32>)> = out
+                    .iter()
+                    .filter_map(|p| match &p.event {
+                        LogitsEvent::Window(w) => Some((
+                            w.first_frame,
+                            w.valid_frames,
+                            p.payload
+                                .chunks_exact(4)
+                                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                                .collect(),
+                        )),
+                        _ => None,
+                    })
+                    .collect();
+                outs.push(windows);
+            }
+            let (once, whole) = (&outs[0], &outs[1]);
+            assert!(!whole.is_empty());
+            assert_eq!(
+                once.iter().map(|w| (w.0, w.1)).collect::<Vec<_>>(),
+                whole.iter().map(|w| (w.0, w.1)).collect::<Vec<_>>(),
+                "{frames} frames, hop {hop}, chunks of {size}"
+            );
+            for (a, b) in once.iter().zip(whole) {
+                let worst =
+                    a.2.iter()
+                        .zip(&b.2)
+                        .map(|(x, y)| (x - y).abs())
+                        .fold(0.0f32, f32::max);
+                assert!(
+                    worst < 1e-4,
+                    "{frames} frames, hop {hop}, chunks of {size}: window at {} ({} valid) differs by {worst}",
+                    a.0,
+                    a.1
+                );
+            }
+        }
     }
 }

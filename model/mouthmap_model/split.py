@@ -17,11 +17,20 @@ probabilities `[batch, 75, classes]`), checks that back(front(window)) is
 the single graph's output on validation windows, and reports the speed of
 each part and how much a stream's windows change when each frame's features
 come from its real neighbours instead of the window's zero padding.
+
+Written beside the model (`--out ../models/mouthmap-lipnet-grid-s1/2`, as
+the reference model's version 2 has them, each with its `.sha256`), the two
+parts let the inferencer compute each frame's front end once per stream
+instead of once per window (`mouthmap infer --front-end once`, the default
+when they are there; inferencer/src/split.rs). It reproduces the single
+graph's windows exactly: a window's first and last frames, which see the
+window's edges, are computed from the window's own crops.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -65,6 +74,8 @@ def split(model_path: Path, out: Path) -> tuple[Path, Path]:
                 dim.dim_param = "time"
         onnx.checker.check_model(m)
         onnx.save(m, str(path))
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        Path(str(path) + ".sha256").write_text(f"{digest}  {path.name}\n")
     return front, back
 
 

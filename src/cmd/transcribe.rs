@@ -95,6 +95,7 @@ fn run_blocking(args: TranscribeArgs) -> anyhow::Result<ExitCode> {
                 max_batch: 16,
                 max_delay: std::time::Duration::ZERO,
                 early: args.model.early,
+                front_end: args.model.front_end.into(),
             },
         )?,
         decode: args.decoder.stage(),
