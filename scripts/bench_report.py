@@ -285,8 +285,8 @@ def pipeline_section(pipe, int8, idle, docs: Path) -> list[str]:
         if common:
             r8, rf = common[-1]
             ratio = (
-                f"{rf['cpu_s']['infer'] / max(r8['cpu_s']['infer'], 1e-9):.2f}x lower than FP32's at "
-                f"{r8['streams']} streams ({r8['cpu_s']['infer']:.0f} vs {rf['cpu_s']['infer']:.0f} CPU s)"
+                f"{r8['cpu_s']['infer']:.0f} CPU s against FP32's {rf['cpu_s']['infer']:.0f} at "
+                f"{r8['streams']} streams (FP32 computes each frame's front end once, INT8 comes as one graph)"
             )
     fill = {"{int8_ratio}": ratio}
     for c in (idle or {}).get("cases", []):
@@ -357,10 +357,10 @@ LEVERS = [
     "(chained), p50 latency 1.1 vs 1.7 s* | **kept** as the default (`--model-threads`) |",
     "| ONNX Runtime pools that sleep (no spinning) | three idle stages 0.035-0.042 cores together "
     "(`scripts/bench_broker_idle`) | **kept** |",
-    "| INT8 model (static QDQ) | see its table: infer's CPU {int8_ratio}; streaming WER 16.3% / 14.7% "
-    "(model card); with the crop chained in it sustains more streams and meets the 8-stream latency "
-    "targets (its table) | kept as a served option (`--model mouthmap-lipnet-grid-s1-int8`), not the "
-    "default: its GRID figure sits on the 1-point bound; the choice for capacity on a CPU |",
+    "| INT8 model (static QDQ) | see its table: infer {int8_ratio}; streaming WER 16.3% / 14.7% "
+    "(model card); on this AVX2-only CPU it saves little even against the whole graph (16 vs 18 CPU s "
+    "at 8 streams, an earlier run) | kept as a served option (`--model mouthmap-lipnet-grid-s1-int8`), not the "
+    "default: its GRID figure sits on the 1-point bound and FP32 computed once costs less here |",
     "| Early windows (`--early-windows 15`) | a stream's first partial after 15 frames instead of 75 "
     "(first-partial columns); finals unchanged (streaming WER 16.0% / 13.7% with them) | **kept** |",
     "| A partial for every window that reads further, not only when the text changes | p95 at 8 streams "
@@ -368,7 +368,28 @@ LEVERS = [
     "text | **kept** |",
     "| zstd -> lz4 on the producers (`MOUTHMAP_KAFKA_OPTIONS=compression.type=lz4`) | ingest 11.0 vs 11.5 "
     "CPU s at 8 streams* (noise) | dropped |",
-    "| Compute each frame once (front end per frame, GRU per window) | not built yet | open |",
+    "| Compute each frame once (`--front-end once`: the front end once per frame, cached per stream; "
+    "the back end per window; a window's first and last 3 frames recomputed from its crops, so every "
+    "window equals the whole graph's) | CPU per stream frame 1.7x less at hop 25, 2.2-2.4x at hop 10 "
+    "(inferencer table); chained, 8 streams, one after the other on this machine "
+    "(`MOUTHMAP_FRONT_END=per-window|once cargo bench --bench pipeline -- --modes chained --streams 8`): "
+    "infer 19.2 vs 14.2 CPU s, p50 1843 vs 1030 ms, p95 2793 vs 2084 ms; streaming WER unchanged "
+    "(16.7% / 11.3% both ways). Feeding the window's edge frames their real neighbours instead doubled "
+    "the streaming WER (33%: the decoder's stitching reads the model's edge behaviour) | **kept, the "
+    "default** for a model version that holds front.onnx + back.onnx (the reference model does) |",
+    "| Hop 10 instead of 25 with the front end once (earlier partials at about today's per-window cost) "
+    "| infer CPU per frame 2.2 ms, as hop 25 per window (inferencer table); chained at 8 streams not "
+    "sustained (`MOUTHMAP_HOP=10 cargo bench --bench pipeline -- --modes chained --streams 8`: infer "
+    "22.8, decode 4.3, broker 10.6 CPU s; p95 9.1 s); streaming WER 18.0% / 12.0% vs 16.7% / 11.3% "
+    "(`MOUTHMAP_HOP=10 python -m mouthmap_model.evaluate --streaming-only`), hop 15 19.0% / 13.3% | "
+    "dropped: the open figure breaks the 1-point bound and 8 streams no longer keep up |",
+    "| Where ingest's CPU goes, chained (`perf record -e cpu-clock` over `mouthmap ingest --crop` of "
+    "two 30 s streams, not real time) | YuNet in ONNX Runtime 36%, H.264 decoding (libavcodec) 18%, "
+    "crop and the detector's input conversion 11%, kernel 9%, libc copies and allocation 9%, zstd 4%. "
+    "One decoder thread per stream instead of libav's default saves about 5% of decoding "
+    "(`gst-launch-1.0 ... avdec_h264 max-threads=1`) | not changed: the detector is the lever left; it "
+    "already runs on one frame in three (each 3-frame chunk's last), and `--detect-every 5` reads the "
+    "same within 3-frame chunks |",
     "",
 ]
 

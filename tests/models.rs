@@ -137,6 +137,7 @@ fn show_describes_a_version_and_the_checkout_serves_the_reference_model() {
         "model:         mouthmap-lipnet-grid-s1 1.1.0",
         "window:        75 frames of 140x46 at 25 fps",
         "28 classes, blank at 27",
+        "front.onnx + back.onnx: each frame's front end computed once (3 frames of context each side, 1024 features a frame)",
         "card:          ",
         "MODEL_CARD.md",
         "manifest_sha256",

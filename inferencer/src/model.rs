@@ -592,4 +592,46 @@ mod tests {
         assert_eq!(best, 5);
         assert!(m.run(&crops[..10], 1).is_err());
     }
+
+    #[test]
+    fn a_front_end_and_back_end_that_are_not_the_model_beside_them_are_refused() {
+        let reference =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mouthmap-lipnet-grid-s1/2");
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model.onnx");
+        std::fs::copy(fixture("tiny-contract.onnx"), &model).unwrap();
+        // One part alone.
+        std::fs::copy(reference.join("front.onnx"), dir.path().join("front.onnx")).unwrap();
+        let err = Model::load(&model, Device::Cpu, 1)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("front.onnx and back.onnx go together"),
+            "{err}"
+        );
+        // Both, cut from another model.
+        std::fs::copy(reference.join("back.onnx"), dir.path().join("back.onnx")).unwrap();
+        let err = Model::load(&model, Device::Cpu, 1)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("it is mouthmap-lipnet-grid-s1 1.1.0, but model.onnx beside it is tiny-contract 0.0.1"),
+            "{err}"
+        );
+        // Without them the model is served as one graph.
+        std::fs::remove_file(dir.path().join("front.onnx")).unwrap();
+        std::fs::remove_file(dir.path().join("back.onnx")).unwrap();
+        assert!(
+            Model::load(&model, Device::Cpu, 1)
+                .unwrap()
+                .front_back()
+                .is_none()
+        );
+        // The reference model's own parts load.
+        let m = Model::load(&reference.join("model.onnx"), Device::Cpu, 1).unwrap();
+        let fb = m.front_back().expect("the reference model has its parts");
+        assert_eq!((fb.context(), fb.feature_size()), (3, 1024));
+    }
 }

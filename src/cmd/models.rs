@@ -398,6 +398,16 @@ fn show(repo: &RepositoryArgs, spec: &str) -> anyhow::Result<ExitCode> {
         "  normalisation: input = pixel * {} + {}",
         i.scale, i.offset
     );
+    match model.front_back() {
+        Some(fb) => println!(
+            "  parts:         front.onnx + back.onnx: each frame's front end computed once ({} frames of context each side, {} features a frame)",
+            fb.context(),
+            fb.feature_size()
+        ),
+        None => println!(
+            "  parts:         one graph: every window runs it whole (cut a frames2d model with model/mouthmap_model/split.py to compute each frame once)"
+        ),
+    }
     match version.card() {
         Some(card) => println!("  card:          {}", card.display()),
         None => println!(
