@@ -383,6 +383,11 @@ LEVERS = [
     "22.8, decode 4.3, broker 10.6 CPU s; p95 9.1 s); streaming WER 18.0% / 12.0% vs 16.7% / 11.3% "
     "(`MOUTHMAP_HOP=10 python -m mouthmap_model.evaluate --streaming-only`), hop 15 19.0% / 13.3% | "
     "dropped: the open figure breaks the 1-point bound and 8 streams no longer keep up |",
+    "| The face detector at half size (`--detect-scale 2`: each detector pixel the mean of four) | "
+    "`mouthmap crops` over 40 clips (3000 frames, JPEG frames as ingest makes them): 15.7 vs 18.9 CPU s, "
+    "1.1 ms less a frame; streaming WER 17.3% / 13.0% vs 16.7% / 11.3% the same day "
+    "(`MOUTHMAP_DETECT_SCALE=2 python -m mouthmap_model.evaluate --streaming-only`) | kept as an option, "
+    "not the default: the GRID figure loses 1.7 points (landmarks at half resolution move the crop) |",
     "| Where ingest's CPU goes, chained (`perf record -e cpu-clock` over `mouthmap ingest --crop` of "
     "two 30 s streams, not real time) | YuNet in ONNX Runtime 36%, H.264 decoding (libavcodec) 18%, "
     "crop and the detector's input conversion 11%, kernel 9%, libc copies and allocation 9%, zstd 4%. "

@@ -57,6 +57,17 @@ pub struct CropArgs {
     )]
     pub detect_every: u32,
 
+    /// The face detector reads frames at 1/N of their width and height
+    /// (1 or 2; 2: each pixel the mean of four, about a quarter of the
+    /// detector's cost). Boxes and landmarks come back in the frame's pixels.
+    #[arg(
+        long,
+        env = "MOUTHMAP_DETECT_SCALE",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u8).range(1..=2)
+    )]
+    pub detect_scale: u8,
+
     /// The mouth box on frames between detections: `interpolate` (on the line
     /// between the detections on either side, within a chunk, so no frame
     /// waits for a later one) or `hold` (the last detection's box, with a new
@@ -150,6 +161,7 @@ impl CropArgs {
         DetectorSettings {
             score_threshold: self.face_score,
             threads: self.detector_threads,
+            downscale: self.detect_scale as usize,
             ..DetectorSettings::default()
         }
     }
