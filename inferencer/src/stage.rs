@@ -272,8 +272,27 @@ impl StreamBuffer {
             return Ok(out);
         }
         let tail_from = (hi - c - start) as usize;
-        let tail = model.frame_features(&window[tail_from * frame_px..])?;
-        out.extend_from_slice(&tail[context * fsize..]);
+        if valid + 2 * context < frames {
+            // Padded (an early window, a short stream's end): one frame over
+            // and over from `valid` on. The frames up to the first whose
+            // neighbours are all padding, that one's feature (a still mouth)
+            // for every frame up to the window's last `context`, and those
+            // (the padding seen against the window's end).
+            let last = valid + context;
+            let run = model
+                .frame_features(&window[tail_from * frame_px..(last + context + 1) * frame_px])?;
+            let taken = &run[context * fsize..(last - tail_from + 1) * fsize];
+            out.extend_from_slice(taken);
+            let still = &taken[taken.len() - fsize..];
+            for _ in last + 1..frames - context {
+                out.extend_from_slice(still);
+            }
+            let edge = model.frame_features(&window[(frames - 2 * context) * frame_px..])?;
+            out.extend_from_slice(&edge[context * fsize..]);
+        } else {
+            let tail = model.frame_features(&window[tail_from * frame_px..])?;
+            out.extend_from_slice(&tail[context * fsize..]);
+        }
         debug_assert_eq!(out.len(), frames * fsize);
         Ok(out)
     }
