@@ -35,6 +35,18 @@ fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// A good crop's quality, for every bench frame.
+fn quality() -> CropQuality {
+    CropQuality {
+        face_score: 0.9,
+        face_found: true,
+        detected: true,
+        box_width: 60.0,
+        brightness: 100.0,
+        sharpness: 40.0,
+    }
+}
+
 fn pgm(path: &Path) -> Vec<u8> {
     let bytes = std::fs::read(path).expect("the test crop");
     // P5\n140 46\n255\n then the pixels.
@@ -101,14 +113,7 @@ fn under_load(
     let model = Model::load(model_path, device, threads).unwrap();
     let mut stage = Inferencer::new(model, settings);
     let chunk_bytes: Vec<u8> = crop.repeat(25);
-    let quality = CropQuality {
-        face_score: 0.9,
-        face_found: true,
-        detected: true,
-        box_width: 60.0,
-        brightness: 100.0,
-        sharpness: 40.0,
-    };
+    let quality = quality();
     for s in 0..streams {
         let start = MouthEvent::Start(StreamStart {
             stream_id: format!("s{s}"),
@@ -222,14 +227,7 @@ fn front_end_cost(
     let mut stage = Inferencer::new(model, settings);
     let chunk = 5u64;
     let bytes = crop.repeat(chunk as usize);
-    let quality = CropQuality {
-        face_score: 0.9,
-        face_found: true,
-        detected: true,
-        box_width: 60.0,
-        brightness: 100.0,
-        sharpness: 40.0,
-    };
+    let quality = quality();
     let cpu = cpu_seconds();
     let mut windows = 0;
     for seq in 0..frames / chunk {

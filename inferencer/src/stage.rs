@@ -179,6 +179,30 @@ struct StreamBuffer {
     feat_final: u64,
 }
 
+/// The sizes the front-end path works with.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    frames: usize,
+    frame_px: usize,
+    context: usize,
+    /// Features a frame.
+    fsize: usize,
+}
+
+impl Dims {
+    /// Those of `model` when it computes each frame once under `front_end`.
+    fn of(front_end: FrontEnd, model: &Model) -> Option<Self> {
+        let fb = model.front_back().filter(|_| front_end == FrontEnd::Once)?;
+        let i = model.info();
+        Some(Self {
+            frames: i.frames,
+            frame_px: i.height * i.width,
+            context: fb.context(),
+            fsize: fb.feature_size(),
+        })
+    }
+}
+
 /// What fills a window past its valid frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pad {
@@ -195,13 +219,13 @@ impl StreamBuffer {
     /// neighbours have arrived. Returns the features of the newest frames,
     /// not cached: they see the end of what has arrived as a window's end,
     /// so they are the last frames of a window that ends at the newest frame.
-    fn advance(
-        &mut self,
-        model: &mut Model,
-        context: usize,
-        fsize: usize,
-        frame_px: usize,
-    ) -> Result<Vec<f32>, ModelError> {
+    fn advance(&mut self, model: &mut Model, d: Dims) -> Result<Vec<f32>, ModelError> {
+        let Dims {
+            frame_px,
+            context,
+            fsize,
+            ..
+        } = d;
         let start = self.feat_final.max(self.dropped);
         if start > self.feat_final {
             // Frames between were never needed (a hop longer than a window).
@@ -233,19 +257,21 @@ impl StreamBuffer {
     /// from the window's own crops, or taken from `newest` (what
     /// [`StreamBuffer::advance`] returned) when the window ends at the newest
     /// frame.
-    #[allow(clippy::too_many_arguments)]
     fn window_features(
         &self,
         model: &mut Model,
         newest: &[f32],
-        window: &[u8],
+        w: &PendingWindow,
         start: u64,
-        frames: usize,
-        valid: usize,
-        context: usize,
-        fsize: usize,
-        frame_px: usize,
+        d: Dims,
     ) -> Result<Vec<f32>, ModelError> {
+        let Dims {
+            frames,
+            frame_px,
+            context,
+            fsize,
+        } = d;
+        let (window, valid) = (&w.crops[..], w.valid);
         let c = context as u64;
         let lo = if start == 0 { 0 } else { start + c };
         let hi = self
@@ -295,6 +321,31 @@ impl StreamBuffer {
         }
         debug_assert_eq!(out.len(), frames * fsize);
         Ok(out)
+    }
+
+    /// Computes `window`'s features (from stream position `start`), running
+    /// the front end over the newest frames first unless `newest` already
+    /// holds what that gave for this chunk.
+    fn attach_features(
+        &mut self,
+        model: &mut Model,
+        window: &mut PendingWindow,
+        start: u64,
+        d: Dims,
+        newest: &mut Option<Vec<f32>>,
+    ) -> Result<(), ModelError> {
+        if newest.is_none() {
+            *newest = Some(self.advance(model, d)?);
+        }
+        let features = self.window_features(
+            model,
+            newest.as_deref().unwrap_or_default(),
+            window,
+            start,
+            d,
+        )?;
+        window.features = Some(features);
+        Ok(())
     }
 
     /// Drops buffered frames (and their features) before stream position `keep_from`.
@@ -655,13 +706,9 @@ impl Inferencer {
         let buf = self.streams.entry(c.stream_id.clone()).or_default();
         let model = buf.model;
         let reader = &mut self.models[model].model;
-        // (context frames, features a frame) when each frame's front end is
-        // computed once.
-        let once = match (self.settings.front_end, reader.front_back()) {
-            (FrontEnd::Once, Some(fb)) => Some((fb.context(), fb.feature_size())),
-            _ => None,
-        };
-        let fsize = once.map_or(0, |(_, f)| f);
+        // Set when each frame's front end is computed once.
+        let once = Dims::of(self.settings.front_end, reader);
+        let fsize = once.map_or(0, |d| d.fsize);
         // At-least-once upstream: frames already received are skipped, so a
         // redelivered chunk cannot repeat frames inside a window.
         let skip = c
@@ -690,19 +737,8 @@ impl Inferencer {
         {
             // Every frame so far, the newest repeated.
             let mut window = buf.tail_window(&c.stream_id, 0, frames, frame_px, Pad::Newest, tag);
-            if let Some((context, fsize)) = once {
-                buf.advance(reader, context, fsize, frame_px)?;
-                window.features = Some(buf.window_features(
-                    reader,
-                    &[],
-                    &window.crops,
-                    0,
-                    frames,
-                    window.valid,
-                    context,
-                    fsize,
-                    frame_px,
-                )?);
+            if let Some(d) = once {
+                buf.attach_features(reader, &mut window, 0, d, &mut None)?;
             }
             made.push(window);
             buf.covered = buf.received;
@@ -737,21 +773,9 @@ impl Inferencer {
                 tag: tag.to_vec(),
             };
             let mut window = window;
-            if let Some((context, fsize)) = once {
-                if newest.is_none() {
-                    newest = Some(buf.advance(reader, context, fsize, frame_px)?);
-                }
-                window.features = Some(buf.window_features(
-                    reader,
-                    newest.as_deref().unwrap_or_default(),
-                    &window.crops,
-                    buf.next_start,
-                    frames,
-                    frames,
-                    context,
-                    fsize,
-                    frame_px,
-                )?);
+            if let Some(d) = once {
+                let start = buf.next_start;
+                buf.attach_features(reader, &mut window, start, d, &mut newest)?;
             }
             buf.covered = buf.next_start + frames as u64;
             buf.next_start += hop as u64;
@@ -762,8 +786,8 @@ impl Inferencer {
             let mut keep_from = buf
                 .next_start
                 .min(buf.received.saturating_sub(frames as u64));
-            if let Some((context, _)) = once {
-                keep_from = keep_from.min(buf.feat_final.saturating_sub(context as u64));
+            if let Some(d) = once {
+                keep_from = keep_from.min(buf.feat_final.saturating_sub(d.context as u64));
             }
             buf.drop_before(keep_from.max(buf.dropped), frame_px, fsize);
             made.push(window);
@@ -789,20 +813,8 @@ impl Inferencer {
         let offset = (start - buf.dropped) as usize;
         let mut window = buf.tail_window(id, offset, frames, frame_px, Pad::Zeros, tag);
         let reader = &mut self.models[buf.model].model;
-        if let (FrontEnd::Once, Some(fb)) = (self.settings.front_end, reader.front_back()) {
-            let (context, fsize) = (fb.context(), fb.feature_size());
-            let newest = buf.advance(reader, context, fsize, frame_px)?;
-            window.features = Some(buf.window_features(
-                reader,
-                &newest,
-                &window.crops,
-                start,
-                frames,
-                window.valid,
-                context,
-                fsize,
-                frame_px,
-            )?);
+        if let Some(d) = Dims::of(self.settings.front_end, reader) {
+            buf.attach_features(reader, &mut window, start, d, &mut None)?;
         }
         buf.covered = buf.received;
         self.enqueue(window);

@@ -394,14 +394,21 @@ pub fn i420_region_to_bgr_planar(
         );
         for (i, &l) in luma.iter().enumerate() {
             let x = x0 + i;
-            let yy = (l as f32 - 16.0) * 1.164;
-            let u = us[x / 2] as f32 - 128.0;
-            let v = vs[x / 2] as f32 - 128.0;
-            bs[i] = (yy + 2.017 * u).clamp(0.0, 255.0);
-            gs[i] = (yy - 0.392 * u - 0.813 * v).clamp(0.0, 255.0);
-            rs[i] = (yy + 1.596 * v).clamp(0.0, 255.0);
+            (bs[i], gs[i], rs[i]) = bgr(l as f32, us[x / 2], vs[x / 2]);
         }
     }
+}
+
+/// One pixel, BT.601 limited range: luma `l`, chroma `u`, `v` -> (B, G, R) in 0..255.
+#[inline]
+fn bgr(l: f32, u: u8, v: u8) -> (f32, f32, f32) {
+    let yy = (l - 16.0) * 1.164;
+    let (u, v) = (u as f32 - 128.0, v as f32 - 128.0);
+    (
+        (yy + 2.017 * u).clamp(0.0, 255.0),
+        (yy - 0.392 * u - 0.813 * v).clamp(0.0, 255.0),
+        (yy + 1.596 * v).clamp(0.0, 255.0),
+    )
 }
 
 /// [`i420_region_to_bgr_planar`] at half size: output pixel (x, y) is the
@@ -450,12 +457,7 @@ pub fn i420_region_to_bgr_planar_half(
                 + bottom[2 * i] as f32
                 + bottom[2 * i + 1] as f32)
                 * 0.25;
-            let yy = (l - 16.0) * 1.164;
-            let u = us[i] as f32 - 128.0;
-            let v = vs[i] as f32 - 128.0;
-            bs[i] = (yy + 2.017 * u).clamp(0.0, 255.0);
-            gs[i] = (yy - 0.392 * u - 0.813 * v).clamp(0.0, 255.0);
-            rs[i] = (yy + 1.596 * v).clamp(0.0, 255.0);
+            (bs[i], gs[i], rs[i]) = bgr(l, us[i], vs[i]);
         }
     }
 }
