@@ -206,6 +206,16 @@ def latency(model: Path, threads: int = 2) -> dict:
     return out
 
 
+def report_key(model: Path) -> str:
+    """A model's entry in the report: its path in the model repository
+    (`NAME/VERSION/model.onnx`, so two versions' files do not collide), else
+    its file name."""
+    try:
+        return str(model.resolve().relative_to((D.REPO / "models").resolve()))
+    except ValueError:
+        return model.name
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", required=True)
@@ -225,7 +235,7 @@ def main() -> None:
     if args.streaming_only:
         for m in map(Path, args.models):
             s = streaming(m, manifest, Path(args.shared).resolve(), Path(args.mouthmap))
-            report[m.name] = {"streaming": s}
+            report[report_key(m)] = {"streaming": s}
             print(f"{m}: streaming WER open {s['wer']:.3f} (CER {s['cer']:.3f}), grid {s['grid_wer']:.3f}, "
                   f"lexicon {s['lexicon_wer']:.3f}")
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
@@ -241,7 +251,7 @@ def main() -> None:
                 r["streaming"] = streaming(m, manifest, shared, Path(args.mouthmap))
             if args.timing:
                 r["timing"] = timing(m, manifest, shared, Path(args.mouthmap))
-        report[m.name] = r
+        report[report_key(m)] = r
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(report, indent=1) + "\n")
         c = r["clip"]
