@@ -114,7 +114,7 @@ impl Model {
             input,
             path: path.to_path_buf(),
             scratch: Vec::new(),
-            split: None,
+            split,
         };
         // A trial run on one window of zeros: a model whose declared shapes
         // pass but whose graph fails when it runs is refused here, not on
@@ -126,8 +126,7 @@ impl Model {
                 problems: vec![format!("a trial run on one window of zeros failed: {e}")],
             });
         }
-        if let Some(split) = split {
-            model.split = Some(split);
+        if model.split.is_some() {
             model.check_split()?;
         }
         Ok(model)

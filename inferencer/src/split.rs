@@ -18,7 +18,7 @@
 //! single graph, and back(front(window)) equal to the single graph's output
 //! on trial windows, so a pair that does not belong to its model is refused.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use mouthmap_onnx::{SessionSettings, load_session};
 use ort::session::Session;
@@ -34,7 +34,6 @@ pub struct FrontBack {
     back_input: String,
     context: usize,
     features: usize,
-    frame_px: usize,
     frames: usize,
     height: usize,
     width: usize,
@@ -54,8 +53,8 @@ impl FrontBack {
         info: &ModelInfo,
         settings: SessionSettings,
     ) -> Result<Option<Self>, ModelError> {
-        let (front_path, back_path) = parts_beside(model);
         let dir = model.parent().unwrap_or(Path::new("."));
+        let (front_path, back_path) = (dir.join("front.onnx"), dir.join("back.onnx"));
         let refuse = |path: &Path, problem: String| ModelError::Contract {
             path: path.to_path_buf(),
             problems: vec![problem],
@@ -129,14 +128,13 @@ impl FrontBack {
             back,
             context: context.unwrap_or(0),
             features: 0,
-            frame_px: info.height * info.width,
             frames: info.frames,
             height: info.height,
             width: info.width,
         };
         // The feature size, from one frame through the front end.
         let one = pair
-            .front(&vec![0.0; pair.frame_px], 1)
+            .front(&vec![0.0; info.height * info.width], 1)
             .map_err(|e| refuse(&front_path, format!("a trial run on one frame failed: {e}")))?;
         pair.features = one.len();
         if pair.features == 0 {
@@ -162,11 +160,11 @@ impl FrontBack {
     /// (`n * height * width` values): `n * feature_size()` features. The
     /// graph pads the run's edges as it pads a window's.
     pub fn front(&mut self, frames: &[f32], n: usize) -> Result<Vec<f32>, ModelError> {
-        if frames.len() != n * self.frame_px || n == 0 {
+        let frame_px = self.height * self.width;
+        if frames.len() != n * frame_px || n == 0 {
             return Err(ModelError::Run(format!(
-                "{} values for {n} frames of {}",
+                "{} values for {n} frames of {frame_px}",
                 frames.len(),
-                self.frame_px
             )));
         }
         let shape = [1, n, self.height, self.width, 1];
@@ -203,10 +201,4 @@ impl FrontBack {
         let (_, data) = outputs[0].try_extract_tensor::<f32>().map_err(run_err)?;
         Ok(data.to_vec())
     }
-}
-
-/// Where the parts of the model at `model` would be.
-pub fn parts_beside(model: &Path) -> (PathBuf, PathBuf) {
-    let dir = model.parent().unwrap_or(Path::new("."));
-    (dir.join("front.onnx"), dir.join("back.onnx"))
 }

@@ -38,11 +38,11 @@ pub struct InferSettings {
 /// How a model with a front end and a back end of its own reads a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FrontEnd {
-    /// Each frame's front end once, from its real neighbours, cached per
-    /// stream; each window runs only the back end. A window's first frames
-    /// then see the frames before it instead of the window's edge, and its
-    /// newest `context_frames` see the window's end until the frames after
-    /// them arrive (they are computed again then).
+    /// Each frame's front end once, cached per stream; each window runs
+    /// only the back end. A window's first and last `context_frames` frames
+    /// (which the whole graph reads against the window's edges) are computed
+    /// from the window's own crops, so every window's probabilities are the
+    /// whole graph's.
     #[default]
     Once,
     /// The whole graph on each window, as for a model that comes as one
@@ -759,7 +759,7 @@ impl Inferencer {
                 .range(offset..offset + frames)
                 .filter(|&&f| f)
                 .count();
-            let window = PendingWindow {
+            let mut window = PendingWindow {
                 stream_id: c.stream_id.clone(),
                 model,
                 shadow: false,
@@ -772,7 +772,6 @@ impl Inferencer {
                 queued: Instant::now(),
                 tag: tag.to_vec(),
             };
-            let mut window = window;
             if let Some(d) = once {
                 let start = buf.next_start;
                 buf.attach_features(reader, &mut window, start, d, &mut newest)?;

@@ -365,15 +365,8 @@ pub fn i420_region_to_bgr_planar(
     ph: usize,
     out: &mut Vec<f32>,
 ) {
-    out.clear();
-    out.resize(3 * pw * ph, 0.0);
-    let cw = w.div_ceil(2);
-    let ch = h.div_ceil(2);
-    let (y_plane, rest) = frame.split_at(w * h);
-    let (u_plane, v_plane) = rest.split_at(cw * ch);
-    let plane = pw * ph;
-    let (b_plane, rest) = out.split_at_mut(plane);
-    let (g_plane, r_plane) = rest.split_at_mut(plane);
+    let ([y_plane, u_plane, v_plane], cw) = i420_planes(frame, w, h);
+    let [b_plane, g_plane, r_plane] = zeroed_planes(out, pw * ph);
     let x1 = w.min(x0 + pw);
     if x1 <= x0 {
         return;
@@ -397,6 +390,23 @@ pub fn i420_region_to_bgr_planar(
             (bs[i], gs[i], rs[i]) = bgr(l as f32, us[x / 2], vs[x / 2]);
         }
     }
+}
+
+/// An I420 frame's Y, U and V planes, and the chroma planes' width.
+fn i420_planes(frame: &[u8], w: usize, h: usize) -> ([&[u8]; 3], usize) {
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let (y, rest) = frame.split_at(w * h);
+    let (u, v) = rest.split_at(cw * ch);
+    ([y, u, v], cw)
+}
+
+/// `out` as three zeroed planes of `plane` values (B, G, R).
+fn zeroed_planes(out: &mut Vec<f32>, plane: usize) -> [&mut [f32]; 3] {
+    out.clear();
+    out.resize(3 * plane, 0.0);
+    let (b, rest) = out.split_at_mut(plane);
+    let (g, r) = rest.split_at_mut(plane);
+    [b, g, r]
 }
 
 /// One pixel, BT.601 limited range: luma `l`, chroma `u`, `v` -> (B, G, R) in 0..255.
@@ -425,15 +435,8 @@ pub fn i420_region_to_bgr_planar_half(
     ph: usize,
     out: &mut Vec<f32>,
 ) {
-    out.clear();
-    out.resize(3 * pw * ph, 0.0);
-    let cw = w.div_ceil(2);
-    let ch = h.div_ceil(2);
-    let (y_plane, rest) = frame.split_at(w * h);
-    let (u_plane, v_plane) = rest.split_at(cw * ch);
-    let plane = pw * ph;
-    let (b_plane, rest) = out.split_at_mut(plane);
-    let (g_plane, r_plane) = rest.split_at_mut(plane);
+    let ([y_plane, u_plane, v_plane], cw) = i420_planes(frame, w, h);
+    let [b_plane, g_plane, r_plane] = zeroed_planes(out, pw * ph);
     // Output columns and rows whose four samples all lie in the frame.
     let cols = (w.saturating_sub(x0) / 2).min(pw);
     let rows = (h.saturating_sub(y0) / 2).min(ph);

@@ -106,10 +106,10 @@ pub struct ModelArgs {
 
     /// How a model whose version folder also holds its front end and back
     /// end (front.onnx, back.onnx beside model.onnx) reads a stream. once:
-    /// each frame's front end once, from its real neighbours, and only the
-    /// back end per window (2.1x less compute a frame at hop 25, more at
-    /// shorter hops); per-window: the whole graph on every window, as a model
-    /// that comes as one graph is always read.
+    /// each frame's front end once per stream and only the back end per
+    /// window, with the same output (1.8x less CPU a frame at hop 25, 2.4x at
+    /// hop 10: docs/benchmarks.md); per-window: the whole graph on every
+    /// window, as a model that comes as one graph is always read.
     #[arg(long, env = "MOUTHMAP_FRONT_END", value_enum, default_value_t = FrontEndArg::Once)]
     pub front_end: FrontEndArg,
 }
