@@ -548,3 +548,50 @@ fn mouthmap_decoder_window(id: &str) -> (Vec<u8>, mouthmap_contracts::LogitsEven
     };
     (probs, mouthmap_contracts::LogitsEvent::Window(window))
 }
+
+/// A stream's last quality is written before its end goes downstream (the
+/// preprocessor waits on it): the writer's acknowledged offer says `true`
+/// only once the row is readable, rows queued before it are merged into the
+/// same write, and with Redis gone it says `false` within the store's
+/// timeouts instead of holding the stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_acknowledged_feature_write_is_readable_when_it_says_so() {
+    use mouthmap_feature_store::writer::FeatureWriter;
+    use mouthmap_feature_store::{OnlineStore, Registry, Row, StoreSettings, Value as Field};
+    if !available(&[Need::Redis]) {
+        return;
+    }
+    let mut redis = Redis::start();
+    let store = OnlineStore::new(
+        StoreSettings::new(redis.url()),
+        std::sync::Arc::new(Registry::builtin()),
+    )
+    .unwrap();
+    let (writer, _task) = FeatureWriter::spawn(store.clone(), 256);
+    let id = unique("acked");
+    let quality = |frames: i64| Row::from([("frames".to_string(), Field::Int(frames))]);
+    for frames in 1..75 {
+        assert!(writer.offer("stream_quality", &id, quality(frames)));
+    }
+    let ack = writer
+        .offer_acked("stream_quality", &id, quality(75))
+        .expect("room in the queue");
+    assert!(ack.await.unwrap(), "the write failed");
+    let rows = store.read(&[("stream_quality", &id)]).await.unwrap();
+    let row = rows[0]
+        .as_ref()
+        .expect("the row is stored once acknowledged");
+    assert_eq!(row["frames"], Field::Int(75));
+
+    redis.stop();
+    let started = Instant::now();
+    let ack = writer
+        .offer_acked("stream_quality", &id, quality(76))
+        .expect("room in the queue");
+    assert!(!ack.await.unwrap(), "a write to a stopped Redis succeeded");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the failed write was told after {:?}",
+        started.elapsed()
+    );
+}

@@ -182,11 +182,18 @@ impl DecodeHandler {
     }
 
     /// Looks the stream up (if there is a store) and lets its features pick
-    /// its grammar. A failed lookup leaves the grammar as it was.
-    async fn lookup(&mut self, stream_id: &str) -> Option<Lookup> {
+    /// its grammar. A failed lookup leaves the grammar as it was. A final's
+    /// lookup (`fresh`) reads past the cache: the final keeps the features
+    /// as they stand at the stream's end.
+    async fn lookup(&mut self, stream_id: &str, fresh: bool) -> Option<Lookup> {
         let enricher = self.enricher.as_mut()?;
         let started = std::time::Instant::now();
-        let found = enricher.lookup(stream_id).await.map_err(|e| e.to_string());
+        let found = if fresh {
+            enricher.lookup_fresh(stream_id).await
+        } else {
+            enricher.lookup(stream_id).await
+        };
+        let found = found.map_err(|e| e.to_string());
         self.metrics.observe_lookup(started.elapsed());
         match &found {
             Ok(e) => self.stage.choose_grammar(stream_id, e.grammar.as_deref()),
@@ -257,7 +264,8 @@ impl Handler for DecodeHandler {
         }
         let lookup = match event {
             LogitsEvent::Start(_) => None,
-            _ => self.lookup(event.stream_id()).await,
+            LogitsEvent::End(_) => self.lookup(event.stream_id(), true).await,
+            _ => self.lookup(event.stream_id(), false).await,
         };
         let m = input.msg;
         match event {
@@ -347,7 +355,7 @@ impl Handler for DecodeHandler {
             self.open.remove(&t.stream_id);
             tracing::warn!(stream_id = %t.stream_id, "no end event within the idle timeout; final sent as timed out");
             let id = t.stream_id.clone();
-            let lookup = self.lookup(&id).await;
+            let lookup = self.lookup(&id, true).await;
             self.stage.choose_grammar(&id, None);
             Self::attach(t, &lookup);
         }

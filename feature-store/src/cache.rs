@@ -46,11 +46,30 @@ impl CachedReader {
         &mut self,
         lookups: &[(&str, &str)],
     ) -> Result<Vec<Option<Row>>, FeatureError> {
+        self.read_aged(lookups, self.max_age).await
+    }
+
+    /// Reads rows from Redis whatever the cache holds, and caches them: for
+    /// a read whose answer is kept (a stream's final transcript), not one
+    /// that the next message reads again.
+    pub async fn read_fresh(
+        &mut self,
+        lookups: &[(&str, &str)],
+    ) -> Result<Vec<Option<Row>>, FeatureError> {
+        self.read_aged(lookups, Duration::ZERO).await
+    }
+
+    /// Reads rows, from the cache where they are younger than `max_age`.
+    async fn read_aged(
+        &mut self,
+        lookups: &[(&str, &str)],
+        max_age: Duration,
+    ) -> Result<Vec<Option<Row>>, FeatureError> {
         let mut out: Vec<Option<Option<Row>>> = Vec::with_capacity(lookups.len());
         let mut missing: Vec<(&str, &str)> = Vec::new();
         for &(view, key) in lookups {
             match self.entries.get(&(view.to_string(), key.to_string())) {
-                Some((at, row)) if !self.max_age.is_zero() && at.elapsed() < self.max_age => {
+                Some((at, row)) if !max_age.is_zero() && at.elapsed() < max_age => {
                     self.hits += 1;
                     out.push(Some(row.clone()));
                 }

@@ -64,21 +64,41 @@ impl Enricher {
 
     /// The stream's and its speaker's features, or why there are none this time.
     pub async fn lookup(&mut self, stream_id: &str) -> Result<Enrichment, FeatureError> {
+        self.lookup_aged(stream_id, false).await
+    }
+
+    /// Like [`lookup`](Self::lookup), from Redis whatever the cache holds:
+    /// for a stream's final transcript, which should carry its features as
+    /// they stand at its end (its whole quality, its last settings), not as
+    /// an earlier message of the same stream read them.
+    pub async fn lookup_fresh(&mut self, stream_id: &str) -> Result<Enrichment, FeatureError> {
+        self.lookup_aged(stream_id, true).await
+    }
+
+    async fn lookup_aged(
+        &mut self,
+        stream_id: &str,
+        fresh: bool,
+    ) -> Result<Enrichment, FeatureError> {
         let deadline = self.deadline;
-        match tokio::time::timeout(deadline, self.lookup_now(stream_id)).await {
+        match tokio::time::timeout(deadline, self.lookup_now(stream_id, fresh)).await {
             Ok(r) => r,
             Err(_) => Err(FeatureError::Deadline(deadline)),
         }
     }
 
-    async fn lookup_now(&mut self, stream_id: &str) -> Result<Enrichment, FeatureError> {
+    async fn lookup_now(
+        &mut self,
+        stream_id: &str,
+        fresh: bool,
+    ) -> Result<Enrichment, FeatureError> {
         let mut out = Enrichment::default();
         let lookups: Vec<(&str, &str)> = self
             .stream_views
             .iter()
             .map(|v| (v.as_str(), stream_id))
             .collect();
-        let rows = self.reader.read(&lookups).await?;
+        let rows = read(&mut self.reader, &lookups, fresh).await?;
         for (view, row) in self.stream_views.iter().zip(rows) {
             let Some(row) = row else { continue };
             if let Some(s) = row
@@ -109,7 +129,7 @@ impl Enricher {
                 .iter()
                 .map(|v| (v.as_str(), speaker.as_str()))
                 .collect();
-            let rows = self.reader.read(&lookups).await?;
+            let rows = read(&mut self.reader, &lookups, fresh).await?;
             for (view, row) in self.speaker_views.iter().zip(rows) {
                 if let Some(row) = row {
                     out.features.insert(view.clone(), to_json(&row));
@@ -117,6 +137,19 @@ impl Enricher {
             }
         }
         Ok(out)
+    }
+}
+
+/// Rows through the cache, or past it when `fresh`.
+async fn read(
+    reader: &mut CachedReader,
+    lookups: &[(&str, &str)],
+    fresh: bool,
+) -> Result<Vec<Option<crate::online::Row>>, FeatureError> {
+    if fresh {
+        reader.read_fresh(lookups).await
+    } else {
+        reader.read(lookups).await
     }
 }
 

@@ -2,13 +2,16 @@
 //! stage offers rows and moves on; a background task writes them, merging
 //! rows of the same view and key that queued up meanwhile (only the latest
 //! values matter). With Redis down, writes are dropped with a warning and
-//! the next offer carries the newer values.
+//! the next offer carries the newer values. A row that must be stored
+//! before something else happens (a stream's last quality, before its end
+//! goes downstream) is queued with [`FeatureWriter::offer_acked`], whose
+//! receiver says when it was written.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::online::{OnlineStore, Row};
 
@@ -16,9 +19,12 @@ use crate::online::{OnlineStore, Row};
 /// after it wrote what was queued.
 #[derive(Clone)]
 pub struct FeatureWriter {
-    tx: mpsc::Sender<(String, String, Row)>,
+    tx: mpsc::Sender<Queued>,
     stats: Arc<WriterStats>,
 }
+
+/// A queued row: view, key, fields, and who waits for it to be written.
+type Queued = (String, String, Row, Option<oneshot::Sender<bool>>);
 
 /// Counts of the writer's work.
 #[derive(Debug, Default)]
@@ -32,28 +38,32 @@ pub struct WriterStats {
 impl FeatureWriter {
     /// Starts the writer task on the current tokio runtime.
     pub fn spawn(store: OnlineStore, capacity: usize) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::channel::<(String, String, Row)>(capacity.max(1));
+        let (tx, mut rx) = mpsc::channel::<Queued>(capacity.max(1));
         let stats = Arc::new(WriterStats::default());
         let task_stats = stats.clone();
         let task = tokio::spawn(async move {
             let mut failing = false;
             while let Some(first) = rx.recv().await {
-                let mut pending: BTreeMap<(String, String), Row> = BTreeMap::new();
-                let mut add = |(view, key, row): (String, String, Row)| {
-                    pending.entry((view, key)).or_default().extend(row);
+                type Pending = (Row, Vec<oneshot::Sender<bool>>);
+                let mut pending: BTreeMap<(String, String), Pending> = BTreeMap::new();
+                let mut add = |(view, key, row, ack): Queued| {
+                    let (fields, acks) = pending.entry((view, key)).or_default();
+                    fields.extend(row);
+                    acks.extend(ack);
                 };
                 add(first);
                 while let Ok(more) = rx.try_recv() {
                     add(more);
                 }
-                for ((view, key), row) in pending {
-                    match store.write(&view, &key, &row).await {
+                for ((view, key), (row, acks)) in pending {
+                    let written = match store.write(&view, &key, &row).await {
                         Ok(()) => {
                             task_stats.written.fetch_add(1, Ordering::Relaxed);
                             if failing {
                                 tracing::info!(view, "feature writes succeed again");
                                 failing = false;
                             }
+                            true
                         }
                         Err(e) => {
                             task_stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -61,7 +71,12 @@ impl FeatureWriter {
                                 tracing::warn!(view, key, error = %e, "feature write failed; newer values will be written when they come");
                             }
                             failing = e.is_transient();
+                            false
                         }
+                    };
+                    for ack in acks {
+                        // The waiter may have given up: nothing to tell.
+                        let _ = ack.send(written);
                     }
                 }
             }
@@ -71,10 +86,20 @@ impl FeatureWriter {
 
     /// Queues a row; false (and counted) when the queue is full.
     pub fn offer(&self, view: &str, key: &str, row: Row) -> bool {
-        let ok = self
-            .tx
-            .try_send((view.to_string(), key.to_string(), row))
-            .is_ok();
+        self.queue((view.to_string(), key.to_string(), row, None))
+    }
+
+    /// Queues a row like [`offer`](Self::offer); the receiver hears `true`
+    /// once it is written, `false` if the write failed. None (and counted)
+    /// when the queue is full.
+    pub fn offer_acked(&self, view: &str, key: &str, row: Row) -> Option<oneshot::Receiver<bool>> {
+        let (ack, heard) = oneshot::channel();
+        self.queue((view.to_string(), key.to_string(), row, Some(ack)))
+            .then_some(heard)
+    }
+
+    fn queue(&self, row: Queued) -> bool {
+        let ok = self.tx.try_send(row).is_ok();
         if !ok {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }

@@ -269,13 +269,15 @@ fn crop_chain(
         move |mut frames: mpsc::Receiver<Outgoing>, metrics: StageMetrics| {
             let (tx, mouths) = mpsc::channel::<Outgoing<MouthEvent>>(64);
             let crop_metrics = StageMetrics::new("preprocess");
+            let runtime = tokio::runtime::Handle::current();
             let mut lanes = Vec::new();
             for (i, stage) in stages.into_iter().enumerate() {
                 let (lane_tx, lane_rx) = std::sync::mpsc::sync_channel::<Outgoing>(16);
                 let (tx, features, metrics) = (tx.clone(), features.clone(), crop_metrics.clone());
+                let runtime = runtime.clone();
                 let spawned = std::thread::Builder::new()
                     .name(format!("crop-{i}"))
-                    .spawn(move || crop_lane(stage, lane_rx, tx, features, metrics));
+                    .spawn(move || crop_lane(stage, lane_rx, tx, features, metrics, runtime));
                 match spawned {
                     Ok(_) => lanes.push(lane_tx),
                     Err(e) => tracing::error!(error = %e, "cannot start a mouth crop thread"),
@@ -318,6 +320,7 @@ fn crop_lane(
     tx: mpsc::Sender<Outgoing<MouthEvent>>,
     features: Option<FeatureWriter>,
     metrics: StageMetrics,
+    runtime: tokio::runtime::Handle,
 ) {
     for input in frames {
         let made = {
@@ -327,7 +330,14 @@ fn crop_lane(
         match made {
             Ok(made) => {
                 if let Some(writer) = &features {
-                    mouthmap_preprocessor::service::offer_quality(&stage, writer, &made, &metrics);
+                    let ends = mouthmap_preprocessor::service::offer_quality(
+                        &stage, writer, &made, &metrics,
+                    );
+                    if !ends.is_empty() {
+                        runtime.block_on(mouthmap_preprocessor::service::quality_stored(
+                            ends, &metrics,
+                        ));
+                    }
                 }
                 for (event, payload) in made {
                     let out = Outgoing {
