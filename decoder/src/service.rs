@@ -111,14 +111,59 @@ pub struct DecodeHandler {
     /// Where each open stream's first message came from: its input is held
     /// back from there until its final is out.
     pub open: HashMap<String, (String, i32, i64)>,
-    /// Finals already on the transcripts topic when the service started
-    /// (stream id -> the final's timestamp, Unix ms; see
-    /// [`published_finals`]): a stream this replica rebuilds after a
-    /// restart, whose final went out before the restart stored its offset,
-    /// does not get a second one.
-    pub published_finals: HashMap<String, i64>,
+    /// Finals already sent: those on the transcripts topic when the
+    /// service started ([`published_finals`]) and those it sent since. A
+    /// stream this replica rebuilds after a restart, whose final went out
+    /// before the restart stored its offset, and an end delivered twice
+    /// (at-least-once), get no second final.
+    pub published_finals: SentFinals,
     /// Shadow windows' decoding (None: shadow windows are passed over).
     pub shadow: Option<Shadow>,
+}
+
+/// How long a sent final is remembered against a redelivered end.
+const FINALS_KEPT_MS: i64 = 3_600_000;
+
+/// Streams whose final was sent: stream id -> when (Unix ms).
+#[derive(Debug, Default)]
+pub struct SentFinals(HashMap<String, i64>);
+
+impl From<HashMap<String, i64>> for SentFinals {
+    fn from(m: HashMap<String, i64>) -> Self {
+        Self(m)
+    }
+}
+
+impl SentFinals {
+    /// Whether the stream's final went out after the end at `ended_at_ms`
+    /// was sent: this end (or a copy of it) was answered already. A stream
+    /// id used again later ends later than its old final and is not.
+    pub fn answered(&self, stream_id: &str, ended_at_ms: i64) -> bool {
+        self.0.get(stream_id).is_some_and(|at| *at >= ended_at_ms)
+    }
+
+    /// Notes a final sent at `at_ms`, and forgets finals older than an
+    /// hour (redeliveries come within a rebalance, not hours later).
+    pub fn sent(&mut self, stream_id: &str, at_ms: i64) {
+        self.0.insert(stream_id.to_string(), at_ms);
+        if self.0.len().is_multiple_of(1024) {
+            self.0.retain(|_, t| at_ms - *t < FINALS_KEPT_MS);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Finals among the newest `per_partition` messages of each partition of
@@ -316,15 +361,20 @@ impl Handler for DecodeHandler {
         }
         if let LogitsEvent::End(end) = event {
             self.open.remove(&end.stream_id);
-            // Its final went out after this end was sent: before a restart.
+            // Its final went out after this end was sent: before a
+            // restart, or this end is a copy delivered again.
             if self
                 .published_finals
-                .remove(&end.stream_id)
-                .is_some_and(|at| at >= end.ended_at_ms)
+                .answered(&end.stream_id, end.ended_at_ms)
             {
                 tracing::info!(stream_id = %end.stream_id,
-                    "the stream's final is on the topic already (sent before a restart); not sent again");
+                    "the stream's final is on the topic already (sent before a restart, or this end came twice); not sent again");
                 out.retain(|t| t.kind != mouthmap_contracts::TranscriptKind::Final);
+            }
+        }
+        for t in &out {
+            if t.kind == mouthmap_contracts::TranscriptKind::Final {
+                self.published_finals.sent(&t.stream_id, now_ms());
             }
         }
         for t in &mut out {
@@ -358,6 +408,8 @@ impl Handler for DecodeHandler {
             let lookup = self.lookup(&id, true).await;
             self.stage.choose_grammar(&id, None);
             Self::attach(t, &lookup);
+            // Its end, should it still come, gets no second final.
+            self.published_finals.sent(&id, now_ms());
         }
         Ok(expired.iter().map(|t| self.message(t, &span)).collect())
     }
@@ -365,7 +417,31 @@ impl Handler for DecodeHandler {
 
 #[cfg(test)]
 mod tests {
-    use super::word_error_rate;
+    use super::{SentFinals, word_error_rate};
+
+    #[test]
+    fn an_end_answered_by_a_final_gets_no_second_one_but_a_later_stream_of_that_id_does() {
+        let mut f = SentFinals::from(std::collections::HashMap::from([(
+            "before".to_string(),
+            500,
+        )]));
+        // A final on the topic from before a restart answers its end.
+        assert!(f.answered("before", 400));
+        assert!(!f.answered("other", 400));
+        // A final sent here answers the same end delivered again, however often.
+        f.sent("s", 1_000);
+        assert!(f.answered("s", 990));
+        assert!(f.answered("s", 990));
+        // The id used again by a stream that ended after that final.
+        assert!(!f.answered("s", 1_500));
+        // Finals an hour old are forgotten as new ones come.
+        for i in 0..2048 {
+            f.sent(&format!("n{i}"), 1_000 + 3_600_000 + i);
+        }
+        assert!(!f.answered("s", 990));
+        assert!(f.answered("n2047", 0));
+        assert!(f.len() <= 2049);
+    }
 
     #[test]
     fn word_error_rate_counts_edits_over_the_reference() {

@@ -141,7 +141,7 @@ pub async fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
         enricher: store.map(|s| Enricher::new(s, args.features_cache, args.features_deadline)),
         open: Default::default(),
         clock: Default::default(),
-        published_finals,
+        published_finals: published_finals.into(),
         shadow: args
             .shadow_topic
             .as_ref()
