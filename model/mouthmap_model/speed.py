@@ -4,8 +4,9 @@
         ../models/mouthmap-lipnet-grid-s1/2/model.onnx ../models/mouthmap-lipnet-grid-s1-int8/1/model.onnx
 
 Random input, two warm-up runs, then the median of 30 runs at batch 1 and 6
-at batch 16, with `--threads` intra-op threads (2: what `mouthmap infer`
-uses by default). Run it on an idle machine.
+at batch 16, with `--threads` intra-op threads (default 2; `mouthmap infer`
+runs one per model unless `--model-threads` says more). Run it on an idle
+machine.
 """
 
 from __future__ import annotations
