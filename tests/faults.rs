@@ -120,26 +120,28 @@ impl Services {
     /// reports holding satisfies `holds`, all at once; panics with their
     /// readiness reports and `what` otherwise.
     fn wait_partitions(&self, names: &[&str], holds: impl Fn(usize) -> bool, what: &str) {
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            let reports: Vec<serde_json::Value> = names.iter().map(|n| self.readyz(n)).collect();
-            if reports.iter().all(|r| holds(partitions_held(r))) {
-                return;
-            }
-            assert!(Instant::now() < until, "{what} within 60 s: {reports:?}");
-            std::thread::sleep(Duration::from_millis(500));
+        if let Err(reports) = self.partitions_within(names, holds, Duration::from_secs(60)) {
+            panic!("{what} within 60 s: {reports:?}");
         }
     }
 
-    /// Whether every named replica holds partitions within `wait`.
-    fn hold_partitions_within(&self, names: &[&str], wait: Duration) -> bool {
+    /// Polls until the number of partitions each named replica reports
+    /// holding satisfies `holds`, all at once; their last readiness reports
+    /// when `wait` runs out first.
+    fn partitions_within(
+        &self,
+        names: &[&str],
+        holds: impl Fn(usize) -> bool,
+        wait: Duration,
+    ) -> Result<(), Vec<serde_json::Value>> {
         let until = Instant::now() + wait;
         loop {
-            if names.iter().all(|n| partitions_held(&self.readyz(n)) > 0) {
-                return true;
+            let reports: Vec<serde_json::Value> = names.iter().map(|n| self.readyz(n)).collect();
+            if reports.iter().all(|r| holds(partitions_held(r))) {
+                return Ok(());
             }
             if Instant::now() >= until {
-                return false;
+                return Err(reports);
             }
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -184,8 +186,6 @@ fn partitions_held(report: &serde_json::Value) -> usize {
         .map_or(0, Vec::len)
 }
 
-/// What every fault test starts from: a broker of its own, the joined
-/// clips' video, and the consuming services ready on it.
 /// A broker of the test's own (the group rejoins a test watches happen on
 /// a fresh coordinator, not one the whole suite's groups went through) and
 /// the services on it, each holding partitions before the test begins. A
@@ -198,13 +198,12 @@ fn own_pipeline(static_membership: bool) -> (OwnBroker, Services) {
         let broker = OwnBroker::new();
         let s = Services::up_with(broker.brokers(), static_membership);
         let names = ["preprocess", "infer", "decode"];
-        let (held, reports) = tokio::task::block_in_place(|| {
-            let held = s.hold_partitions_within(&names, Duration::from_secs(40));
-            (held, names.map(|n| s.readyz(n)))
+        let held = tokio::task::block_in_place(|| {
+            s.partitions_within(&names, |n| n > 0, Duration::from_secs(40))
         });
-        if held {
+        let Err(reports) = held else {
             return (broker, s);
-        }
+        };
         assert!(
             attempt < 2,
             "the services on a fresh broker held no partitions within 40 s, twice: {reports:?}"
@@ -216,6 +215,8 @@ fn own_pipeline(static_membership: bool) -> (OwnBroker, Services) {
     unreachable!()
 }
 
+/// What every fault test starts from: a broker of its own, the joined
+/// clips' video, and the consuming services ready on it.
 struct Fixture {
     _broker: OwnBroker,
     _dir: tempfile::TempDir,

@@ -13,7 +13,7 @@ use mouthmap_bus::idle::IdleClock;
 use mouthmap_bus::kafka::{Handler, Incoming};
 use mouthmap_bus::metrics::StageMetrics;
 use mouthmap_bus::{ErrorKind, HandleError, OutMessage, telemetry};
-use mouthmap_contracts::{Event, LogitsEvent, Transcript};
+use mouthmap_contracts::{Event, LogitsEvent, Transcript, clock};
 use mouthmap_feature_store::enrich::{Enricher, Enrichment};
 
 use crate::stage::{DecodeError, Decoder};
@@ -158,12 +158,6 @@ impl SentFinals {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Finals among the newest `per_partition` messages of each partition of
@@ -374,7 +368,7 @@ impl Handler for DecodeHandler {
         }
         for t in &out {
             if t.kind == mouthmap_contracts::TranscriptKind::Final {
-                self.published_finals.sent(&t.stream_id, now_ms());
+                self.published_finals.sent(&t.stream_id, clock::now_ms());
             }
         }
         for t in &mut out {
@@ -409,7 +403,7 @@ impl Handler for DecodeHandler {
             self.stage.choose_grammar(&id, None);
             Self::attach(t, &lookup);
             // Its end, should it still come, gets no second final.
-            self.published_finals.sent(&id, now_ms());
+            self.published_finals.sent(&id, clock::now_ms());
         }
         Ok(expired.iter().map(|t| self.message(t, &span)).collect())
     }
