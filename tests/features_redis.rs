@@ -105,15 +105,17 @@ async fn stream_features_choose_the_grammar_and_speaker_aggregates_count_streams
     let any = "127.0.0.1:0";
     let _pre = service(&t, &brokers, &redis, "preprocess", any, &[]);
     let _inf = service(&t, &brokers, &redis, "infer", any, &["--model", &model]);
-    // A deadline that a loaded CI machine (two pipelines on two cores) keeps:
-    // this test is about what the features do, not how fast Redis answers.
+    // A deadline that a loaded CI machine (four tests' pipelines on two
+    // cores) keeps: this test is about what the features do, not how fast
+    // Redis answers. (250 ms was missed once in CI: a final's lookup, which
+    // reads Redis past the cache, while the machine was saturated.)
     let _dec = service(
         &t,
         &brokers,
         &redis,
         "decode",
         any,
-        &["--features-deadline", "250ms"],
+        &["--features-deadline", "2s"],
     );
     let _features = features_serve(&t, &brokers, &redis);
 

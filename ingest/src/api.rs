@@ -10,7 +10,8 @@
 //! | `POST /v1/streams` | start `{"source": URI-or-path, "id"?: ..., "realtime"?: bool}` |
 //! | `GET /v1/streams/{id}` | one stream |
 //! | `DELETE /v1/streams/{id}[?drain=true]` | stop now (or drain until the source goes quiet) |
-//! | `POST /v1/rtmp/on_publish` | nginx-rtmp: a publisher started; pull it before answering |
+//! | `POST /v1/rtmp/on_publish` | nginx-rtmp: a publisher started; pull it, and answer once the pull plays |
+//! | `POST /v1/rtmp/on_play` | nginx-rtmp: a player (ingest's own pull) started playing |
 //! | `POST /v1/rtmp/on_publish_done` | nginx-rtmp: the publisher finished; drain the stream |
 //! | `POST /v1/rtmp/on_update` | nginx-rtmp, every few seconds per publisher: resume one no ingest pulls (after a restart) |
 //!
@@ -24,8 +25,9 @@
 //! started through the API pass the [`SourcePolicy`].
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Form, Path, Query, Request, State};
 use axum::http::StatusCode;
@@ -74,6 +76,82 @@ pub struct ApiState {
     /// Where streams an earlier ingest process carried are read back from,
     /// to resume them (`on_update`); none: they start again as new streams.
     pub resume_from: Option<ResumeFrom>,
+    /// The pulls `on_publish` waits to see playing.
+    pub plays: Plays,
+}
+
+/// How long `on_publish` waits for its pull to play (the pipeline built,
+/// connected, `play` sent and reported by nginx's `on_play`) before it lets
+/// the publisher send anyway. nginx-rtmp gives up on a callback after its
+/// `netcall_timeout` (7 s by default), which refuses the publish: this
+/// stays under it, settle included.
+pub const PLAY_WAIT: Duration = Duration::from_secs(6);
+
+/// The pulls `on_publish` started and waits to see playing: nginx-rtmp
+/// sends a live stream only to the players already there, so a pull that
+/// joins after the publisher started loses the stream's first seconds (seen
+/// on a loaded machine: a 3 s stream read as its last two words).
+#[derive(Debug, Default)]
+pub struct Plays {
+    waiting: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+    /// nginx reported a play at least once: its configuration has `on_play`.
+    reported: AtomicBool,
+    /// A wait ran out before nginx had ever reported a play.
+    never_reported: AtomicBool,
+}
+
+impl Plays {
+    /// Registers a pull about to start for `name`; its play is then waited
+    /// with [`Plays::wait`]. None when waiting is pointless: a wait already
+    /// ran out and nginx never reported a play (its configuration lacks
+    /// `on_play`). Publishes that come together before that all wait.
+    pub fn expect(&self, name: &str) -> Option<Arc<tokio::sync::Notify>> {
+        if !self.reported() && self.never_reported.load(Ordering::Relaxed) {
+            return None;
+        }
+        let notify = Arc::new(tokio::sync::Notify::new());
+        self.waiting
+            .lock()
+            .expect("plays lock")
+            .insert(name.to_string(), notify.clone());
+        Some(notify)
+    }
+
+    /// nginx says `name` is played: wakes the `on_publish` waiting for it.
+    /// False when none waits (a player that is not a pull just started).
+    pub fn played(&self, name: &str) -> bool {
+        self.reported.store(true, Ordering::Relaxed);
+        match self.waiting.lock().expect("plays lock").remove(name) {
+            Some(notify) => {
+                notify.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Waits until `name`'s pull plays, at most until `until`. True when
+    /// the play was seen.
+    pub async fn wait(&self, name: &str, notify: &tokio::sync::Notify, until: Instant) -> bool {
+        let seen = tokio::time::timeout_at(until.into(), notify.notified())
+            .await
+            .is_ok();
+        self.waiting.lock().expect("plays lock").remove(name);
+        if !seen && !self.reported() {
+            self.never_reported.store(true, Ordering::Relaxed);
+        }
+        seen
+    }
+
+    /// Forgets a pull that did not start.
+    pub fn forget(&self, name: &str) {
+        self.waiting.lock().expect("plays lock").remove(name);
+    }
+
+    /// Whether nginx ever reported a play.
+    pub fn reported(&self) -> bool {
+        self.reported.load(Ordering::Relaxed)
+    }
 }
 
 /// The frames topic and how to reach it.
@@ -95,6 +173,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         ));
     let callbacks = Router::new()
         .route("/v1/rtmp/on_publish", post(on_publish))
+        .route("/v1/rtmp/on_play", post(on_play))
         .route("/v1/rtmp/on_publish_done", post(on_publish_done))
         .route("/v1/rtmp/on_update", post(on_update))
         .layer(middleware::from_fn_with_state(state.clone(), callback_auth));
@@ -281,19 +360,63 @@ async fn on_publish(
         published: true,
         ..StartOptions::default()
     };
+    let started = Instant::now();
+    let until = started + PLAY_WAIT;
+    let play = state.plays.expect(name);
     match state.manager.start(Some(name.to_string()), source, options) {
         Ok((_, ready)) => {
-            // Pull before the publisher starts sending, so no frame is missed.
-            let _ = tokio::time::timeout(Duration::from_secs(5), ready).await;
+            // Pull before the publisher starts sending, so no frame is
+            // missed: the pipeline playing, then nginx's word that the pull
+            // plays the stream.
+            let _ = tokio::time::timeout_at(until.into(), ready).await;
+            let pipeline_ms = started.elapsed().as_millis() as u64;
+            let played = match &play {
+                Some(notify) => state.plays.wait(name, notify, until).await,
+                None => false,
+            };
             tokio::time::sleep(state.rtmp.settle).await;
-            tracing::info!(stream_id = name, "RTMP publish accepted; pulling");
+            if played {
+                tracing::info!(
+                    stream_id = name,
+                    pipeline_ms,
+                    playing_ms = started.elapsed().as_millis() as u64,
+                    "RTMP publish accepted; its pull plays"
+                );
+            } else if play.is_some() && state.plays.reported() {
+                tracing::warn!(
+                    stream_id = name,
+                    wait = ?PLAY_WAIT,
+                    "RTMP publish accepted before its pull played (a loaded machine?): the stream's first frames may be lost"
+                );
+            } else {
+                tracing::warn!(
+                    stream_id = name,
+                    "RTMP publish accepted without knowing whether its pull plays: nginx reports no plays (add `on_play` to its configuration, as deploy/nginx/nginx-rtmp.conf.template has it); a stream's first frames may be lost"
+                );
+            }
             (StatusCode::OK, "ok").into_response()
         }
         Err(e) => {
+            state.plays.forget(name);
             tracing::warn!(stream_id = name, error = %e, "publish refused");
             start_error(e)
         }
     }
+}
+
+/// nginx-rtmp: a player started playing `name`. Only ingest's own pulls
+/// may play (nginx allows play from loopback alone), so every play is
+/// answered 200; one an `on_publish` waits for lets its publisher in.
+async fn on_play(
+    State(state): State<Arc<ApiState>>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let form = first_values(form);
+    let name = form.get("name").map(String::as_str).unwrap_or_default();
+    if state.plays.played(name) {
+        tracing::debug!(stream_id = name, "the pull plays");
+    }
+    (StatusCode::OK, "ok").into_response()
 }
 
 /// nginx-rtmp reports every publisher (and player) again each
@@ -365,7 +488,42 @@ async fn on_publish_done(
 
 #[cfg(test)]
 mod tests {
-    use super::first_values;
+    use super::{Plays, first_values};
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn a_publish_waits_for_its_pull_to_play() {
+        let plays = Plays::default();
+        let notify = plays.expect("cam-1").expect("waits at first");
+        // The play may be reported before the wait begins.
+        assert!(plays.played("cam-1"));
+        let until = Instant::now() + Duration::from_secs(5);
+        assert!(plays.wait("cam-1", &notify, until).await);
+        assert!(!plays.played("cam-1"), "no one waits any more");
+        // A pull that never plays: given up at the deadline.
+        let notify = plays.expect("cam-2").unwrap();
+        let started = Instant::now();
+        let until = started + Duration::from_millis(100);
+        assert!(!plays.wait("cam-2", &notify, until).await);
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        // nginx reports plays here: every publish still waits.
+        assert!(plays.expect("cam-3").is_some());
+    }
+
+    #[tokio::test]
+    async fn an_nginx_without_on_play_makes_one_publish_wait_not_every_one() {
+        let plays = Plays::default();
+        let notify = plays.expect("cam-1").expect("waits at first");
+        // Publishes that come together at first all wait.
+        assert!(plays.expect("cam-1b").is_some());
+        let until = Instant::now() + Duration::from_millis(50);
+        assert!(!plays.wait("cam-1", &notify, until).await);
+        assert!(plays.expect("cam-2").is_none(), "no play was ever reported");
+        // Once nginx reports one (its configuration fixed and reloaded),
+        // publishes wait again.
+        assert!(!plays.played("someone-else"));
+        assert!(plays.expect("cam-3").is_some());
+    }
     use mouthmap_bus::guard::{host_of, same_secret};
 
     #[test]

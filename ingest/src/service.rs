@@ -139,6 +139,7 @@ pub async fn run_with(
                 kafka: producer.settings().clone(),
                 topic: settings.topic.clone(),
             }),
+            plays: Default::default(),
         });
         let mut stop = api_stop_rx.clone();
         api_task = Some(tokio::spawn(async move {

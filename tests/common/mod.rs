@@ -363,10 +363,17 @@ pub struct Nginx {
     dir: tempfile::TempDir,
 }
 
-/// nginx is stopped when dropped.
+/// nginx is stopped when dropped; its logs are printed when a test fails.
 impl Drop for Nginx {
     fn drop(&mut self) {
         self.stop();
+        if std::thread::panicking() {
+            eprintln!(
+                "nginx's logs ({}):\n{}",
+                self.dir.path().display(),
+                self.logs()
+            );
+        }
     }
 }
 
