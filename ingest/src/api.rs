@@ -110,10 +110,13 @@ impl Plays {
             return None;
         }
         let notify = Arc::new(tokio::sync::Notify::new());
+        // A second publish of a name already waited for is refused as a
+        // duplicate: it does not take the first one's place.
         self.waiting
             .lock()
             .expect("plays lock")
-            .insert(name.to_string(), notify.clone());
+            .entry(name.to_string())
+            .or_insert_with(|| notify.clone());
         Some(notify)
     }
 
@@ -136,16 +139,23 @@ impl Plays {
         let seen = tokio::time::timeout_at(until.into(), notify.notified())
             .await
             .is_ok();
-        self.waiting.lock().expect("plays lock").remove(name);
+        self.forget(name, notify);
         if !seen && !self.reported() {
             self.never_reported.store(true, Ordering::Relaxed);
         }
         seen
     }
 
-    /// Forgets a pull that did not start.
-    pub fn forget(&self, name: &str) {
-        self.waiting.lock().expect("plays lock").remove(name);
+    /// Forgets the wait `notify` of `name` (one that ended, or whose pull
+    /// did not start), and only that one.
+    pub fn forget(&self, name: &str, notify: &tokio::sync::Notify) {
+        let mut waiting = self.waiting.lock().expect("plays lock");
+        if waiting
+            .get(name)
+            .is_some_and(|n| std::ptr::eq(Arc::as_ptr(n), notify))
+        {
+            waiting.remove(name);
+        }
     }
 
     /// Whether nginx ever reported a play.
@@ -397,7 +407,9 @@ async fn on_publish(
             (StatusCode::OK, "ok").into_response()
         }
         Err(e) => {
-            state.plays.forget(name);
+            if let Some(notify) = &play {
+                state.plays.forget(name, notify);
+            }
             tracing::warn!(stream_id = name, error = %e, "publish refused");
             start_error(e)
         }
@@ -508,6 +520,10 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(100));
         // nginx reports plays here: every publish still waits.
         assert!(plays.expect("cam-3").is_some());
+        // A duplicate publish of cam-3 neither takes nor ends its wait.
+        let dup = plays.expect("cam-3").unwrap();
+        plays.forget("cam-3", &dup);
+        assert!(plays.played("cam-3"), "the first publish still waits");
     }
 
     #[tokio::test]
