@@ -236,7 +236,18 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval-every", type=int, default=100, help="steps between evaluations")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--resume", help="checkpoint to continue from (same schedule)")
+    p.add_argument(
+        "--resume",
+        help="checkpoint to continue from (same schedule): RUN/last.pt, or one slimmed to its "
+        "weights (`python -m mouthmap_model.slim`, the form a run is committed in between "
+        "sessions), whose optimiser starts afresh with a 200-step ramp of the learning rate",
+    )
+    p.add_argument(
+        "--session-minutes",
+        type=float,
+        help="stop at the first checkpoint after this many minutes of this invocation, the "
+        "schedule unchanged (a run longer than a session: resume it with --resume)",
+    )
     p.add_argument(
         "--init",
         help="checkpoint whose weights start a fine-tune: a fresh one-cycle schedule of --minutes "
@@ -341,8 +352,11 @@ def main() -> None:
         state = torch.load(args.resume, weights_only=False)
         net.load_state_dict(state["model"])
         if ema is not None:
-            ema.load_state_dict(state.get("ema", state["model"]))
-        opt.load_state_dict(state["opt"])
+            ema.load_state_dict(state.get("ema") or state["model"])
+        if state.get("opt") is not None:
+            opt.load_state_dict(state["opt"])
+        else:
+            print("resuming from weights alone: a fresh optimiser, its learning rate ramped over 200 steps", flush=True)
         start_step, best_wer, elapsed_before = state["step"], state["best_wer"], state["elapsed"]
         mean, std = state["mean"], state["std"]
         total_steps = state["total_steps"]
@@ -374,19 +388,26 @@ def main() -> None:
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=args.peak_lr, total_steps=total_steps + 1, pct_start=0.15, anneal_strategy="cos"
     )
-    if state is not None and not resized:
+    if state is not None and not resized and state.get("sched") is not None:
         sched.load_state_dict(state["sched"])
     elif state is not None:
         for _ in range(start_step):
             sched.step()
+    # A fresh optimiser at a mid-schedule learning rate: ramped in, as Adam's
+    # moments settle.
+    ramp_until = start_step + 200 if state is not None and state.get("opt") is None else 0
     log = open(run / "log.jsonl", "a")
     t_start = time.time() - elapsed_before
     losses = []
+    t_session = time.time()
     bar = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps, desc="train")
     for s in bar:
         progress = 1.0 if finetune else s / total_steps
         losses.append(step([sampler.draw(progress, args.window_share) for _ in range(args.batch)]))
         sched.step()
+        if s < ramp_until:
+            for g in opt.param_groups:
+                g["lr"] *= (s + 1 - start_step) / (ramp_until - start_step)
         update_ema(progress)
         if (s + 1) % args.eval_every == 0 or s + 1 == total_steps:
             c_raw, w_raw, examples = evaluate(net, manifest, arrays, mean, std)
@@ -405,7 +426,7 @@ def main() -> None:
                 "minutes": round(elapsed / 60, 2),
                 "samples": (s + 1) * args.batch,
                 "loss": round(float(np.mean(losses)), 4),
-                "lr": sched.get_last_lr()[0],
+                "lr": opt.param_groups[0]["lr"],
                 "val_cer": round(c, 4),
                 "val_wer": round(w, 4),
                 "val_cer_last_weights": round(c_raw, 4),
@@ -439,6 +460,9 @@ def main() -> None:
             if score <= best_wer:
                 best_wer = score
                 torch.save(ckpt, run / "best.pt")
+            if args.session_minutes and time.time() - t_session > args.session_minutes * 60:
+                print(f"stopping at step {s + 1} of {total_steps} (--session-minutes); resume with --resume {run / 'last.pt'}", flush=True)
+                return
     print(f"done: best validation WER {best_wer:.4f}", flush=True)
 
 

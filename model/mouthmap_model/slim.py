@@ -1,0 +1,69 @@
+"""Slim a training checkpoint to what resuming it needs across sessions.
+
+    python -m mouthmap_model.slim runs/v2-long/last.pt checkpoints/v2-long.pt
+
+A run longer than one session is committed between sessions (a session's
+machine may not be kept), so its checkpoint is kept small: the weights and
+their moving average in float16 (half the size; upcast when loaded), the
+schedule's position, the normalisation and the data hash; no optimiser
+state (`train --resume` starts a fresh one, ramped in over 200 steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+import torch
+
+# What a resumed run reads besides the weights.
+KEEP = (
+    "step",
+    "total_steps",
+    "best_wer",
+    "elapsed",
+    "mean",
+    "std",
+    "val_cer",
+    "val_wer",
+    "data_manifest_sha256",
+    "alt_data_manifest_sha256",
+    "init",
+    "recipe",
+)
+
+
+def half(state: dict | None) -> dict | None:
+    if state is None:
+        return None
+    return {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
+
+
+def slim(src: Path, dst: Path) -> dict:
+    ckpt = torch.load(src, weights_only=False)
+    out = {k: ckpt.get(k) for k in KEEP}
+    out["model"] = half(ckpt["model"])
+    out["ema"] = half(ckpt.get("ema"))
+    out["opt"] = None
+    out["sched"] = None
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(out, dst)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src", type=Path, help="a checkpoint train wrote (RUN/last.pt)")
+    p.add_argument("dst", type=Path, help="where the slim one goes")
+    args = p.parse_args()
+    out = slim(args.src, args.dst)
+    digest = hashlib.sha256(args.dst.read_bytes()).hexdigest()
+    print(
+        f"{args.dst}: step {out['step']} of {out['total_steps']}, validation WER {out['val_wer']:.4f}, "
+        f"{args.dst.stat().st_size / 1e6:.1f} MB (from {args.src.stat().st_size / 1e6:.1f} MB), sha256 {digest}"
+    )
+
+
+if __name__ == "__main__":
+    main()
