@@ -31,6 +31,7 @@ KEEP = (
     "alt_data_manifest_sha256",
     "init",
     "recipe",
+    "rng",
 )
 
 

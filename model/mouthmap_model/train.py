@@ -353,11 +353,20 @@ def main() -> None:
         net.load_state_dict(state["model"])
         if ema is not None:
             ema.load_state_dict(state.get("ema") or state["model"])
-        if state.get("opt") is not None:
-            opt.load_state_dict(state["opt"])
-        else:
+        if state.get("opt") is None:
             print("resuming from weights alone: a fresh optimiser, its learning rate ramped over 200 steps", flush=True)
         start_step, best_wer, elapsed_before = state["step"], state["best_wer"], state["elapsed"]
+        # The random streams go on where they stopped; a checkpoint without
+        # them (written before they were kept) reseeds by the step, so the
+        # resumed run does not replay the samples of its first steps.
+        if state.get("rng") is not None:
+            sampler.rng.setstate(state["rng"]["sampler"])
+            rng.setstate(state["rng"]["batch"])
+            torch.set_rng_state(state["rng"]["torch"])
+        else:
+            sampler.rng.seed(args.seed * 1_000_003 + start_step)
+            rng.seed(args.seed * 1_000_003 + start_step + 1)
+            torch.manual_seed(args.seed * 1_000_003 + start_step)
         mean, std = state["mean"], state["std"]
         total_steps = state["total_steps"]
         # A shorter (or longer) schedule than the run began with: the
@@ -374,28 +383,45 @@ def main() -> None:
                 ema.load_state_dict(init["model"])
             mean, std = init["mean"], init["std"]
             print(f"fine-tuning from {args.init} (step {init['step']}, val WER {init['val_wer']:.4f})", flush=True)
-        # Size the one-cycle schedule to the budget from a short timing run.
-        t0 = time.time()
-        for _ in range(3):
-            step([sampler.draw(0.0) for _ in range(args.batch)])
-        per_step = (time.time() - t0) / 3
-        total_steps = args.steps or int(args.minutes * 60 / (per_step * 1.08))
-        print(f"{per_step:.2f} s per step of {args.batch}: {total_steps} steps, about {total_steps * per_step / 60:.0f} min", flush=True)
+        if args.steps:
+            total_steps = args.steps
+            print(f"{total_steps} steps of {args.batch}", flush=True)
+        else:
+            # Size the one-cycle schedule to the budget from a short timing
+            # run (three real steps at the starting learning rate).
+            t0 = time.time()
+            for _ in range(3):
+                step([sampler.draw(0.0) for _ in range(args.batch)])
+            per_step = (time.time() - t0) / 3
+            total_steps = int(args.minutes * 60 / (per_step * 1.08))
+            print(f"{per_step:.2f} s per step of {args.batch}: {total_steps} steps, about {total_steps * per_step / 60:.0f} min", flush=True)
     # A fine-tune (also one resumed) starts past the curriculum.
     finetune = bool(args.init or (state is not None and state.get("init")))
     if state is not None and state.get("init"):
         args.init = state["init"]
+    full = state is not None and state.get("opt") is not None
+    if full and resized:
+        opt.load_state_dict(state["opt"])  # the new schedule then sets its groups
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=args.peak_lr, total_steps=total_steps + 1, pct_start=0.15, anneal_strategy="cos"
     )
-    if state is not None and not resized and state.get("sched") is not None:
+    if full and not resized:
         sched.load_state_dict(state["sched"])
+        # After the scheduler, which sets its own starting learning rate and
+        # momentum in the optimiser's groups: the saved ones are this step's.
+        opt.load_state_dict(state["opt"])
     elif state is not None:
         for _ in range(start_step):
             sched.step()
     # A fresh optimiser at a mid-schedule learning rate: ramped in, as Adam's
     # moments settle.
     ramp_until = start_step + 200 if state is not None and state.get("opt") is None else 0
+
+    def ramp(s: int) -> float:
+        return min(1.0, (s + 1 - start_step) / (ramp_until - start_step)) if s < ramp_until else 1.0
+
+    for g in opt.param_groups:
+        g["lr"] *= ramp(start_step)
     log = open(run / "log.jsonl", "a")
     t_start = time.time() - elapsed_before
     losses = []
@@ -405,9 +431,9 @@ def main() -> None:
         progress = 1.0 if finetune else s / total_steps
         losses.append(step([sampler.draw(progress, args.window_share) for _ in range(args.batch)]))
         sched.step()
-        if s < ramp_until:
+        if s + 1 < ramp_until:
             for g in opt.param_groups:
-                g["lr"] *= (s + 1 - start_step) / (ramp_until - start_step)
+                g["lr"] *= ramp(s + 1)
         update_ema(progress)
         if (s + 1) % args.eval_every == 0 or s + 1 == total_steps:
             c_raw, w_raw, examples = evaluate(net, manifest, arrays, mean, std)
@@ -455,6 +481,7 @@ def main() -> None:
                 "alt_data_manifest_sha256": alt_manifest["manifest_sha256"] if alt_arrays is not None else None,
                 "init": args.init,
                 "recipe": {k: v for k, v in vars(args).items() if k not in ("data", "run", "resume")},
+                "rng": {"sampler": sampler.rng.getstate(), "batch": rng.getstate(), "torch": torch.get_rng_state()},
             }
             torch.save(ckpt, run / "last.pt")
             if score <= best_wer:
