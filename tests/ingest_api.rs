@@ -163,3 +163,19 @@ fn api_refuses_to_listen_without_a_token_even_on_loopback() {
         );
     }
 }
+
+#[test]
+fn a_settle_that_would_outlast_the_publish_callback_is_refused_at_start() {
+    let out = mouthmap("127.0.0.1:1", "unused")
+        .args(["ingest", "--listen", "127.0.0.1:0"])
+        .args(["--create-topics", "false", "--rtmp-settle", "5s"])
+        .env("MOUTHMAP_API_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--rtmp-settle 5s is over 2s") && stderr.contains("use at most 2s"),
+        "{stderr}"
+    );
+}

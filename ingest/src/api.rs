@@ -80,12 +80,15 @@ pub struct ApiState {
     pub plays: Plays,
 }
 
-/// How long `on_publish` waits for its pull to play (the pipeline built,
-/// connected, `play` sent and reported by nginx's `on_play`) before it lets
-/// the publisher send anyway. nginx-rtmp gives up on a callback after its
-/// `netcall_timeout` (7 s by default), which refuses the publish: this
-/// stays under it, settle included.
+/// How long `on_publish` takes at most before it lets the publisher send:
+/// the pull's pipeline built and connected, its `play` reported by nginx's
+/// `on_play`, then `--rtmp-settle`. nginx-rtmp refuses a publish whose
+/// callback is not answered within its `netcall_timeout` (10 s by default,
+/// set so in deploy/nginx/nginx-rtmp.conf.template): this stays well under.
 pub const PLAY_WAIT: Duration = Duration::from_secs(6);
+
+/// The most `--rtmp-settle` may be: it is part of [`PLAY_WAIT`].
+pub const MAX_SETTLE: Duration = Duration::from_secs(2);
 
 /// The pulls `on_publish` started and waits to see playing: nginx-rtmp
 /// sends a live stream only to the players already there, so a pull that
@@ -144,6 +147,11 @@ impl Plays {
             self.never_reported.store(true, Ordering::Relaxed);
         }
         seen
+    }
+
+    /// Whether an `on_publish` of `name` waits for its pull to play.
+    pub fn pending(&self, name: &str) -> bool {
+        self.waiting.lock().expect("plays lock").contains_key(name)
     }
 
     /// Forgets the wait `notify` of `name` (one that ended, or whose pull
@@ -357,6 +365,20 @@ async fn on_publish(
         Err((status, why)) => return error(status, why),
     };
     let name = name.as_str();
+    let started = Instant::now();
+    // Settle included, the answer comes within PLAY_WAIT.
+    let until = started + PLAY_WAIT.saturating_sub(state.rtmp.settle);
+    if state.plays.pending(name) {
+        // The same name's publish is being let in (a publisher that
+        // reconnected at once, or a second one): this one is answered only
+        // once that one's pull plays, so neither sends before the pull is
+        // there; nginx then refuses whichever comes second as already
+        // publishing.
+        while state.plays.pending(name) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(state.rtmp.settle).await;
+    }
     if state.manager.published_again(name) {
         // Its publisher dropped (a restarted nginx) and is back: the running
         // stream's pull reconnects to it and reports the gap.
@@ -370,8 +392,6 @@ async fn on_publish(
         published: true,
         ..StartOptions::default()
     };
-    let started = Instant::now();
-    let until = started + PLAY_WAIT;
     let play = state.plays.expect(name);
     match state.manager.start(Some(name.to_string()), source, options) {
         Ok((_, ready)) => {
@@ -416,9 +436,11 @@ async fn on_publish(
     }
 }
 
-/// nginx-rtmp: a player started playing `name`. Only ingest's own pulls
-/// may play (nginx allows play from loopback alone), so every play is
-/// answered 200; one an `on_publish` waits for lets its publisher in.
+/// nginx-rtmp: a player asks to play `name` (nginx joins it to the stream
+/// once this is answered, hence `--rtmp-settle` after it). Only ingest's
+/// own pulls may play (nginx allows play from loopback alone), so every
+/// play is answered 200; one an `on_publish` waits for lets its publisher
+/// in.
 async fn on_play(
     State(state): State<Arc<ApiState>>,
     Form(form): Form<Vec<(String, String)>>,
@@ -523,7 +545,14 @@ mod tests {
         // A duplicate publish of cam-3 neither takes nor ends its wait.
         let dup = plays.expect("cam-3").unwrap();
         plays.forget("cam-3", &dup);
+        assert!(plays.pending("cam-3"), "a second publish waits for it");
         assert!(plays.played("cam-3"), "the first publish still waits");
+        assert!(!plays.pending("cam-3"), "its play lets the second in too");
+        // A wait that runs out lets a second publish in as well.
+        let notify = plays.expect("cam-4").unwrap();
+        assert!(plays.pending("cam-4"));
+        assert!(!plays.wait("cam-4", &notify, Instant::now()).await);
+        assert!(!plays.pending("cam-4"));
     }
 
     #[tokio::test]

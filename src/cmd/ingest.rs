@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use mouthmap_bus::kafka::Producer;
-use mouthmap_ingest::api::RtmpSettings;
+use mouthmap_ingest::api::{MAX_SETTLE, RtmpSettings};
 use mouthmap_ingest::capture::CaptureSettings;
 use mouthmap_ingest::chunker::ChunkPolicy;
 use mouthmap_ingest::policy::SourcePolicy;
@@ -245,7 +245,9 @@ pub struct IngestArgs {
     )]
     rtmp_callback_secret_file: Option<PathBuf>,
 
-    /// Wait after starting a pull before letting the publisher send.
+    /// Wait after nginx reports ingest's pull of a publish playing before
+    /// letting the publisher send (nginx joins the player to the stream
+    /// just after the report); at most 2s.
     #[arg(long, env = "MOUTHMAP_RTMP_SETTLE", value_parser = duration, default_value = "300ms", help_heading = "RTMP")]
     rtmp_settle: Duration,
 
@@ -391,6 +393,12 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
         args.rtmp_callback_secret_file.as_deref(),
         "callback secret",
     )?;
+    if args.rtmp_settle > MAX_SETTLE {
+        anyhow::bail!(
+            "--rtmp-settle {:?} is over {MAX_SETTLE:?}: it is part of the 6 s in which on_publish must answer nginx (which refuses a publish whose callback takes over its netcall_timeout); use at most {MAX_SETTLE:?} (default 300ms)",
+            args.rtmp_settle
+        );
+    }
     let settings = IngestSettings {
         streams: StreamSettings {
             capture: CaptureSettings {
