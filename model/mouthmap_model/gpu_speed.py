@@ -30,11 +30,11 @@ import time
 
 import torch
 
+from . import data as D
 from .net import LipNet
 
 T, H, W = 75, 46, 140
 HOP, CONTEXT = 25, 3
-CLASSES = 28
 
 
 def timed(fn, reps: int, sync) -> float:
@@ -65,7 +65,7 @@ def main() -> None:
             raise SystemExit("--device cuda: PyTorch sees no CUDA device here; use --device cpu to try the script")
         torch.backends.cudnn.benchmark = True
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    net = LipNet(CLASSES).to(dev).eval()
+    net = LipNet(D.CLASSES).to(dev).eval()
     report = {
         "device": torch.cuda.get_device_name(dev) if cuda else platform.processor() or "cpu",
         "torch": torch.__version__,

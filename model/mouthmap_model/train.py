@@ -415,7 +415,7 @@ def main() -> None:
             sched.step()
     # A fresh optimiser at a mid-schedule learning rate: ramped in, as Adam's
     # moments settle.
-    ramp_until = start_step + 200 if state is not None and state.get("opt") is None else 0
+    ramp_until = start_step + 200 if state is not None and not full else 0
 
     def ramp(s: int) -> float:
         return min(1.0, (s + 1 - start_step) / (ramp_until - start_step)) if s < ramp_until else 1.0

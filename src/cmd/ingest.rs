@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use mouthmap_bus::kafka::Producer;
-use mouthmap_ingest::api::{MAX_SETTLE, RtmpSettings};
+use mouthmap_ingest::api::{MAX_SETTLE, PLAY_WAIT, RtmpSettings};
 use mouthmap_ingest::capture::CaptureSettings;
 use mouthmap_ingest::chunker::ChunkPolicy;
 use mouthmap_ingest::policy::SourcePolicy;
@@ -395,7 +395,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     )?;
     if args.rtmp_settle > MAX_SETTLE {
         anyhow::bail!(
-            "--rtmp-settle {:?} is over {MAX_SETTLE:?}: it is part of the 6 s in which on_publish must answer nginx (which refuses a publish whose callback takes over its netcall_timeout); use at most {MAX_SETTLE:?} (default 300ms)",
+            "--rtmp-settle {:?} is over {MAX_SETTLE:?}: it is part of the {PLAY_WAIT:?} in which on_publish must answer nginx (which refuses a publish whose callback takes over its netcall_timeout); use at most {MAX_SETTLE:?} (default 300ms)",
             args.rtmp_settle
         );
     }
