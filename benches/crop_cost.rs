@@ -42,17 +42,19 @@ fn decode(path: &std::path::Path) -> Vec<(Vec<u8>, u32, u32)> {
     f.0
 }
 
-/// Mean ms per frame of `tracker` over `frames` in ingest's chunks of 3,
-/// `rounds` times, and the frames the detector ran on.
+/// Mean ms per frame of `tracker` over `frames` in chunks of `chunk`
+/// frames, `rounds` times, and the frames the detector ran on (the first
+/// chunk, which always detects, untimed and uncounted).
 fn time_tracker(
     det: &mut Detector,
     settings: TrackerSettings,
     frames: &[(Vec<u8>, u32, u32)],
+    chunk: usize,
     rounds: usize,
 ) -> (f64, usize) {
     let (w, h) = (frames[0].1, frames[0].2);
     let chunks: Vec<Vec<&[u8]>> = frames
-        .chunks(3)
+        .chunks(chunk)
         .map(|c| c.iter().map(|f| f.0.as_slice()).collect())
         .collect();
     let mut total = 0.0;
@@ -72,7 +74,16 @@ fn time_tracker(
     (total / rounds as f64, detected / rounds)
 }
 
+/// Ingest's default frames per chunk (the default crop detects on each
+/// chunk's last frame).
+const CHUNK: usize = 6;
+
 fn main() {
+    assert_eq!(
+        CHUNK,
+        mouthmap_ingest::chunker::ChunkPolicy::default().frames_per_chunk,
+        "ingest's default chunk"
+    );
     let shared = std::env::var_os("MOUTHMAP_SHARED")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
@@ -101,25 +112,33 @@ fn main() {
             interpolate: false,
             ..TrackerSettings::default()
         };
-        let (detect_ms, _) = time_tracker(&mut det, every, &frames, rounds);
+        let (detect_ms, _) = time_tracker(&mut det, every, &frames, CHUNK, rounds);
         let tracked = TrackerSettings {
             detect_every: u32::MAX,
             recheck_threshold: f32::INFINITY,
             ..every
         };
-        let (track_ms, n) = time_tracker(&mut det, tracked, &frames, rounds);
+        let (track_ms, n) = time_tracker(&mut det, tracked, &frames, CHUNK, rounds);
         assert_eq!(n, 0, "tracked frames ran no detector");
         let five = TrackerSettings {
             detect_every: 5,
             ..every
         };
-        let (five_ms, five_detected) = time_tracker(&mut det, five, &frames, rounds);
+        let (five_ms, five_detected) = time_tracker(&mut det, five, &frames, CHUNK, rounds);
+        // The default before 2026-12-03: chunks of 3, every 3rd frame.
+        let third = TrackerSettings {
+            detect_every: 3,
+            ..TrackerSettings::default()
+        };
+        let (third_ms, third_detected) = time_tracker(&mut det, third, &frames, 3, rounds);
         let interpolated = TrackerSettings::default();
         assert!(interpolated.interpolate, "the default interpolates");
-        let (inter_ms, inter_detected) = time_tracker(&mut det, interpolated, &frames, rounds);
-        let timed = frames.len() - 3;
+        let (inter_ms, inter_detected) =
+            time_tracker(&mut det, interpolated, &frames, CHUNK, rounds);
+        let timed = frames.len() - CHUNK;
+        let timed3 = frames.len() - 3;
         rows.push(format!(
-            "| {} | {w}x{h} | {detector_ms:.2} | {detect_ms:.2} | {track_ms:.3} | {five_ms:.2} ({five_detected}/{timed}) | {inter_ms:.2} ({inter_detected}/{timed}) | {:.0} | {:.0} |",
+            "| {} | {w}x{h} | {detector_ms:.2} | {detect_ms:.2} | {track_ms:.3} | {five_ms:.2} ({five_detected}/{timed}) | {third_ms:.2} ({third_detected}/{timed3}) | {inter_ms:.2} ({inter_detected}/{timed}) | {:.0} | {:.0} |",
             clip.file_name().unwrap().to_string_lossy(),
             1000.0 / (25.0 * detect_ms),
             1000.0 / (25.0 * inter_ms),
@@ -136,11 +155,13 @@ fn main() {
     let report = format!(
         "Preprocessor cost per frame, one thread, {rounds} rounds per clip, on {cpu}.\n\
          Command: `cargo bench --bench crop_cost`\n\n\
-         Frames in ingest's chunks of 3. Columns: the detector alone; every frame detected; \
-         no detection (the crop alone); the box held, detected on every 5th frame; the default, \
-         detected on each chunk's last frame with the boxes between interpolated.\n\n\
-         | clip | size | YuNet alone ms | every frame detected ms | crop only ms | held, every 5th detected ms (frames detected) | interpolated, every 3rd (default) ms (frames detected) | streams/core, every frame | streams/core, default |\n\
-         |---|---|---|---|---|---|---|---|---|\n{}\n",
+         Frames in ingest's default chunks of {CHUNK} unless said. Columns: the detector alone; \
+         every frame detected; no detection (the crop alone); the box held, detected on every 5th \
+         frame; detected on each 3-frame chunk's last frame, the boxes between interpolated (the \
+         default until 2026-12-03); the default, detected on each {CHUNK}-frame chunk's last \
+         frame, the boxes between interpolated.\n\n\
+         | clip | size | YuNet alone ms | every frame detected ms | crop only ms | held, every 5th detected ms (frames detected) | interpolated, every 3rd, chunks of 3 ms (frames detected) | interpolated, every {CHUNK}th (default) ms (frames detected) | streams/core, every frame | streams/core, default |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n{}\n",
         rows.join("\n")
     );
     print!("{report}");

@@ -340,8 +340,8 @@ LEVERS = [
     "crop_cost`); against the detector on every frame in the same session on this run's machine "
     "(`MOUTHMAP_DETECT_EVERY=1 cargo bench --bench pipeline -- --streams 4,8`): chained sustains 8 streams "
     "vs 4 (ingest 26.9 vs 52.8 CPU s at 8 streams), separate preprocess 13.2 vs 26.3 CPU s at 4 streams "
-    "(p95 1340 vs 1580 ms); streaming WER 16.7% / 11.3% vs 17.3% / 13.3% measured the same day | **kept, the "
-    "default** (preprocessor/README.md) |",
+    "(p95 1340 vs 1580 ms); streaming WER 16.7% / 11.3% vs 17.3% / 13.3% measured the same day | kept, the "
+    "default until 2026-12-03, when chunks of 6 (below) halved it again (preprocessor/README.md) |",
     "| Face detector every 5th frame, the box held between (`--boxes-between hold`) | streaming WER 22.7% / "
     "16.0% (every 3rd: 20.7% / 12.7%) vs 16.0% / 13.7% | kept as an option, not the default: the box follows "
     "the mouth corners, which move as the mouth opens and closes, and a held box leaves the mouth off its "
@@ -392,9 +392,28 @@ LEVERS = [
     "two 30 s streams, not real time) | YuNet in ONNX Runtime 36%, H.264 decoding (libavcodec) 18%, "
     "crop and the detector's input conversion 11%, kernel 9%, libc copies and allocation 9%, zstd 4%. "
     "One decoder thread per stream instead of libav's default saves about 5% of decoding "
-    "(`gst-launch-1.0 ... avdec_h264 max-threads=1`) | not changed: the detector is the lever left; it "
-    "already runs on one frame in three (each 3-frame chunk's last), and `--detect-every 5` reads the "
-    "same within 3-frame chunks |",
+    "(`gst-launch-1.0 ... avdec_h264 max-threads=1`) | not changed: the detector is the lever left "
+    "(it ran on one frame in three then, each 3-frame chunk's last; chunks of 6, below, halved it) |",
+    "| Chunks of 6 frames, the detector on each one's last (`ingest --frames-per-chunk 6`, `preprocess "
+    "--detect-every 6`) | on an Intel Xeon (AVX-512) on 2026-12-03, one after the other against chunks of 3 "
+    "and every 3rd frame (`MOUTHMAP_FRAMES_PER_CHUNK=6 MOUTHMAP_DETECT_EVERY=6 cargo bench --bench pipeline "
+    "-- --modes chained --streams 8,12`, and with 3 and 3): chained, 8 streams: ingest 22.7 vs 31.8 CPU s, "
+    "p95 1414 vs 1720 ms; 12 streams sustained (p95 1995 ms, last final 1.1 s after the end) vs not (p95 "
+    "5777 ms); half the detector and half the mouths (and frames) messages, 120 ms more in a chunk. "
+    "Streaming WER 17.0% / 11.0% vs 17.7% / 13.0% the same day | **kept, the default** since "
+    "2026-12-03 (preprocessor/README.md) |",
+    "| An INT8 front end computed once (`python -m mouthmap_model.split --model "
+    "../models/mouthmap-lipnet-grid-s1-int8/1/model.onnx --out DIR`: the INT8 graph's convolutions as "
+    "`front.onnx`, its GRU, still FP32, and classifier as `back.onnx`, beside the INT8 `model.onnx`) | "
+    "the two parts give the INT8 graph's output exactly (max difference 0 over 10 validation windows), so "
+    "its accuracy is the INT8 model's; CPU per stream frame, one thread (`cargo bench -p "
+    "mouthmap-inferencer --bench batching -- --model DIR/model.onnx --front-end-only`): 0.80 vs 1.29 ms "
+    "(FP32 once) at hop 25, 1.64 vs 2.01 ms at hop 10 (the FP32 GRU dominates there); chained on the same "
+    "Xeon (`cargo bench --bench pipeline -- --modes chained --streams 8,12 --model DIR/model.onnx`), "
+    "chunks of 3: infer 8.6 vs 12.1 CPU s at 8 streams, 12 streams sustained (p95 2525 ms); with chunks "
+    "of 6 as well: 12 streams p95 1501 ms, p99 1689 ms, 16 streams not sustained (p50 5.1 s; 64 CPU s "
+    "used of about 70) | a measured option, not committed: the INT8 version of the next reference model "
+    "(issue 14) is to be cut this way; the INT8 GRID figure sits on the 1-point bound |",
     "",
 ]
 

@@ -15,6 +15,11 @@
 //!     cargo bench -p mouthmap-inferencer --bench batching [-- --streams 24 --seconds 12 --device cpu]
 //!
 //! Writes target/bench/inferencer.json (read by scripts/bench) and prints a summary.
+//! Another model version (its `model.onnx`, with `front.onnx` and `back.onnx`
+//! beside it for the front end once) and only the third table:
+//!
+//!     cargo bench -p mouthmap-inferencer --bench batching -- --model DIR/model.onnx \
+//!         --front-end-only --out target/bench/inferencer-other.json
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -25,6 +30,11 @@ use mouthmap_contracts::{
 use mouthmap_inferencer::model::{Device, Model};
 use mouthmap_inferencer::stage::{FrontEnd, InferSettings, Inferencer};
 use serde_json::json;
+
+/// Whether a flag without a value was given.
+fn flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}
 
 fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
     let args: Vec<String> = std::env::args().collect();
@@ -262,7 +272,12 @@ fn front_end_cost(
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let model_path = root.join("models/mouthmap-lipnet-grid-s1/2/model.onnx");
+    let model_path: PathBuf = arg(
+        "--model",
+        root.join("models/mouthmap-lipnet-grid-s1/2/model.onnx"),
+    );
+    let front_end_only = flag("--front-end-only");
+    let out_path: PathBuf = arg("--out", root.join("target/bench/inferencer.json"));
     let crop = pgm(&root.join("tests/data/bbaf2n-frame37-crop.pgm"));
     assert_eq!(crop.len(), 140 * 46);
     let streams: usize = arg("--streams", 24);
@@ -272,10 +287,10 @@ fn main() {
         "cuda" => Device::Cuda,
         _ => Device::Cpu,
     };
-    let mut model = Model::load(&model_path, device, threads).expect("the committed model loads");
+    let mut model = Model::load(&model_path, device, threads).expect("the model loads");
 
     let mut saturated_rows = Vec::new();
-    for batch in [1, 2, 4, 8, 16, 32] {
+    for batch in [1, 2, 4, 8, 16, 32].into_iter().filter(|_| !front_end_only) {
         let wps = saturated(&mut model, &crop, batch);
         println!("saturated: batch {batch:>2}: {wps:7.1} windows/s");
         saturated_rows.push(json!({"batch": batch, "windows_per_s": wps}));
@@ -283,7 +298,7 @@ fn main() {
     drop(model);
 
     let mut loaded_rows = Vec::new();
-    for max_batch in [1, 4, 16] {
+    for max_batch in [1, 4, 16].into_iter().filter(|_| !front_end_only) {
         for delay_ms in [0u64, 20, 100] {
             let settings = InferSettings {
                 hop: 25,
@@ -328,12 +343,14 @@ fn main() {
         }
     }
 
-    let out = root.join("target/bench");
-    std::fs::create_dir_all(&out).unwrap();
+    if let Some(dir) = out_path.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
     let report = json!({
         "device": format!("{device:?}"),
         "threads": threads,
         "model": model_path.file_name().unwrap().to_string_lossy(),
+        "model_path": model_path.display().to_string(),
         "streams": streams,
         "offered_windows_per_s": streams,
         "seconds": seconds,
@@ -341,10 +358,6 @@ fn main() {
         "under_load": loaded_rows,
         "front_end": front_rows,
     });
-    std::fs::write(
-        out.join("inferencer.json"),
-        serde_json::to_string_pretty(&report).unwrap(),
-    )
-    .unwrap();
-    println!("wrote {}", out.join("inferencer.json").display());
+    std::fs::write(&out_path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    println!("wrote {}", out_path.display());
 }

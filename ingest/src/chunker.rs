@@ -26,7 +26,7 @@ pub struct ChunkPolicy {
 impl Default for ChunkPolicy {
     fn default() -> Self {
         Self {
-            frames_per_chunk: 3,
+            frames_per_chunk: 6,
             max_payload_bytes: 600_000,
         }
     }

@@ -85,7 +85,8 @@ def build(args: argparse.Namespace) -> None:
             sys.exit(f"{binary} not found: build it with `cargo build --release` first")
         env = dict(os.environ, MOUTHMAP_FACE_MODEL=str(shared / "models/yunet/face_detection_yunet_2026may.onnx"))
         print(f"cropping {len(clips)} clips with {binary} crops (the serving code path)", flush=True)
-        extra = ["--detect-every", str(args.detect_every), "--boxes-between", args.boxes_between]
+        extra = ["--detect-every", str(args.detect_every), "--boxes-between", args.boxes_between,
+                 "--frames-per-chunk", str(args.frames_per_chunk)]
         subprocess.run([str(binary), "crops", "--out", str(crops), *extra, *map(str, clips)], check=True, env=env)
     validation = validation_set([c.stem for c in clips])
     split = {"validation": [], "train": []}
@@ -127,6 +128,9 @@ def build(args: argparse.Namespace) -> None:
     }
     if args.detect_every > 1:
         manifest["boxes_between"] = args.boxes_between
+        # Boxes are interpolated within a chunk; chunks of 3 before 2026-12-03
+        # (recorded from then on).
+        manifest["frames_per_chunk"] = args.frames_per_chunk
     body = json.dumps(manifest, sort_keys=True).encode()
     manifest["manifest_sha256"] = hashlib.sha256(body).hexdigest()
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
@@ -154,10 +158,17 @@ def main() -> None:
     b.add_argument(
         "--detect-every",
         type=int,
-        default=3,
+        default=6,
         help="crop as `preprocess --detect-every N` does: the face detected on every Nth frame "
-        "(3, with the boxes between interpolated: serving's default; 1: every frame, the crops "
-        "the committed model was trained on)",
+        "and each chunk's last (6, with the boxes between interpolated: serving's default; 1: every "
+        "frame, the crops the committed model was trained on)",
+    )
+    b.add_argument(
+        "--frames-per-chunk",
+        type=int,
+        default=6,
+        help="frames per chunk, as `ingest --frames-per-chunk` (6: serving's default); the detector "
+        "also runs on each chunk's last frame",
     )
     b.add_argument(
         "--boxes-between",

@@ -38,7 +38,7 @@ pub struct TrackerSettings {
 impl Default for TrackerSettings {
     fn default() -> Self {
         Self {
-            detect_every: 3,
+            detect_every: 6,
             recheck_threshold: 8.0,
             smoothing: 0.6,
             interpolate: true,

@@ -10,7 +10,6 @@ use clap::Args;
 use mouthmap_bus::kafka::Producer;
 use mouthmap_gateway::service::{self, GatewaySettings};
 use mouthmap_gateway::upload::Limits;
-use mouthmap_ingest::chunker::ChunkPolicy;
 
 use super::{ApiAuthArgs, FeatureStoreArgs, FrameFormatArgs, KafkaArgs, duration, shutdown_signal};
 
@@ -103,7 +102,6 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     mouthmap_ingest::capture::init()?;
     let mut streams = args.frames.stream_settings();
     streams.capture.max_width = args.max_width;
-    streams.chunk = ChunkPolicy::default();
     let kafka = args.kafka.settings("mouthmap-gateway")?;
     args.kafka.prepare_topics(&kafka).await?;
     let producer = Producer::new(&kafka)?;

@@ -154,16 +154,9 @@ pub struct IngestArgs {
     #[command(flatten)]
     crop_features: StageFeatureArgs,
 
-    /// Frames per message at most (each frame is 40 ms of latency).
-    #[arg(
-        long,
-        env = "MOUTHMAP_FRAMES_PER_CHUNK",
-        default_value_t = 3,
-        help_heading = "Capture"
-    )]
-    frames_per_chunk: usize,
-
     /// Payload bytes per message at most (Kafka's default limit is 1 MB).
+    /// With --crop, frame chunks never leave the process, so it does not
+    /// limit them.
     #[arg(
         long,
         env = "MOUTHMAP_MAX_CHUNK_BYTES",
@@ -407,8 +400,14 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
                 jpeg_quality: None,
             },
             chunk: ChunkPolicy {
-                frames_per_chunk: args.frames_per_chunk.max(1),
-                max_payload_bytes: args.max_chunk_bytes,
+                frames_per_chunk: args.frames.frames_per_chunk as usize,
+                // Chained, frame chunks stay in this process: only the
+                // mouths' chunks meet the broker's message limit.
+                max_payload_bytes: if args.crop {
+                    usize::MAX
+                } else {
+                    args.max_chunk_bytes
+                },
             },
             // Chained, frames stay in memory: nothing to gain from JPEG.
             pixel_format: match (args.crop, args.frames.pixel_format) {

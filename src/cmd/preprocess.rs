@@ -44,15 +44,16 @@ pub struct CropArgs {
 
     /// Run the face detector on every Nth frame (1: every frame). With
     /// --boxes-between interpolate (the default) it also runs on each chunk's
-    /// last frame, so with ingest's chunks of 3 frames the default 3 detects
-    /// on a third of the frames: the reference model reads those crops as
-    /// well as crops detected on every frame (streaming word error 16.7% /
-    /// 11.3% GRID against 17.3% / 13.3%, measured the same day), for a third of
-    /// the detector, the crop's largest cost (preprocessor/README.md).
+    /// last frame, so with ingest's chunks of 6 frames the default 6 detects
+    /// on a sixth of the frames: the reference model reads those crops as
+    /// well as crops detected on every third or every frame (streaming word
+    /// error 17.0% / 11.0% GRID against 17.7% / 13.0% every third, measured
+    /// the same day), for a sixth of the detector, the crop's largest cost
+    /// (preprocessor/README.md).
     #[arg(
         long,
         env = "MOUTHMAP_DETECT_EVERY",
-        default_value_t = 3,
+        default_value_t = 6,
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub detect_every: u32,
