@@ -289,6 +289,10 @@ pub fn crop_clip(
 pub struct Report {
     /// What the crops were cut from (`jpeg q95`, `i420`, `gray8`).
     pub frame_format: String,
+    /// Frames per chunk at most (the detector runs on each chunk's last).
+    pub frames_per_chunk: usize,
+    /// The detector on every Nth frame (and each chunk's last).
+    pub detect_every: u32,
     pub clips: usize,
     pub failed: Vec<String>,
     pub frames: u64,
@@ -375,6 +379,8 @@ pub fn export(
     let next = AtomicUsize::new(0);
     let report = Mutex::new(Report {
         frame_format: settings.frame_format(),
+        frames_per_chunk: settings.stream.chunk.frames_per_chunk,
+        detect_every: settings.tracker.detect_every,
         ..Report::default()
     });
     std::thread::scope(|scope| -> Result<(), CropError> {

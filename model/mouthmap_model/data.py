@@ -129,8 +129,8 @@ def build(args: argparse.Namespace) -> None:
     if args.detect_every > 1:
         manifest["boxes_between"] = args.boxes_between
         # Boxes are interpolated within a chunk; chunks of 3 before 2026-12-03
-        # (recorded from then on).
-        manifest["frames_per_chunk"] = args.frames_per_chunk
+        # (recorded from then on, as `mouthmap crops` reports it when reused).
+        manifest["frames_per_chunk"] = report.get("frames_per_chunk", args.frames_per_chunk)
     body = json.dumps(manifest, sort_keys=True).encode()
     manifest["manifest_sha256"] = hashlib.sha256(body).hexdigest()
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")

@@ -120,27 +120,40 @@ def main() -> None:
         onnx.save(fp16, str(out["fp16"]))
         with_metadata(out["fp16"], meta, "fp16")
 
+    if args.split and out["int8"].name != "model.onnx":
+        raise SystemExit(f"--split: name the INT8 file model.onnx (a model version's layout), not {out['int8'].name}")
     out["int8"].parent.mkdir(parents=True, exist_ok=True)
     prepared = out["int8"].with_suffix(".prep.onnx")
-    quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
-    quantize_static(
-        str(prepared),
-        str(out["int8"]),
-        Windows(Path(args.data), meta, args.calibration),
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=args.ops.split(","),
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.Percentile,
-        extra_options={"CalibPercentile": 99.99},
-    )
-    prepared.unlink()
+    windows = Windows(Path(args.data), meta, args.calibration)
+    try:
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(out["int8"]),
+            windows,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=args.ops.split(","),
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.Percentile,
+            extra_options={"CalibPercentile": 99.99},
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
     with_metadata(out["int8"], meta, "int8")
     if args.split:
-        if out["int8"].name != "model.onnx":
-            raise SystemExit(f"--split: name the INT8 file model.onnx (a model version's layout), not {out['int8'].name}")
-        S.split(out["int8"], out["int8"].parent)
+        front, back = S.split(out["int8"], out["int8"].parent)
+        # The parts must be the INT8 graph, window by window.
+        whole, f, b = S.session(out["int8"]), S.session(front), S.session(back)
+        worst = 0.0
+        for item in windows.items[:4]:
+            want = whole.run(None, item)[0]
+            got = b.run(None, {S.FEATURES: f.run(None, item)[0]})[0]
+            worst = max(worst, float(np.abs(want - got).max()))
+        print(f"back(front(window)) vs the INT8 graph: max |diff| {worst:.2e} over 4 calibration windows")
+        if worst > 1e-4:
+            raise SystemExit("the INT8 front end and back end do not reproduce the INT8 graph (over 1e-4)")
         digest = hashlib.sha256(out["int8"].read_bytes()).hexdigest()
         Path(f"{out['int8']}.sha256").write_text(f"{digest}  model.onnx\n")
         out["front"], out["back"] = out["int8"].parent / "front.onnx", out["int8"].parent / "back.onnx"

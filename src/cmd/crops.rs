@@ -72,7 +72,7 @@ fn run_blocking(args: CropsArgs) -> anyhow::Result<ExitCode> {
         face_model: args.crop.face_model.clone(),
         detector: args.crop.detector_settings(),
         tracker: args.crop.tracker(),
-        stream: args.frames.stream_settings(),
+        stream: args.frames.in_process_settings(),
     };
     if let Some(png) = &args.preview {
         if args.videos.len() != 1 {

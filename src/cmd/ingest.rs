@@ -155,8 +155,8 @@ pub struct IngestArgs {
     crop_features: StageFeatureArgs,
 
     /// Payload bytes per message at most (Kafka's default limit is 1 MB).
-    /// With --crop, frame chunks never leave the process, so it does not
-    /// limit them.
+    /// With --crop, frame chunks never leave the process: they hold up to
+    /// four times 600 kB of raw frames instead.
     #[arg(
         long,
         env = "MOUTHMAP_MAX_CHUNK_BYTES",
@@ -404,7 +404,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
                 // Chained, frame chunks stay in this process: only the
                 // mouths' chunks meet the broker's message limit.
                 max_payload_bytes: if args.crop {
-                    usize::MAX
+                    super::IN_PROCESS_CHUNK_BYTES
                 } else {
                     args.max_chunk_bytes
                 },

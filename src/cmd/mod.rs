@@ -33,7 +33,15 @@ pub enum PixelFormatArg {
     Jpeg,
 }
 
-/// How frames leave ingest, shared by `ingest` and `transcribe`.
+/// Bytes of frames a chunk holds at most where frames never reach the broker
+/// (`ingest --crop`, `transcribe`, `crops`): four times the broker's chunk
+/// limit, so raw I420 GRID frames (155 520 bytes) make chunks of 6 as JPEG
+/// ones do, and a 640x480 stream chunks of 5, while the memory the chained
+/// queues can hold stays bounded.
+pub const IN_PROCESS_CHUNK_BYTES: usize = 4 * 600_000;
+
+/// How frames leave ingest, shared by `ingest`, `transcribe`, `crops` and
+/// `gateway`.
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Capture")]
 pub struct FrameFormatArgs {
@@ -62,8 +70,8 @@ pub struct FrameFormatArgs {
     #[arg(
         long,
         env = "MOUTHMAP_FRAMES_PER_CHUNK",
-        default_value_t = 6,
-        value_parser = clap::value_parser!(u32).range(1..=250)
+        default_value_t = mouthmap_ingest::chunker::ChunkPolicy::default().frames_per_chunk as u32,
+        value_parser = clap::value_parser!(u32).range(1..=100)
     )]
     pub frames_per_chunk: u32,
 }
@@ -81,6 +89,14 @@ impl FrameFormatArgs {
             },
             ..defaults
         }
+    }
+
+    /// The same for frames that stay in this process (`transcribe`,
+    /// `crops`): chunked as `ingest --crop` chunks them.
+    pub fn in_process_settings(&self) -> mouthmap_ingest::stream::StreamSettings {
+        let mut settings = self.stream_settings();
+        settings.chunk.max_payload_bytes = IN_PROCESS_CHUNK_BYTES;
+        settings
     }
 }
 

@@ -53,7 +53,7 @@ pub struct CropArgs {
     #[arg(
         long,
         env = "MOUTHMAP_DETECT_EVERY",
-        default_value_t = 6,
+        default_value_t = mouthmap_preprocessor::tracker::TrackerSettings::default().detect_every,
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub detect_every: u32,

@@ -101,7 +101,7 @@ fn run_blocking(args: TranscribeArgs) -> anyhow::Result<ExitCode> {
         decode: args.decoder.stage(),
     };
     tracing::info!(model = %info.name, version = %info.version, "transcribing");
-    let mut settings = args.frames.stream_settings();
+    let mut settings = args.frames.in_process_settings();
     settings.capture.realtime = args.realtime;
     let json = args.json;
     transcribe(&source, &settings, stages, &mut |t| print(t, json))?;
