@@ -74,16 +74,10 @@ fn time_tracker(
     (total / rounds as f64, detected / rounds)
 }
 
-/// Ingest's default frames per chunk (the default crop detects on each
-/// chunk's last frame).
-const CHUNK: usize = 6;
-
 fn main() {
-    assert_eq!(
-        CHUNK,
-        mouthmap_ingest::chunker::ChunkPolicy::default().frames_per_chunk,
-        "ingest's default chunk"
-    );
+    // Ingest's default frames per chunk (the default crop detects on each
+    // chunk's last frame).
+    let chunk = mouthmap_ingest::chunker::ChunkPolicy::default().frames_per_chunk;
     let shared = std::env::var_os("MOUTHMAP_SHARED")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
@@ -112,19 +106,19 @@ fn main() {
             interpolate: false,
             ..TrackerSettings::default()
         };
-        let (detect_ms, _) = time_tracker(&mut det, every, &frames, CHUNK, rounds);
+        let (detect_ms, _) = time_tracker(&mut det, every, &frames, chunk, rounds);
         let tracked = TrackerSettings {
             detect_every: u32::MAX,
             recheck_threshold: f32::INFINITY,
             ..every
         };
-        let (track_ms, n) = time_tracker(&mut det, tracked, &frames, CHUNK, rounds);
+        let (track_ms, n) = time_tracker(&mut det, tracked, &frames, chunk, rounds);
         assert_eq!(n, 0, "tracked frames ran no detector");
         let five = TrackerSettings {
             detect_every: 5,
             ..every
         };
-        let (five_ms, five_detected) = time_tracker(&mut det, five, &frames, CHUNK, rounds);
+        let (five_ms, five_detected) = time_tracker(&mut det, five, &frames, chunk, rounds);
         // The default before 2026-12-03: chunks of 3, every 3rd frame.
         let third = TrackerSettings {
             detect_every: 3,
@@ -134,8 +128,8 @@ fn main() {
         let interpolated = TrackerSettings::default();
         assert!(interpolated.interpolate, "the default interpolates");
         let (inter_ms, inter_detected) =
-            time_tracker(&mut det, interpolated, &frames, CHUNK, rounds);
-        let timed = frames.len() - CHUNK;
+            time_tracker(&mut det, interpolated, &frames, chunk, rounds);
+        let timed = frames.len() - chunk;
         let timed3 = frames.len() - 3;
         rows.push(format!(
             "| {} | {w}x{h} | {detector_ms:.2} | {detect_ms:.2} | {track_ms:.3} | {five_ms:.2} ({five_detected}/{timed}) | {third_ms:.2} ({third_detected}/{timed3}) | {inter_ms:.2} ({inter_detected}/{timed}) | {:.0} | {:.0} |",
@@ -155,12 +149,12 @@ fn main() {
     let report = format!(
         "Preprocessor cost per frame, one thread, {rounds} rounds per clip, on {cpu}.\n\
          Command: `cargo bench --bench crop_cost`\n\n\
-         Frames in ingest's default chunks of {CHUNK} unless said. Columns: the detector alone; \
+         Frames in ingest's default chunks of {chunk} unless said. Columns: the detector alone; \
          every frame detected; no detection (the crop alone); the box held, detected on every 5th \
          frame; detected on each 3-frame chunk's last frame, the boxes between interpolated (the \
-         default until 2026-12-03); the default, detected on each {CHUNK}-frame chunk's last \
+         default until 2026-12-03); the default, detected on each {chunk}-frame chunk's last \
          frame, the boxes between interpolated.\n\n\
-         | clip | size | YuNet alone ms | every frame detected ms | crop only ms | held, every 5th detected ms (frames detected) | interpolated, every 3rd, chunks of 3 ms (frames detected) | interpolated, every {CHUNK}th (default) ms (frames detected) | streams/core, every frame | streams/core, default |\n\
+         | clip | size | YuNet alone ms | every frame detected ms | crop only ms | held, every 5th detected ms (frames detected) | interpolated, every 3rd, chunks of 3 ms (frames detected) | interpolated, every {chunk}th (default) ms (frames detected) | streams/core, every frame | streams/core, default |\n\
          |---|---|---|---|---|---|---|---|---|---|\n{}\n",
         rows.join("\n")
     );

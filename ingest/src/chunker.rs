@@ -23,11 +23,22 @@ pub struct ChunkPolicy {
     pub max_payload_bytes: usize,
 }
 
+impl ChunkPolicy {
+    /// Payload bytes per chunk at most where chunks go to the broker
+    /// (Kafka's default message limit is 1 MB).
+    pub const MAX_PAYLOAD_BYTES: usize = 600_000;
+    /// Where frame chunks never reach the broker (ingest's chained crop,
+    /// transcribe, crops): four times as much, so raw I420 GRID frames
+    /// (155 520 bytes) make chunks of 6 as JPEG ones do and a 640x480 stream
+    /// chunks of 5, while the memory queued chunks can hold stays bounded.
+    pub const IN_PROCESS_PAYLOAD_BYTES: usize = 4 * Self::MAX_PAYLOAD_BYTES;
+}
+
 impl Default for ChunkPolicy {
     fn default() -> Self {
         Self {
             frames_per_chunk: 6,
-            max_payload_bytes: 600_000,
+            max_payload_bytes: Self::MAX_PAYLOAD_BYTES,
         }
     }
 }

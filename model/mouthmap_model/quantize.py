@@ -145,12 +145,8 @@ def main() -> None:
     if args.split:
         front, back = S.split(out["int8"], out["int8"].parent)
         # The parts must be the INT8 graph, window by window.
-        whole, f, b = S.session(out["int8"]), S.session(front), S.session(back)
-        worst = 0.0
-        for item in windows.items[:4]:
-            want = whole.run(None, item)[0]
-            got = b.run(None, {S.FEATURES: f.run(None, item)[0]})[0]
-            worst = max(worst, float(np.abs(want - got).max()))
+        sessions = (S.session(out["int8"]), S.session(front), S.session(back))
+        worst = S.parts_difference(*sessions, (item["frames"] for item in windows.items[:4]))
         print(f"back(front(window)) vs the INT8 graph: max |diff| {worst:.2e} over 4 calibration windows")
         if worst > 1e-4:
             raise SystemExit("the INT8 front end and back end do not reproduce the INT8 graph (over 1e-4)")

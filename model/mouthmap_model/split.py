@@ -86,6 +86,16 @@ def session(path: Path, threads: int = 1) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
 
 
+def parts_difference(whole, front, back, windows) -> float:
+    """The largest |back(front(x)) - whole(x)| over normalised windows x."""
+    worst = 0.0
+    for x in windows:
+        want = whole.run(None, {"frames": x})[0]
+        got = back.run(None, {FEATURES: front.run(None, {"frames": x})[0]})[0]
+        worst = max(worst, float(np.abs(want - got).max()))
+    return worst
+
+
 def normalise(frames: np.ndarray, meta: dict) -> np.ndarray:
     n = json.loads(meta["normalization"])
     return ((frames.astype(np.float32) / 255.0 - n["mean"]) / n["std"])[..., None]
@@ -105,12 +115,7 @@ def main() -> None:
     val = [c for c in manifest["clips"] if c["split"] == "validation"]
 
     # 1. The two parts are the single graph, window by window.
-    worst = 0.0
-    for c in val[:10]:
-        x = normalise(arrays[c["clip"]][:75], meta)[None]
-        want = whole.run(None, {"frames": x})[0]
-        got = back.run(None, {FEATURES: front.run(None, {"frames": x})[0]})[0]
-        worst = max(worst, float(np.abs(want - got).max()))
+    worst = parts_difference(whole, front, back, (normalise(arrays[c["clip"]][:75], meta)[None] for c in val[:10]))
     print(f"back(front(window)) vs the single graph: max |diff| {worst:.2e} over 10 validation windows")
 
     # 2. Speed per window and per frame, one thread.

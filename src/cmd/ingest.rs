@@ -160,7 +160,7 @@ pub struct IngestArgs {
     #[arg(
         long,
         env = "MOUTHMAP_MAX_CHUNK_BYTES",
-        default_value_t = 600_000,
+        default_value_t = ChunkPolicy::MAX_PAYLOAD_BYTES,
         help_heading = "Capture"
     )]
     max_chunk_bytes: usize,
@@ -399,16 +399,13 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
                 max_width: args.max_width,
                 jpeg_quality: None,
             },
-            chunk: ChunkPolicy {
-                frames_per_chunk: args.frames.frames_per_chunk as usize,
-                // Chained, frame chunks stay in this process: only the
-                // mouths' chunks meet the broker's message limit.
-                max_payload_bytes: if args.crop {
-                    super::IN_PROCESS_CHUNK_BYTES
-                } else {
-                    args.max_chunk_bytes
-                },
-            },
+            // Chained, frame chunks stay in this process: only the mouths'
+            // chunks meet the broker's message limit.
+            chunk: args.frames.chunk_policy(if args.crop {
+                ChunkPolicy::IN_PROCESS_PAYLOAD_BYTES
+            } else {
+                args.max_chunk_bytes
+            }),
             // Chained, frames stay in memory: nothing to gain from JPEG.
             pixel_format: match (args.crop, args.frames.pixel_format) {
                 (true, PixelFormatArg::Jpeg) => PixelFormat::I420,

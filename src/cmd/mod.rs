@@ -18,6 +18,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use mouthmap_bus::kafka::KafkaSettings;
 use mouthmap_contracts::PixelFormat;
+use mouthmap_ingest::chunker::ChunkPolicy;
 use mouthmap_ingest::stream::DEFAULT_JPEG_QUALITY;
 use tokio::sync::watch;
 
@@ -32,13 +33,6 @@ pub enum PixelFormatArg {
     /// A JPEG per frame (`--jpeg-quality`), decoded by the preprocessor.
     Jpeg,
 }
-
-/// Bytes of frames a chunk holds at most where frames never reach the broker
-/// (`ingest --crop`, `transcribe`, `crops`): four times the broker's chunk
-/// limit, so raw I420 GRID frames (155 520 bytes) make chunks of 6 as JPEG
-/// ones do, and a 640x480 stream chunks of 5, while the memory the chained
-/// queues can hold stays bounded.
-pub const IN_PROCESS_CHUNK_BYTES: usize = 4 * 600_000;
 
 /// How frames leave ingest, shared by `ingest`, `transcribe`, `crops` and
 /// `gateway`.
@@ -70,33 +64,38 @@ pub struct FrameFormatArgs {
     #[arg(
         long,
         env = "MOUTHMAP_FRAMES_PER_CHUNK",
-        default_value_t = mouthmap_ingest::chunker::ChunkPolicy::default().frames_per_chunk as u32,
+        default_value_t = ChunkPolicy::default().frames_per_chunk as u32,
         value_parser = clap::value_parser!(u32).range(1..=100)
     )]
     pub frames_per_chunk: u32,
 }
 
 impl FrameFormatArgs {
+    /// Chunks of --frames-per-chunk frames, under `max_payload_bytes`.
+    pub fn chunk_policy(&self, max_payload_bytes: usize) -> ChunkPolicy {
+        ChunkPolicy {
+            frames_per_chunk: self.frames_per_chunk as usize,
+            max_payload_bytes,
+        }
+    }
+
     /// Ingest's stream settings with these frame formats and chunks.
     pub fn stream_settings(&self) -> mouthmap_ingest::stream::StreamSettings {
-        let defaults = mouthmap_ingest::stream::StreamSettings::default();
         mouthmap_ingest::stream::StreamSettings {
             pixel_format: self.pixel_format.into(),
             jpeg_quality: self.jpeg_quality,
-            chunk: mouthmap_ingest::chunker::ChunkPolicy {
-                frames_per_chunk: self.frames_per_chunk as usize,
-                ..defaults.chunk
-            },
-            ..defaults
+            chunk: self.chunk_policy(ChunkPolicy::MAX_PAYLOAD_BYTES),
+            ..Default::default()
         }
     }
 
     /// The same for frames that stay in this process (`transcribe`,
     /// `crops`): chunked as `ingest --crop` chunks them.
     pub fn in_process_settings(&self) -> mouthmap_ingest::stream::StreamSettings {
-        let mut settings = self.stream_settings();
-        settings.chunk.max_payload_bytes = IN_PROCESS_CHUNK_BYTES;
-        settings
+        mouthmap_ingest::stream::StreamSettings {
+            chunk: self.chunk_policy(ChunkPolicy::IN_PROCESS_PAYLOAD_BYTES),
+            ..self.stream_settings()
+        }
     }
 }
 
