@@ -277,9 +277,11 @@ async fn redis_down_mid_stream_loses_and_holds_back_nothing() {
         &redis,
         "decode",
         &decode_metrics,
-        // 200 ms: on a loaded CI machine (two pipelines on two cores) a
-        // 30 ms deadline was missed before the gap with Redis up.
-        &["--features-deadline", "200ms", "--features-cache", "200ms"],
+        // 500 ms: on a loaded CI machine (two pipelines on two cores) a 30 ms
+        // deadline was missed before the gap with Redis up, and a 200 ms one
+        // after it. In the gap Redis is away (connections refused), so a
+        // lookup fails at once whatever the deadline.
+        &["--features-deadline", "500ms", "--features-cache", "200ms"],
     );
     let _ingest = Proc::spawn(
         "ingest",
@@ -343,14 +345,12 @@ async fn redis_down_mid_stream_loses_and_holds_back_nothing() {
             "gap-speaker"
         );
     }
-    // Nothing held back: every lookup ended within the 200 ms deadline (the
-    // 512 ms bucket: the margin is for a late wake-up on a loaded machine; a
-    // CI run on two busy cores once saw one of 18 lookups in the 256-512 ms
-    // bucket, while a lookup that waited for Redis would take up to the gap's
-    // five seconds), and
-    // the decoder handled every message, lookup included, in under a second
-    // (a decoder that waited for Redis would have taken up to the five
-    // seconds of the gap), and the transcripts in the
+    // Nothing held back: every lookup ended within the 500 ms deadline (the
+    // 1.024 s bucket, the histogram's last: the margin is for a late wake-up
+    // on a loaded machine),
+    // and the decoder handled every message, lookup included, in under two
+    // seconds (a decoder that waited for Redis would have taken up to the
+    // five seconds of the gap), and the transcripts in the
     // gap are about as fresh as the others (the margin is for a loaded machine).
     let metrics = http_get(&decode_metrics, "/metrics");
     let lookups = metric(
@@ -359,7 +359,7 @@ async fn redis_down_mid_stream_loses_and_holds_back_nothing() {
     );
     let in_time = metric(
         &metrics,
-        "mouthmap_feature_lookup_seconds_bucket{stage=\"decode\",le=\"0.512\"}",
+        "mouthmap_feature_lookup_seconds_bucket{stage=\"decode\",le=\"1.024\"}",
     );
     assert!(
         lookups > 10.0 && in_time == lookups,
@@ -371,11 +371,11 @@ async fn redis_down_mid_stream_loses_and_holds_back_nothing() {
     );
     let fast = metric(
         &metrics,
-        "mouthmap_processing_seconds_bucket{stage=\"decode\",le=\"1.024\"}",
+        "mouthmap_processing_seconds_bucket{stage=\"decode\",le=\"2.048\"}",
     );
     assert!(
         handled > 10.0 && fast == handled,
-        "{fast} of {handled} decodes within 1 s"
+        "{fast} of {handled} decodes within 2 s"
     );
     let worst_outside = before
         .iter()
