@@ -347,11 +347,11 @@ async fn redis_down_mid_stream_loses_and_holds_back_nothing() {
     }
     // Nothing held back: every lookup ended within the 500 ms deadline (the
     // 1.024 s bucket, the histogram's last: the margin is for a late wake-up
-    // on a loaded machine),
-    // and the decoder handled every message, lookup included, in under two
-    // seconds (a decoder that waited for Redis would have taken up to the
-    // five seconds of the gap), and the transcripts in the
-    // gap are about as fresh as the others (the margin is for a loaded machine).
+    // on a loaded machine), the decoder handled every message, lookup
+    // included, in under two seconds (a decoder that waited for Redis would
+    // have taken up to the five seconds of the gap), and the transcripts in
+    // the gap are about as fresh as the others (the margin is for a loaded
+    // machine).
     let metrics = http_get(&decode_metrics, "/metrics");
     let lookups = metric(
         &metrics,
