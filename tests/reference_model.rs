@@ -247,3 +247,42 @@ fn ten_seconds_without_a_face_then_a_face_reads_the_sentence() {
         "nothing read before the face: {stdout}"
     );
 }
+
+/// Two sentences joined: the first one's last word is read whole. The
+/// window that ends where the first clip ends reads "soon"; the next
+/// window, with the join inside it, reads "soo" (its last letter lost at
+/// the cut in the video), and the stitching took the word from it until it
+/// kept a previous window's longer reading of the last word before a pause
+/// (`decoder/src/stitch.rs`, `keep_last_word_whole`).
+#[test]
+fn two_joined_sentences_keep_the_first_ones_last_word_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = dir.path().join("joined.mp4");
+    let made = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i"])
+        .arg(grid_clip("brwt5s.mp4"))
+        .arg("-i")
+        .arg(grid_clip("bwanzp.mp4"))
+        .args([
+            "-filter_complex",
+            "[0:v][1:v]concat=n=2:v=1[v]",
+            "-map",
+            "[v]",
+        ])
+        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .arg(&video)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (stdout, last) = transcribe_json(&video);
+    let text = last["text"].as_str().unwrap();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    assert!(
+        words.windows(2).any(|w| w == ["soon", "bin"]),
+        "the first sentence ends 'soon', the second starts 'bin': {text:?}\n{stdout}"
+    );
+    assert!(
+        word_errors(text, "bin red with t five soon bin white at n zero please") <= 3,
+        "{text:?}"
+    );
+}

@@ -12,8 +12,9 @@
 //!
 //! So each new window `b` takes over from the previous window `a` at a cut
 //! chosen on the labels, not on the clock:
-//! 1. [`repair_first_label`]: a first-frame letter followed by blanks is
-//!    moved to just before the window's next label (where the word starts).
+//! 1. [`repair_first_label`]: letters at the window's first frames (up to
+//!    three) followed by blanks are moved to just before the window's next
+//!    label (where the word starts).
 //! 2. [`choose_cut`]: the cut is a word boundary (a space spike in either
 //!    window) at which both windows have just finished the *same* word, the
 //!    one nearest the midpoint between the two windows' centres. Cutting
@@ -21,11 +22,21 @@
 //! 3. With no such boundary, the cut falls where `b`'s first word starts
 //!    (after the repair), and a space is put into `a`'s last pause before it
 //!    when `a`'s part does not end with one; failing that, the midpoint.
+//! 4. [`keep_last_word_whole`]: where `a`'s last word is a longer reading of
+//!    the word `b` reads short before a pause ("now" against "no"), `b`
+//!    takes over only at `a`'s end. A model reads a phrase's last letters
+//!    at the end of what it sees; the window that ends just after the phrase
+//!    reads them, a window with the phrase's end inside may not.
 //!
 //! Measured on the 50 validation clips joined five at a time (the `model/`
 //! evaluation's streams through `mouthmap transcribe`): word error 36.7%
 //! open and 45.7% under the GRID grammar with nearest-centre stitching,
-//! 16.3% and 14.7% with these cuts.
+//! 16.3% and 14.7% with the cuts of 1-3. With 4 and the longer first-frame
+//! repair (2026-12-03, `evaluate --streaming-only`): the reference model
+//! 17.0% -> 16.7% open, 10.7% -> 10.0% GRID; the v2-long run's model (not
+//! served), whose windows drop a sentence's last letters unless they end
+//! there, 29.7% -> 21.3% open and 28.7% -> 20.3% GRID. Every window's
+//! labels and cut are in the trace (`--log mouthmap_decoder=trace`).
 
 /// Class roles in the model's vocabulary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +96,20 @@ impl WindowRows {
             .collect()
     }
 
+    /// The best label of each frame as one character (`.` blank, `_`
+    /// space, a label's first character otherwise): what a trace shows.
+    pub fn best_path(&self, vocabulary: &[String], blank: usize) -> String {
+        self.argmax()
+            .into_iter()
+            .map(|l| match vocabulary.get(l).map(String::as_str) {
+                _ if l == blank => '.',
+                Some(" ") => '_',
+                Some(v) => v.chars().next().unwrap_or('?'),
+                None => '?',
+            })
+            .collect()
+    }
+
     fn swap_rows(&mut self, i: usize, j: usize) {
         for c in 0..self.classes {
             self.rows.swap(i * self.classes + c, j * self.classes + c);
@@ -92,22 +117,37 @@ impl WindowRows {
     }
 }
 
-/// Moves a letter spiked at the window's first frame, followed by blanks,
-/// to the frame before the window's next label; returns that frame (where
-/// the window's first word starts). Only for windows that do not open the
+/// Letters a window may spike at its first frames for a word that starts
+/// later ("pl.......ace"): the reference model puts one there, the v2-long
+/// run two.
+const MAX_FIRST_LETTERS: usize = 3;
+
+/// Moves the letters spiked at the window's first frames (at most
+/// [`MAX_FIRST_LETTERS`]), followed by blanks, to the frames before the
+/// window's next label; returns the first of them (where the window's first
+/// word starts). Only for windows that do not open the
 /// stream: a stream's first frame is where its first word may really be.
 pub fn repair_first_label(w: &mut WindowRows, classes: Classes) -> Option<u64> {
     let best = w.argmax();
-    let first = *best.first()?;
-    if first == classes.blank || Some(first) == classes.space {
+    let is_letter = |l: usize| l != classes.blank && Some(l) != classes.space;
+    // The letters at the window's first frames (at most MAX_FIRST_LETTERS).
+    let lead = best
+        .iter()
+        .take(MAX_FIRST_LETTERS + 1)
+        .take_while(|&&l| is_letter(l))
+        .count();
+    if lead == 0 || lead > MAX_FIRST_LETTERS {
         return None;
     }
-    let next = best.iter().skip(1).position(|&c| c != classes.blank)? + 1;
-    if next < 2 {
+    let next = best.iter().skip(lead).position(|&c| c != classes.blank)? + lead;
+    // Blanks between them, and room to move the letters without overlap.
+    if next < 2 * lead || next == lead {
         return None;
     }
-    w.swap_rows(0, next - 1);
-    Some(w.first + next as u64 - 1)
+    for i in 0..lead {
+        w.swap_rows(i, next - lead + i);
+    }
+    Some(w.first + (next - lead) as u64)
 }
 
 /// Where `b` takes over from `a`, and a frame to make a space.
@@ -210,6 +250,101 @@ pub fn choose_cut(
     }
 }
 
+/// Frames after the earlier window's end in which the later one must say
+/// nothing new for the earlier one's last word to be taken whole.
+const PAUSE_AFTER: u64 = 5;
+
+/// Keeps the last word of the previous window `a` whole when `b` read the
+/// same words up to `a`'s end but the last one shorter: `a`'s reading
+/// extends `b`'s ("now" against "no", "soon" against "soo") and `b` says
+/// nothing new for [`PAUSE_AFTER`] frames past `a`'s end (a pause after
+/// the word, not a word that runs on). Then `b` takes over only at `a`'s
+/// end; the rest of `b`'s reading of that word (a run of letters into the
+/// pause) is blanked in `b`, and a space starts `b`'s part unless `b`
+/// brings one. Otherwise `cut` stands.
+///
+/// Why: a model reads a phrase's last letters at the end of what it sees.
+/// Measured on the 10 joined validation streams (the trace of every
+/// window, `mouthmap transcribe --log mouthmap_decoder=trace`): the window
+/// that ends where a sentence ends read the sentence's last word whole 50
+/// times in 50 for both the reference model and the v2-long run, windows
+/// with the sentence's end inside 41 and 1 times in 80; the cut, chosen
+/// between the windows' centres, took that word from the later window.
+pub fn keep_last_word_whole(
+    a: &WindowRows,
+    b: &mut WindowRows,
+    cut: Cut,
+    floor: u64,
+    classes: Classes,
+) -> Cut {
+    let Some(space) = classes.space else {
+        return cut;
+    };
+    let end = a.end();
+    if cut.frame >= end || end < floor.max(b.first + 1) || end + PAUSE_AFTER > b.end() {
+        return cut;
+    }
+    let (best_a, best_b) = (a.argmax(), b.argmax());
+    let label_a = |f: u64| best_a[(f - a.first) as usize];
+    let label_b = |f: u64| best_b[(f - b.first) as usize];
+    let blank = classes.blank;
+    let words = |seq: Vec<usize>| -> Vec<Vec<usize>> {
+        seq.split(|&l| l == space)
+            .filter(|w| !w.is_empty())
+            .map(<[usize]>::to_vec)
+            .collect()
+    };
+    // `a` must itself end a word at the cut: otherwise the cut's word
+    // boundary is `b`'s, which taking `a`'s frames would lose ("k eight").
+    let c = cut.frame;
+    if label_a(c) != space && (c == a.first || label_a(c - 1) != space) {
+        return cut;
+    }
+    let words_a = words(collapse((cut.frame..end).map(label_a), blank));
+    let words_b = words(collapse((cut.frame..end).map(label_b), blank));
+    let (Some((last_a, before_a)), Some((last_b, before_b))) =
+        (words_a.split_last(), words_b.split_last())
+    else {
+        return cut;
+    };
+    if before_a != before_b || last_a.len() <= last_b.len() || !last_a.starts_with(last_b) {
+        return cut;
+    }
+    // Nor does `b` read the word whole later: the model may hold a word's
+    // last letters until well into the pause ("n.......ow").
+    let word_end = (end..b.end())
+        .find(|&f| label_b(f) == space)
+        .unwrap_or(b.end());
+    let words_b_on = words(collapse((cut.frame..word_end).map(label_b), blank));
+    if words_b_on
+        .get(before_b.len())
+        .is_some_and(|w| w.starts_with(last_a))
+    {
+        return cut;
+    }
+    // `b` must start nothing in the pause: only blanks, spaces, or the run
+    // of letters it was in at `a`'s end.
+    let starts_run = |f: u64| {
+        let l = label_b(f);
+        l != blank && l != space && l != label_b(f - 1)
+    };
+    if (end..end + PAUSE_AFTER).any(starts_run) {
+        return cut;
+    }
+    let mut f = end;
+    while f < b.end() && label_b(f) != blank && label_b(f) != space {
+        let j = (f - b.first) as usize;
+        let row = &mut b.rows[j * b.classes..(j + 1) * b.classes];
+        row.swap(label_b(f), blank);
+        f += 1;
+    }
+    let b_opens_with_space = (end..b.end()).map(label_b).find(|&l| l != blank) == Some(space);
+    Cut {
+        frame: end,
+        space_at: (!b_opens_with_space).then_some(end),
+    }
+}
+
 /// Turns `row` into a space spike: the space takes the blank's probability
 /// and the blank the space's (the row stays a distribution).
 pub fn make_space(row: &mut [f32], classes: Classes) {
@@ -299,6 +434,81 @@ mod tests {
             assert_eq!(repair_first_label(&mut w, CLASSES), None, "{spell}");
             assert_eq!(best(&w), spell);
         }
+    }
+
+    #[test]
+    fn first_frame_letters_move_to_their_word() {
+        let mut w = window(50, "pl.....ace_g");
+        assert_eq!(repair_first_label(&mut w, CLASSES), Some(55));
+        assert_eq!(best(&w), ".....place_g");
+        // More letters than a first-frame spike: the end of a word the
+        // window opened in, left where it is.
+        let mut w = window(50, "plea.....bin");
+        assert_eq!(repair_first_label(&mut w, CLASSES), None);
+    }
+
+    /// `a` ends where the sentence ends and reads "now" whole, its last
+    /// letters at its end; `b` reads the word short and then pauses.
+    fn a_reads_the_last_word_whole() -> (WindowRows, Cut) {
+        //               frame 0    5    10   15   20
+        let a = window(0, "eight_nn.........ow");
+        (
+            a,
+            Cut {
+                frame: 5,
+                space_at: None,
+            },
+        )
+    }
+
+    #[test]
+    fn a_whole_last_word_is_kept_over_bs_shorter_reading() {
+        let (a, cut) = a_reads_the_last_word_whole();
+        // `b` from frame 3: "no", a pause from `a`'s end (19), then "bin".
+        let mut b = window(3, "ht_nn..o...................bin");
+        let kept = keep_last_word_whole(&a, &mut b, cut, 1, CLASSES);
+        assert_eq!(
+            kept,
+            Cut {
+                frame: 19,
+                space_at: Some(19)
+            }
+        );
+        // The rest of `b`'s reading of the word, if it ran past `a`'s end,
+        // is blanked: `b` from 19 on adds nothing to "now".
+        let spell = format!("ht_nn{}oo{}bin", ".".repeat(10), ".".repeat(12));
+        let mut b = window(3, &spell);
+        let kept = keep_last_word_whole(&a, &mut b, cut, 1, CLASSES);
+        assert_eq!(kept.frame, 19);
+        // Frame 19 (index 16) was the run's second `o`.
+        assert_eq!(&best(&b)[15..], format!("o{}bin", ".".repeat(13)));
+    }
+
+    #[test]
+    fn bs_reading_stands_when_it_is_whole_or_the_word_runs_on() {
+        let (a, cut) = a_reads_the_last_word_whole();
+        for spell in [
+            // `b` reads "now" whole, later ("n.....ow"), as `a` does.
+            "ht_nn....................ow__bin",
+            // `b` reads the same.
+            "ht_nn.........ow____________bin",
+            // `b` starts a letter right after `a`'s end: the word runs on.
+            "ht_nn..o..........s.........bin",
+            // `b` reads a different word.
+            "ht_mm..o....................bin",
+        ] {
+            let mut b = window(3, spell);
+            assert_eq!(
+                keep_last_word_whole(&a, &mut b, cut, 1, CLASSES),
+                cut,
+                "{spell}"
+            );
+            assert_eq!(best(&b), spell);
+        }
+        // `a` does not end a word at the cut (the boundary is `b`'s).
+        let a = window(0, "eightxnn.........ow");
+        let mut b = window(3, "ht_nn..o...................bin");
+        assert_eq!(keep_last_word_whole(&a, &mut b, cut, 1, CLASSES), cut);
     }
 
     #[test]

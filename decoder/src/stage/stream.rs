@@ -139,12 +139,26 @@ impl StreamState {
             .max(self.dropped_until)
             .max(self.settled_until);
         let cut = match &self.last_window {
-            Some(a) => stitch::choose_cut(a, self.last_cut, &rows, word, floor, classes),
+            Some(a) => {
+                let cut = stitch::choose_cut(a, self.last_cut, &rows, word, floor, classes);
+                stitch::keep_last_word_whole(a, &mut rows, cut, floor, classes)
+            }
             None => stitch::Cut {
                 frame: w.first_frame,
                 space_at: None,
             },
         };
+        if tracing::enabled!(tracing::Level::TRACE) {
+            tracing::trace!(
+                stream_id = %w.stream_id,
+                first_frame = w.first_frame,
+                best = %rows.best_path(&self.vocabulary, self.blank),
+                cut = cut.frame,
+                space_at = ?cut.space_at,
+                floor,
+                "window stitched"
+            );
+        }
         for f in cut.frame.max(self.dropped_until)..rows.end() {
             self.frames.insert(f, rows.row(f).to_vec());
         }
