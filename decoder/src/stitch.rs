@@ -33,7 +33,7 @@
 //! open and 45.7% under the GRID grammar with nearest-centre stitching,
 //! 16.3% and 14.7% with the cuts of 1-3. With 4 and the longer first-frame
 //! repair (2026-12-03, `evaluate --streaming-only`): the reference model
-//! 17.0% -> 16.7% open, 10.7% -> 10.0% GRID; the v2-long run's model (not
+//! 17.0% -> 16.7% open, 10.7% -> 10.0-10.3% GRID (two runs); the v2-long run's model (not
 //! served), whose windows drop a sentence's last letters unless they end
 //! there, 29.7% -> 21.3% open and 28.7% -> 20.3% GRID. Every window's
 //! labels and cut are in the trace (`--log mouthmap_decoder=trace`).
