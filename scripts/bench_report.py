@@ -357,10 +357,11 @@ LEVERS = [
     "(chained), p50 latency 1.1 vs 1.7 s* | **kept** as the default (`--model-threads`) |",
     "| ONNX Runtime pools that sleep (no spinning) | three idle stages 0.035-0.042 cores together "
     "(`scripts/bench_broker_idle`) | **kept** |",
-    "| INT8 model (static QDQ) | see its table: infer {int8_ratio}; streaming WER 16.3% / 14.7% "
-    "(model card); on this AVX2-only CPU it saves little even against the whole graph (16 vs 18 CPU s "
-    "at 8 streams, an earlier run) | kept as a served option (`--model mouthmap-lipnet-grid-s1-int8`), not the "
-    "default: its GRID figure sits on the 1-point bound and FP32 computed once costs less here |",
+    "| INT8 model (static QDQ) | see its table: infer {int8_ratio}; streaming WER 17.0% / 10.3% against "
+    "FP32's 16.7% / 10.3% (model card, 2026-12-03); on an AMD EPYC with AVX2 only it saved little even "
+    "against the whole graph (16 vs 18 CPU s at 8 streams, an earlier run) | kept as a served option "
+    "(`--model mouthmap-lipnet-grid-s1-int8`), not the default: it comes as one graph, so FP32 with each "
+    "frame's front end computed once costs less |",
     "| Early windows (`--early-windows 15`) | a stream's first partial after 15 frames instead of 75 "
     "(first-partial columns); finals unchanged (streaming WER 16.0% / 13.7% with them) | **kept** |",
     "| A partial for every window that reads further, not only when the text changes | p95 at 8 streams "
