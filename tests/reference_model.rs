@@ -45,6 +45,9 @@ fn committed_model_matches_its_checksum_and_the_contract() {
         "mouthmap-lipnet-grid-s1/2/front.onnx",
         "mouthmap-lipnet-grid-s1/2/back.onnx",
         "mouthmap-lipnet-grid-s1-int8/1/model.onnx",
+        "mouthmap-lipnet-grid-s1-int8/2/model.onnx",
+        "mouthmap-lipnet-grid-s1-int8/2/front.onnx",
+        "mouthmap-lipnet-grid-s1-int8/2/back.onnx",
     ] {
         let path = repo.join(model);
         let out = Command::new("sha256sum").arg(&path).output().unwrap();
@@ -100,7 +103,8 @@ fn reads_a_validation_clip() {
 
 /// The variants beside the model as trained read a validation clip the
 /// same way: version 2 (the same weights as per-frame 2D convolutions, the
-/// default) and the INT8 model (static QDQ quantisation of version 2).
+/// default) and the INT8 model (static QDQ quantisation of version 2; its
+/// version 2 with the parts that compute each frame's front end once).
 #[test]
 fn the_per_frame_and_int8_variants_read_a_validation_clip() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
@@ -108,6 +112,9 @@ fn the_per_frame_and_int8_variants_read_a_validation_clip() {
     for (model, version) in [
         ("mouthmap-lipnet-grid-s1/2/model.onnx", "1.1.0"),
         ("mouthmap-lipnet-grid-s1-int8/1/model.onnx", "1.1.0-int8"),
+        // The same INT8 graph with its front end and back end beside it:
+        // the inferencer computes each frame's front end once.
+        ("mouthmap-lipnet-grid-s1-int8/2/model.onnx", "1.1.0-int8"),
     ] {
         let path = repo.join(model);
         let m = Model::load(&path, Device::Cpu, 1).unwrap();
