@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::process::Command;
 
@@ -194,6 +195,30 @@ fn transcribe_json(video: &Path) -> (String, serde_json::Value) {
     (stdout, last)
 }
 
+/// Writes `out`: the input `first` (ffmpeg's input arguments) and then
+/// the video `second`, one after the other (H.264, as a camera would send).
+fn join_videos(first: &[OsString], second: &Path, out: &Path) {
+    let made = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error"])
+        .args(first)
+        .arg("-i")
+        .arg(second)
+        .args([
+            "-filter_complex",
+            "[0:v][1:v]concat=n=2:v=1[v]",
+            "-map",
+            "[v]",
+        ])
+        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(
+        made.success(),
+        "ffmpeg could not join the videos into {out:?}"
+    );
+}
+
 /// A video with no face in it (ffmpeg's test pattern) reads no words, and
 /// its final says why (before, it read the letter "l" off the pattern).
 #[test]
@@ -224,23 +249,17 @@ fn a_video_without_a_face_reads_no_words_and_says_so() {
 fn ten_seconds_without_a_face_then_a_face_reads_the_sentence() {
     let dir = tempfile::tempdir().unwrap();
     let video = dir.path().join("late-face.mp4");
-    let clip = grid_clip("bbie8n.mp4");
-    let made = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
-        .arg("testsrc=duration=10:size=360x288:rate=25")
-        .arg("-i")
-        .arg(&clip)
-        .args([
-            "-filter_complex",
-            "[0:v][1:v]concat=n=2:v=1[v]",
-            "-map",
-            "[v]",
-        ])
-        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p"])
-        .arg(&video)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    let pattern = [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=duration=10:size=360x288:rate=25",
+    ];
+    join_videos(
+        &pattern.map(OsString::from),
+        &grid_clip("bbie8n.mp4"),
+        &video,
+    );
     let (stdout, last) = transcribe_json(&video);
     let text = last["text"].as_str().unwrap();
     assert!(
@@ -265,22 +284,8 @@ fn ten_seconds_without_a_face_then_a_face_reads_the_sentence() {
 fn two_joined_sentences_keep_the_first_ones_last_word_whole() {
     let dir = tempfile::tempdir().unwrap();
     let video = dir.path().join("joined.mp4");
-    let made = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-i"])
-        .arg(grid_clip("brwt5s.mp4"))
-        .arg("-i")
-        .arg(grid_clip("bwanzp.mp4"))
-        .args([
-            "-filter_complex",
-            "[0:v][1:v]concat=n=2:v=1[v]",
-            "-map",
-            "[v]",
-        ])
-        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p"])
-        .arg(&video)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    let first = [OsString::from("-i"), grid_clip("brwt5s.mp4").into()];
+    join_videos(&first, &grid_clip("bwanzp.mp4"), &video);
     let (stdout, last) = transcribe_json(&video);
     let text = last["text"].as_str().unwrap();
     let words: Vec<&str> = text.split_whitespace().collect();
