@@ -96,6 +96,11 @@ impl WindowRows {
             .collect()
     }
 
+    fn row_mut(&mut self, frame: u64) -> &mut [f32] {
+        let j = (frame - self.first) as usize;
+        &mut self.rows[j * self.classes..(j + 1) * self.classes]
+    }
+
     /// The best label of each frame as one character (`.` blank, `_`
     /// space, a label's first character otherwise): what a trace shows.
     pub fn best_path(&self, vocabulary: &[String], blank: usize) -> String {
@@ -141,7 +146,7 @@ pub fn repair_first_label(w: &mut WindowRows, classes: Classes) -> Option<u64> {
     }
     let next = best.iter().skip(lead).position(|&c| c != classes.blank)? + lead;
     // Blanks between them, and room to move the letters without overlap.
-    if next < 2 * lead || next == lead {
+    if next < 2 * lead {
         return None;
     }
     for i in 0..lead {
@@ -286,7 +291,8 @@ pub fn keep_last_word_whole(
     }
     let (best_a, best_b) = (a.argmax(), b.argmax());
     let label_a = |f: u64| best_a[(f - a.first) as usize];
-    let label_b = |f: u64| best_b[(f - b.first) as usize];
+    let b_first = b.first;
+    let label_b = |f: u64| best_b[(f - b_first) as usize];
     let blank = classes.blank;
     let words = |seq: Vec<usize>| -> Vec<Vec<usize>> {
         seq.split(|&l| l == space)
@@ -300,8 +306,8 @@ pub fn keep_last_word_whole(
     if label_a(c) != space && (c == a.first || label_a(c - 1) != space) {
         return cut;
     }
-    let words_a = words(collapse((cut.frame..end).map(label_a), blank));
-    let words_b = words(collapse((cut.frame..end).map(label_b), blank));
+    let words_a = words(collapse((c..end).map(label_a), blank));
+    let words_b = words(collapse((c..end).map(label_b), blank));
     let (Some((last_a, before_a)), Some((last_b, before_b))) =
         (words_a.split_last(), words_b.split_last())
     else {
@@ -315,7 +321,7 @@ pub fn keep_last_word_whole(
     let word_end = (end..b.end())
         .find(|&f| label_b(f) == space)
         .unwrap_or(b.end());
-    let words_b_on = words(collapse((cut.frame..word_end).map(label_b), blank));
+    let words_b_on = words(collapse((c..word_end).map(label_b), blank));
     if words_b_on
         .get(before_b.len())
         .is_some_and(|w| w.starts_with(last_a))
@@ -331,14 +337,12 @@ pub fn keep_last_word_whole(
     if (end..end + PAUSE_AFTER).any(starts_run) {
         return cut;
     }
-    let mut f = end;
-    while f < b.end() && label_b(f) != blank && label_b(f) != space {
-        let j = (f - b.first) as usize;
-        let row = &mut b.rows[j * b.classes..(j + 1) * b.classes];
-        row.swap(label_b(f), blank);
-        f += 1;
-    }
     let b_opens_with_space = (end..b.end()).map(label_b).find(|&l| l != blank) == Some(space);
+    // The run `b` was in at `a`'s end becomes blank (each row's letter and
+    // blank swapped: the row stays a distribution).
+    for f in (end..b.end()).take_while(|&f| label_b(f) != blank && label_b(f) != space) {
+        b.row_mut(f).swap(label_b(f), blank);
+    }
     Cut {
         frame: end,
         space_at: (!b_opens_with_space).then_some(end),
