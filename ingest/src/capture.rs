@@ -73,6 +73,9 @@ pub struct CaptureSettings {
     /// Compress each frame to a JPEG of this quality (1-100); None keeps I420.
     /// Set by the stream runner from its `pixel_format`.
     pub jpeg_quality: Option<u8>,
+    /// Threads of a libav (avdec_*) video decoder per stream; 0 lets libav
+    /// choose (one per core).
+    pub decoder_threads: u32,
 }
 
 impl Default for CaptureSettings {
@@ -81,6 +84,7 @@ impl Default for CaptureSettings {
             realtime: false,
             max_width: 640,
             jpeg_quality: None,
+            decoder_threads: 1,
         }
     }
 }
@@ -210,6 +214,20 @@ impl Capture {
         pipeline.add_many(&chain).map_err(build)?;
         gst::Element::link_many(&chain).map_err(build)?;
 
+        if settings.decoder_threads > 0 {
+            // libav's decoders (avdec_*) thread per core by default: with
+            // many streams on few cores the threads only wake each other.
+            let threads = i32::try_from(settings.decoder_threads).unwrap_or(i32::MAX);
+            pipeline.connect("deep-element-added", false, move |args| {
+                if let Ok(e) = args[2].get::<gst::Element>()
+                    && e.factory().is_some_and(|f| f.name().starts_with("avdec_"))
+                    && e.has_property("max-threads")
+                {
+                    e.set_property("max-threads", threads);
+                }
+                None
+            });
+        }
         let pads = Arc::new(Mutex::new(PadState::default()));
         let max_width = settings.max_width;
         // A file's frames are timed by their order at its own frame rate: a

@@ -1,6 +1,5 @@
 //! Resampling the mouth box to the model's input, and per-crop quality.
 
-use crate::detector::Point;
 use crate::geometry::MouthBox;
 
 /// Bilinear sample of `img` (`w` x `h`, one byte per pixel) at `(x, y)`,
@@ -8,7 +7,9 @@ use crate::geometry::MouthBox;
 fn bilinear(img: &[u8], w: usize, h: usize, x: f32, y: f32) -> f32 {
     let fx = (x - 0.5).clamp(0.0, (w - 1) as f32);
     let fy = (y - 0.5).clamp(0.0, (h - 1) as f32);
-    let (x0, y0) = (fx.floor() as usize, fy.floor() as usize);
+    // Both are clamped to 0 or more: the cast is their floor (without a
+    // call to libm's floorf, which x86-64's baseline makes of `floor`).
+    let (x0, y0) = (fx as usize, fy as usize);
     let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
     let (ax, ay) = (fx - x0 as f32, fy - y0 as f32);
     let p = |x: usize, y: usize| img[y * w + x] as f32;
@@ -33,25 +34,46 @@ pub fn crop(
     out: &mut Vec<u8>,
 ) {
     out.clear();
-    out.reserve(out_w * out_h);
     let sx = mbox.width / out_w as f32;
     let sy = mbox.height / out_h as f32;
     let n = sx.max(sy).ceil().clamp(1.0, 4.0) as usize;
     let inv = 1.0 / (n * n) as f32;
-    for v in 0..out_h {
-        for u in 0..out_w {
+    // The box's rotation once, and each column's and row's sample offsets
+    // in box coordinates once (the same arithmetic as `MouthBox::global`
+    // per sample, so the same pixels; computing them per sample took most
+    // of the crop's time).
+    let (s, c) = mbox.angle.sin_cos();
+    let offsets = |count: usize, step: f32, half: f32| -> Vec<f32> {
+        (0..count)
+            .flat_map(|k| {
+                (0..n).map(move |i| (k as f32 + (i as f32 + 0.5) / n as f32) * step - half)
+            })
+            .collect()
+    };
+    let xs = offsets(out_w, sx, mbox.width / 2.0);
+    let ys = offsets(out_h, sy, mbox.height / 2.0);
+    out.resize(out_w * out_h, 0);
+    for (pixels, row) in out.chunks_exact_mut(out_w).zip(ys.chunks_exact(n)) {
+        for (pixel, col) in pixels.iter_mut().zip(xs.chunks_exact(n)) {
             let mut acc = 0.0;
-            for j in 0..n {
-                for i in 0..n {
-                    let lx = (u as f32 + (i as f32 + 0.5) / n as f32) * sx - mbox.width / 2.0;
-                    let ly = (v as f32 + (j as f32 + 0.5) / n as f32) * sy - mbox.height / 2.0;
-                    let p = mbox.global(Point::new(lx, ly));
-                    acc += bilinear(img, w, h, p.x, p.y);
+            for &ly in row {
+                for &lx in col {
+                    let (px, py) = (mbox.cx + c * lx - s * ly, mbox.cy + s * lx + c * ly);
+                    acc += bilinear(img, w, h, px, py);
                 }
             }
-            out.push((acc * inv).round().clamp(0.0, 255.0) as u8);
+            *pixel = round_to_u8(acc * inv);
         }
     }
+}
+
+/// `v.round().clamp(0.0, 255.0) as u8` for `v` of 0 or more, without libm's
+/// roundf: half a unit added in f64 holds every f32 exactly, so the cast
+/// (which truncates, and saturates at 255) rounds half away from zero as
+/// `round` does.
+#[inline]
+fn round_to_u8(v: f32) -> u8 {
+    (v as f64 + 0.5) as u8
 }
 
 /// Mean brightness (0..255) and sharpness (variance of the 4-neighbour
@@ -62,18 +84,24 @@ pub fn quality(crop: &[u8], w: usize, h: usize) -> (f32, f32) {
     if w < 3 || h < 3 {
         return (mean as f32, 0.0);
     }
-    let mut sum = 0.0;
-    let mut sum2 = 0.0;
-    let mut count = 0.0;
+    // The Laplacian is an integer: sums in integers (exact, as the f64
+    // sums were for a crop of this size), a row at a time over slices.
+    let (mut sum, mut sum2) = (0i64, 0i64);
     for y in 1..h - 1 {
+        let (up, row, down) = (
+            &crop[(y - 1) * w..y * w],
+            &crop[y * w..(y + 1) * w],
+            &crop[(y + 1) * w..(y + 2) * w],
+        );
         for x in 1..w - 1 {
-            let p = |x: usize, y: usize| crop[y * w + x] as f64;
-            let lap = p(x - 1, y) + p(x + 1, y) + p(x, y - 1) + p(x, y + 1) - 4.0 * p(x, y);
-            sum += lap;
-            sum2 += lap * lap;
-            count += 1.0;
+            let lap = row[x - 1] as i32 + row[x + 1] as i32 + up[x] as i32 + down[x] as i32
+                - 4 * row[x] as i32;
+            sum += lap as i64;
+            sum2 += (lap * lap) as i64;
         }
     }
+    let count = ((w - 2) * (h - 2)) as f64;
+    let (sum, sum2) = (sum as f64, sum2 as f64);
     let m = sum / count;
     (mean as f32, (sum2 / count - m * m) as f32)
 }
@@ -141,6 +169,22 @@ mod tests {
         let column: Vec<u8> = (0..11).map(|v| out[v * 11 + 5]).collect();
         assert!(column.iter().all(|&p| p == 255), "{column:?}");
         assert_eq!(out[5 * 11], 0);
+    }
+
+    #[test]
+    fn rounding_to_a_byte_matches_round() {
+        // Every quarter and its neighbours one ulp either side, and past 255.
+        for k in 0..=1100 {
+            let v = k as f32 / 4.0;
+            for v in [
+                v,
+                f32::from_bits(v.to_bits().saturating_sub(1)),
+                f32::from_bits(v.to_bits() + 1),
+            ] {
+                let want = v.round().clamp(0.0, 255.0) as u8;
+                assert_eq!(round_to_u8(v), want, "{v}");
+            }
+        }
     }
 
     #[test]

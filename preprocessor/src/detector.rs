@@ -385,9 +385,36 @@ pub fn i420_region_to_bgr_planar(
             &mut g_plane[o..o + (x1 - x0)],
             &mut r_plane[o..o + (x1 - x0)],
         );
-        for (i, &l) in luma.iter().enumerate() {
-            let x = x0 + i;
-            (bs[i], gs[i], rs[i]) = bgr(l as f32, us[x / 2], vs[x / 2]);
+        // Two luma samples share a chroma sample: its terms once a pair, in
+        // the same arithmetic as `bgr`, and no `x / 2` per pixel.
+        let odd = x0 % 2;
+        if odd == 1 {
+            (bs[0], gs[0], rs[0]) = bgr(luma[0] as f32, us[x0 / 2], vs[x0 / 2]);
+        }
+        let pairs = (luma.len() - odd) / 2;
+        let c0 = (x0 + odd) / 2;
+        let span = odd..odd + 2 * pairs;
+        let (lp, bp, gp, rp) = (
+            &luma[span.clone()],
+            &mut bs[span.clone()],
+            &mut gs[span.clone()],
+            &mut rs[span],
+        );
+        let (up, vp) = (&us[c0..c0 + pairs], &vs[c0..c0 + pairs]);
+        for k in 0..pairs {
+            let (u, v) = (up[k] as f32 - 128.0, vp[k] as f32 - 128.0);
+            let (bu, gu, gv, rv) = (2.017 * u, 0.392 * u, 0.813 * v, 1.596 * v);
+            for j in 2 * k..2 * k + 2 {
+                let yy = (lp[j] as f32 - 16.0) * 1.164;
+                bp[j] = (yy + bu).clamp(0.0, 255.0);
+                gp[j] = (yy - gu - gv).clamp(0.0, 255.0);
+                rp[j] = (yy + rv).clamp(0.0, 255.0);
+            }
+        }
+        let last = odd + 2 * pairs;
+        if last < luma.len() {
+            let x = x0 + last;
+            (bs[last], gs[last], rs[last]) = bgr(luma[last] as f32, us[x / 2], vs[x / 2]);
         }
     }
 }
@@ -553,5 +580,39 @@ mod tests {
         }
         // Past the region's 16 half-size columns and rows: padding.
         assert_eq!((half[16], half[16 * 32]), (0.0, 0.0));
+    }
+
+    #[test]
+    fn each_pixel_gets_its_own_chroma_at_any_region_offset() {
+        // A 37x9 frame (odd width: a last chroma column of one luma
+        // column) with distinct luma and chroma everywhere; regions that
+        // start on odd and even columns and run past the frame's edge.
+        let (w, h) = (37usize, 9usize);
+        let cw = w.div_ceil(2);
+        let ch = h.div_ceil(2);
+        let mut frame: Vec<u8> = (0..w * h).map(|i| (16 + (i * 7) % 220) as u8).collect();
+        frame.extend((0..cw * ch).map(|i| (40 + (i * 13) % 180) as u8));
+        frame.extend((0..cw * ch).map(|i| (30 + (i * 11) % 200) as u8));
+        let (yp, rest) = frame.split_at(w * h);
+        let (up, vp) = rest.split_at(cw * ch);
+        for (x0, y0) in [(0, 0), (1, 2), (2, 1), (5, 0), (36, 8)] {
+            let (pw, ph) = (32, 8);
+            let mut out = Vec::new();
+            i420_region_to_bgr_planar(&frame, w, h, x0, y0, pw, ph, &mut out);
+            for y in 0..ph {
+                for x in 0..pw {
+                    let (fx, fy) = (x0 + x, y0 + y);
+                    let want = if fx < w && fy < h {
+                        let c = (fy / 2) * cw + fx / 2;
+                        bgr(yp[fy * w + fx] as f32, up[c], vp[c])
+                    } else {
+                        (0.0, 0.0, 0.0)
+                    };
+                    let i = y * pw + x;
+                    let got = (out[i], out[pw * ph + i], out[2 * pw * ph + i]);
+                    assert_eq!(got, want, "region at ({x0}, {y0}), pixel ({x}, {y})");
+                }
+            }
+        }
     }
 }

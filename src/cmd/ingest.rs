@@ -120,6 +120,21 @@ pub struct IngestArgs {
     )]
     max_width: u32,
 
+    /// Threads each stream's video decoder uses (libav's decoders; 0: one
+    /// per core, libav's own default). One costs the least CPU when many
+    /// streams share a few cores: 16 chained real-time GRID streams took
+    /// about 10% less of ingest's CPU than with libav's default on 2 cores
+    /// (ingest/README.md). Raise it for a few large sources (4K) that one
+    /// core cannot decode in real time.
+    #[arg(
+        long,
+        env = "MOUTHMAP_DECODER_THREADS",
+        default_value_t = 1,
+        value_name = "N",
+        help_heading = "Capture"
+    )]
+    decoder_threads: u32,
+
     #[command(flatten)]
     frames: FrameFormatArgs,
 
@@ -398,6 +413,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
                 realtime: args.realtime,
                 max_width: args.max_width,
                 jpeg_quality: None,
+                decoder_threads: args.decoder_threads,
             },
             // Chained, frame chunks stay in this process: only the mouths'
             // chunks meet the broker's message limit.
