@@ -218,18 +218,22 @@ def pipeline_section(pipe, int8, idle, docs: Path) -> list[str]:
             f"the INT8 graph with its `front.onnx` and `back.onnx`; maximum sustained of the "
             f"loads tried: **{m['max_sustained_streams']} streams**)",
             "",
-            "`cargo bench --bench pipeline -- --modes chained --streams 4,8,12,16 --model "
+            "`cargo bench --bench pipeline -- --modes chained --streams 1,4,8,12,16,20,24 --model "
             "models/mouthmap-lipnet-grid-s1-int8/2/model.onnx --out target/bench/pipeline-int8.json`",
             "",
         ]
         out += pipeline_table(m, ["ingest", "infer", "decode"])
     out += ["", "Against the targets (issue 13), from these runs:", ""]
-    for name, mode in [("separate", sep), ("chained", ch)]:
+    int8_mode = int8["chained"] if int8 else None
+    for name, mode in [("separate", sep), ("chained", ch), ("chained, INT8 model", int8_mode)]:
         if not mode:
             continue
         r8 = run_at(mode, 8)
         r16 = run_at(mode, 16)
-        line = f"- {name}: 16 streams {'sustained' if r16 and r16['sustained'] else '**not sustained**'}"
+        line = (
+            f"- {name}: 16 streams {'sustained' if r16 and r16['sustained'] else '**not sustained**'} "
+            f"(maximum sustained {mode['max_sustained_streams']})"
+        )
         if r8:
             l, fp = r8["latency_ms"], r8["first_partial_ms"]
             line += (
@@ -238,7 +242,12 @@ def pipeline_section(pipe, int8, idle, docs: Path) -> list[str]:
             )
         out.append(line + ".")
     out += ["", "Where the CPU goes (the largest load sustained in each mode):", ""]
-    for name, mode, roles in [("separate", sep, ROLES), ("chained", ch, ["ingest", "infer", "decode"])]:
+    chained_roles = ["ingest", "infer", "decode"]
+    for name, mode, roles in [
+        ("separate", sep, ROLES),
+        ("chained", ch, chained_roles),
+        ("chained, INT8 model", int8_mode, chained_roles),
+    ]:
         if not mode:
             continue
         ok = [r for r in mode["runs"] if r["sustained"]]
@@ -260,7 +269,7 @@ def pipeline_section(pipe, int8, idle, docs: Path) -> list[str]:
         ]
     out += ["", "![pipeline](benchmarks/pipeline.png)", ""]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for name, mode, style in [("separate", sep, "o-"), ("chained", ch, "s--")]:
+    for name, mode, style in [("separate", sep, "o-"), ("chained", ch, "s--"), ("chained INT8", int8_mode, "^-.")]:
         if not mode:
             continue
         runs = mode["runs"]
@@ -392,11 +401,23 @@ LEVERS = [
     "(`MOUTHMAP_DETECT_SCALE=2 python -m mouthmap_model.evaluate --streaming-only`) | kept as an option, "
     "not the default: the GRID figure loses 1.7 points (landmarks at half resolution move the crop) |",
     "| Where ingest's CPU goes, chained (`perf record -e cpu-clock` over `mouthmap ingest --crop` of "
-    "two 30 s streams, not real time) | YuNet in ONNX Runtime 36%, H.264 decoding (libavcodec) 18%, "
-    "crop and the detector's input conversion 11%, kernel 9%, libc copies and allocation 9%, zstd 4%. "
-    "One decoder thread per stream instead of libav's default saves about 5% of decoding "
-    "(`gst-launch-1.0 ... avdec_h264 max-threads=1`) | not changed: the detector is the lever left "
-    "(it ran on one frame in three then, each 3-frame chunk's last; chunks of 6, below, halved it) |",
+    "two 30 s streams, not real time, an earlier run) | YuNet in ONNX Runtime 36%, H.264 decoding "
+    "(libavcodec) 18%, crop and the detector's input conversion 11%, kernel 9%, libc copies and "
+    "allocation 9%, zstd 4% | the detector was the lever then (chunks of 6, below, halved it) |",
+    "| One libav decoder thread per stream (`ingest --decoder-threads 1`, libav's default is one per "
+    "core), and the crop without libm calls per sample | 2026-12-03, AMD EPYC, `perf record -g` over "
+    "`mouthmap ingest --realtime --crop` of 16 real-time 30 s streams: libavcodec 23%, YuNet 22%, the "
+    "kernel 17% (mostly threads waking threads: futex wakes, reschedule interrupts), the crop and the "
+    "detector's input conversion 12% (2% in libm's `floorf` and `roundf`, called per sample: x86-64's "
+    "baseline has no SSE4.1 rounding), libc copies and allocation 11%, zstd 2.5%. Ingest's CPU for the "
+    "16 streams (`/usr/bin/time`, twice each): 31.1-32.6 s before, 27.3-28.9 with one decoder thread, "
+    "26.2-27.1 with the crop's arithmetic as well (same pixels: preprocessor/README.md); the crop alone "
+    "0.13-0.14 vs 0.23-0.25 ms a GRID frame (`cargo bench --bench crop_cost`). In the pipeline, chained "
+    "with the INT8 model at 16 streams: ingest 25.7 vs 29.9 CPU s, and 20 streams sustained (p95 1573 "
+    "ms, p99 1774 ms) where 20 were not before (p50 3.9 s, ingest 36.4 CPU s; the crop's rotation was "
+    "already computed once then; `cargo bench --bench pipeline -- --modes "
+    "chained --streams 16,20,24 --model models/mouthmap-lipnet-grid-s1-int8/2/model.onnx`) | **kept, "
+    "the default** (`--decoder-threads 0` gives libav its own threads back, for a few large sources) |",
     "| Chunks of 6 frames, the detector on each one's last (`ingest --frames-per-chunk 6`, `preprocess "
     "--detect-every 6`) | on an Intel Xeon (AVX-512) on 2026-12-03, one after the other against chunks of 3 "
     "and every 3rd frame (`MOUTHMAP_FRAMES_PER_CHUNK=6 MOUTHMAP_DETECT_EVERY=6 cargo bench --bench pipeline "
@@ -415,15 +436,18 @@ LEVERS = [
     "Xeon (`cargo bench --bench pipeline -- --modes chained --streams 8,12 --model DIR/model.onnx`), "
     "chunks of 3: infer 8.6 vs 12.1 CPU s at 8 streams, 12 streams sustained (p95 2525 ms); with chunks "
     "of 6 as well: 12 streams p95 1501 ms, p99 1689 ms, 16 streams not sustained (p50 5.1 s; 64 CPU s "
-    "used of about 70). On 2026-12-03, the whole report's machine, as a committed version "
-    "(`mouthmap-lipnet-grid-s1-int8:2`: `-int8:1`'s graph with the parts `split` cut from it): 16 chained streams sustained in 2 of 4 "
-    "runs: after 12 (`--streams 12,16`, twice): p50 1359 / 1185 ms, p95 2590 / 2184 ms, p99 2933 / 2583 ms, "
-    "infer 13.6 / 13.3 CPU s against FP32's 19 at 16 in the main table; not when 16 came first (`--streams "
-    "16,20`: p50 4.5 s, p99 6.1 s) nor in the table's sweep (p50 3.5 s, p99 5.1 s): 16 streams is this "
-    "machine's edge. Streaming WER that of the INT8 graph: 17.0% / "
-    "13.7% / 10.3% against FP32's 16.7% / 13.3% / 10.3% (model card) | **kept as a served option** "
-    "(`--model mouthmap-lipnet-grid-s1-int8`, whose latest version it is; its table above), not the default: "
-    "its open figure is 0.3 points behind FP32's and sits on issue 13's 1-point bound |",
+    "used of about 70). On 2026-12-03, on an Intel Xeon, as a committed version "
+    "(`mouthmap-lipnet-grid-s1-int8:2`: `-int8:1`'s graph with the parts `split` cut from it): 16 chained "
+    "streams sustained in 2 of 4 runs (p95 2590 / 2184 ms; not in the other two: p99 6.1 s, 5.1 s). Later "
+    "that day on the AMD EPYC of this report: 16 sustained in all three runs (p95 1416 ms before the "
+    "decoder-thread and crop row above, 1399 and 1396 after), 20 in both runs after it (p95 1573, 2199 "
+    "ms; before: not, p50 3.9 s), 24 in neither (the table's sweep and `--streams 16,20,24`); FP32 after "
+    "it: 16 sustained in one run of two "
+    "(p95 1614 ms in the table; not in `--streams 16,20`: last third's median 2.8 s against the first "
+    "third's 0.8). Streaming WER that of the INT8 graph: 17.0% / 13.7% / 10.3% against FP32's 16.7% / "
+    "13.3% / 10.3% (model card) | **kept as a served option** (`--model mouthmap-lipnet-grid-s1-int8`, "
+    "whose latest version it is; its table above), not the default: its open figure is 0.3 points behind "
+    "FP32's and sits on issue 13's 1-point bound |",
     "",
 ]
 

@@ -501,6 +501,60 @@ fn describe_error(err: &gst::message::Error) -> String {
 mod tests {
     use super::*;
 
+    /// The `max-threads` of every libav decoder in the capture's pipeline.
+    fn decoder_threads(capture: &Capture) -> Vec<i32> {
+        capture
+            .pipeline
+            .iterate_recurse()
+            .into_iter()
+            .flatten()
+            .filter(|e| e.factory().is_some_and(|f| f.name().starts_with("avdec_")))
+            .map(|e| e.property::<i32>("max-threads"))
+            .collect()
+    }
+
+    #[test]
+    fn the_decoder_runs_the_threads_it_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let video = dir.path().join("h264.mp4");
+        let made = std::process::Command::new("ffmpeg")
+            .args([
+                "-loglevel",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=64x48:rate=25",
+            ])
+            .args(["-t", "0.4", "-c:v", "libx264", "-pix_fmt", "yuv420p"])
+            .arg(&video)
+            .status()
+            .expect("ffmpeg runs");
+        assert!(made.success(), "ffmpeg made no H.264 clip");
+        let source = Source::parse(video.to_str().unwrap()).unwrap();
+        for (threads, want) in [(1, 1), (3, 3), (0, 0)] {
+            let settings = CaptureSettings {
+                decoder_threads: threads,
+                ..CaptureSettings::default()
+            };
+            let mut capture = Capture::open(&source, settings).unwrap();
+            // The decoder exists once the first frame has come through it.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !matches!(
+                capture.poll(Duration::from_millis(100)).unwrap(),
+                Polled::Frame(_)
+            ) {
+                assert!(std::time::Instant::now() < deadline, "no frame");
+            }
+            // 0 leaves libav's default, which is 0 (one per core) too.
+            assert_eq!(
+                decoder_threads(&capture),
+                vec![want],
+                "--decoder-threads {threads}"
+            );
+        }
+    }
+
     #[test]
     fn frames_are_bounded_on_both_sides() {
         assert_eq!(scaled_size(360, 288, 640), None);
