@@ -196,6 +196,25 @@ impl Capture {
         let sink_caps = match settings.jpeg_quality {
             Some(q) => {
                 let enc = make("jpegenc")?;
+                // jpegenc reads whole 8x8 blocks, past a row's end when the
+                // width is not a multiple of 16 and past the frame's end on
+                // its last row: from a decoder's buffers those bytes are
+                // uninitialised padding, and the last blocks' colour changed
+                // from run to run (GRID's 360-wide frames: chroma columns
+                // 176-179 by up to 10 levels). Each frame goes to it in the
+                // caps' own layout with zeroed padding and tail.
+                if let Some(pad) = enc.static_pad("sink") {
+                    pad.add_probe(gst::PadProbeType::BUFFER, |pad, info| {
+                        if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data
+                            && let Some(caps) = pad.current_caps()
+                            && let Ok(video) = gst_video::VideoInfo::from_caps(&caps)
+                            && let Some(padded) = zero_padded(buffer, &video)
+                        {
+                            *buffer = padded;
+                        }
+                        gst::PadProbeReturn::Ok
+                    });
+                }
                 enc.set_property("quality", i32::from(q.clamp(1, 100)));
                 chain.push(enc);
                 gst::Caps::builder("image/jpeg").build()
@@ -497,6 +516,53 @@ fn describe_error(err: &gst::message::Error) -> String {
     text
 }
 
+/// Bytes of zeros after a frame copied by [`zero_padded`]: more than an
+/// 8x8 block reads past a plane's last row.
+const ZERO_TAIL: usize = 64;
+
+/// `buffer`'s frame copied into `video`'s own layout (its strides and
+/// offsets), every byte outside the picture zero, with [`ZERO_TAIL`] zero
+/// bytes allocated past its end; None for a frame that does not map (it is
+/// then passed on as it came).
+fn zero_padded(buffer: &gst::Buffer, video: &gst_video::VideoInfo) -> Option<gst::Buffer> {
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), video).ok()?;
+    let size = video.size();
+    let mut out = gst::Buffer::with_size(size + ZERO_TAIL).ok()?;
+    {
+        let out_ref = out.get_mut()?;
+        {
+            let mut map = out_ref.map_writable().ok()?;
+            let data = map.as_mut_slice();
+            data.fill(0);
+            for plane in 0..video.n_planes() {
+                let (p, comp) = (plane as usize, plane as u8);
+                let row_bytes = video.comp_width(comp) as usize * video.comp_pstride(comp) as usize;
+                let (src, src_stride) = (
+                    frame.plane_data(plane).ok()?,
+                    frame.plane_stride()[p] as usize,
+                );
+                let (dst_offset, dst_stride) = (video.offset()[p], video.stride()[p] as usize);
+                for row in 0..video.comp_height(comp) as usize {
+                    let from = src.get(row * src_stride..row * src_stride + row_bytes)?;
+                    let at = dst_offset + row * dst_stride;
+                    data.get_mut(at..at + row_bytes)?.copy_from_slice(from);
+                }
+            }
+        }
+        out_ref.set_size(size);
+        buffer
+            .copy_into(
+                out_ref,
+                gst::BufferCopyFlags::FLAGS
+                    | gst::BufferCopyFlags::TIMESTAMPS
+                    | gst::BufferCopyFlags::META,
+                ..,
+            )
+            .ok()?;
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -553,6 +619,62 @@ mod tests {
                 "--decoder-threads {threads}"
             );
         }
+    }
+
+    #[test]
+    fn frames_reach_the_jpeg_encoder_with_zeroed_padding() {
+        init().unwrap();
+        // A 36x10 I420 frame whose decoder rows are padded to 48 and 32
+        // bytes, the padding full of garbage (0xAA).
+        let video = gst_video::VideoInfo::builder(gst_video::VideoFormat::I420, 36, 10)
+            .build()
+            .unwrap();
+        let (strides, offsets) = ([48i32, 32, 32], [0usize, 480, 640]);
+        let mut buffer = gst::Buffer::from_mut_slice(vec![0xAAu8; 800]);
+        {
+            let b = buffer.get_mut().unwrap();
+            {
+                let mut map = b.map_writable().unwrap();
+                let data = map.as_mut_slice();
+                for (p, (w, h)) in [(36, 10), (18, 5), (18, 5)].into_iter().enumerate() {
+                    for row in 0..h {
+                        for x in 0..w {
+                            data[offsets[p] + row * strides[p] as usize + x] =
+                                (p * 50 + row * 3 + x) as u8;
+                        }
+                    }
+                }
+            }
+            gst_video::VideoMeta::add_full(
+                b,
+                gst_video::VideoFrameFlags::empty(),
+                gst_video::VideoFormat::I420,
+                36,
+                10,
+                &offsets,
+                &strides,
+            )
+            .unwrap();
+            b.set_pts(gst::ClockTime::from_mseconds(40));
+        }
+        let mut out = zero_padded(&buffer, &video).unwrap();
+        assert_eq!(out.size(), video.size());
+        assert_eq!(out.pts(), Some(gst::ClockTime::from_mseconds(40)));
+        // The caps' own layout (strides 36, 20, 20), the picture copied and
+        // every other byte, the tail past the frame included, zero.
+        out.get_mut().unwrap().set_size(video.size() + ZERO_TAIL);
+        let map = out.map_readable().unwrap();
+        let mut want = vec![0u8; video.size() + ZERO_TAIL];
+        for (p, (w, h)) in [(36, 10), (18, 5), (18, 5)].into_iter().enumerate() {
+            for row in 0..h {
+                for x in 0..w {
+                    want[video.offset()[p] + row * video.stride()[p] as usize + x] =
+                        (p * 50 + row * 3 + x) as u8;
+                }
+            }
+        }
+        assert_eq!(video.stride(), &[36, 20, 20]);
+        assert_eq!(map.as_slice(), &want[..]);
     }
 
     #[test]
