@@ -224,8 +224,14 @@ def pipeline_section(pipe, int8, idle, docs: Path) -> list[str]:
         ]
         out += pipeline_table(m, ["ingest", "infer", "decode"])
     out += ["", "Against the targets (issue 13), from these runs:", ""]
-    int8_mode = int8["chained"] if int8 else None
-    for name, mode in [("separate", sep), ("chained", ch), ("chained, INT8 model", int8_mode)]:
+    chained_roles = ["ingest", "infer", "decode"]
+    # Each mode measured: its name, runs, the roles whose CPU it lists and its plot style.
+    modes = [
+        ("separate", sep, ROLES, "o-"),
+        ("chained", ch, chained_roles, "s--"),
+        ("chained, INT8 model", int8["chained"] if int8 else None, chained_roles, "^-."),
+    ]
+    for name, mode, _, _ in modes:
         if not mode:
             continue
         r8 = run_at(mode, 8)
@@ -242,12 +248,7 @@ def pipeline_section(pipe, int8, idle, docs: Path) -> list[str]:
             )
         out.append(line + ".")
     out += ["", "Where the CPU goes (the largest load sustained in each mode):", ""]
-    chained_roles = ["ingest", "infer", "decode"]
-    for name, mode, roles in [
-        ("separate", sep, ROLES),
-        ("chained", ch, chained_roles),
-        ("chained, INT8 model", int8_mode, chained_roles),
-    ]:
+    for name, mode, roles, _ in modes:
         if not mode:
             continue
         ok = [r for r in mode["runs"] if r["sustained"]]
@@ -269,7 +270,7 @@ def pipeline_section(pipe, int8, idle, docs: Path) -> list[str]:
         ]
     out += ["", "![pipeline](benchmarks/pipeline.png)", ""]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for name, mode, style in [("separate", sep, "o-"), ("chained", ch, "s--"), ("chained INT8", int8_mode, "^-.")]:
+    for name, mode, _, style in modes:
         if not mode:
             continue
         runs = mode["runs"]

@@ -1,5 +1,6 @@
 //! Resampling the mouth box to the model's input, and per-crop quality.
 
+use crate::detector::Point;
 use crate::geometry::MouthBox;
 
 /// Bilinear sample of `img` (`w` x `h`, one byte per pixel) at `(x, y)`,
@@ -39,9 +40,8 @@ pub fn crop(
     let n = sx.max(sy).ceil().clamp(1.0, 4.0) as usize;
     let inv = 1.0 / (n * n) as f32;
     // The box's rotation once, and each column's and row's sample offsets
-    // in box coordinates once: the same arithmetic as `MouthBox::global`
-    // per sample, so the same pixels, without a `sin_cos` per sample.
-    let (s, c) = mbox.angle.sin_cos();
+    // in box coordinates once, not per sample.
+    let global = mbox.to_global();
     let offsets = |count: usize, step: f32, half: f32| -> Vec<f32> {
         (0..count)
             .flat_map(|k| {
@@ -57,8 +57,8 @@ pub fn crop(
             let mut acc = 0.0;
             for &ly in row {
                 for &lx in col {
-                    let (px, py) = (mbox.cx + c * lx - s * ly, mbox.cy + s * lx + c * ly);
-                    acc += bilinear(img, w, h, px, py);
+                    let p = global(Point::new(lx, ly));
+                    acc += bilinear(img, w, h, p.x, p.y);
                 }
             }
             *pixel = round_to_u8(acc * inv);

@@ -385,8 +385,8 @@ pub fn i420_region_to_bgr_planar(
             &mut g_plane[o..o + (x1 - x0)],
             &mut r_plane[o..o + (x1 - x0)],
         );
-        // Two luma samples share a chroma sample: its terms once a pair, in
-        // the same arithmetic as `bgr`, and no `x / 2` per pixel.
+        // Two luma samples share a chroma sample: its terms once a pair,
+        // and no `x / 2` per pixel.
         let odd = x0 % 2;
         if odd == 1 {
             (bs[0], gs[0], rs[0]) = bgr(luma[0] as f32, us[x0 / 2], vs[x0 / 2]);
@@ -402,13 +402,9 @@ pub fn i420_region_to_bgr_planar(
         );
         let (up, vp) = (&us[c0..c0 + pairs], &vs[c0..c0 + pairs]);
         for k in 0..pairs {
-            let (u, v) = (up[k] as f32 - 128.0, vp[k] as f32 - 128.0);
-            let (bu, gu, gv, rv) = (2.017 * u, 0.392 * u, 0.813 * v, 1.596 * v);
+            let terms = chroma_terms(up[k], vp[k]);
             for j in 2 * k..2 * k + 2 {
-                let yy = (lp[j] as f32 - 16.0) * 1.164;
-                bp[j] = (yy + bu).clamp(0.0, 255.0);
-                gp[j] = (yy - gu - gv).clamp(0.0, 255.0);
-                rp[j] = (yy + rv).clamp(0.0, 255.0);
+                (bp[j], gp[j], rp[j]) = bgr_with(lp[j] as f32, terms);
             }
         }
         let last = odd + 2 * pairs;
@@ -439,12 +435,24 @@ fn zeroed_planes(out: &mut Vec<f32>, plane: usize) -> [&mut [f32]; 3] {
 /// One pixel, BT.601 limited range: luma `l`, chroma `u`, `v` -> (B, G, R) in 0..255.
 #[inline]
 fn bgr(l: f32, u: u8, v: u8) -> (f32, f32, f32) {
-    let yy = (l - 16.0) * 1.164;
+    bgr_with(l, chroma_terms(u, v))
+}
+
+/// A chroma sample's contributions to B, G (from U and from V) and R.
+#[inline]
+fn chroma_terms(u: u8, v: u8) -> [f32; 4] {
     let (u, v) = (u as f32 - 128.0, v as f32 - 128.0);
+    [2.017 * u, 0.392 * u, 0.813 * v, 1.596 * v]
+}
+
+/// [`bgr`] of luma `l` with its chroma sample's [`chroma_terms`].
+#[inline]
+fn bgr_with(l: f32, [bu, gu, gv, rv]: [f32; 4]) -> (f32, f32, f32) {
+    let yy = (l - 16.0) * 1.164;
     (
-        (yy + 2.017 * u).clamp(0.0, 255.0),
-        (yy - 0.392 * u - 0.813 * v).clamp(0.0, 255.0),
-        (yy + 1.596 * v).clamp(0.0, 255.0),
+        (yy + bu).clamp(0.0, 255.0),
+        (yy - gu - gv).clamp(0.0, 255.0),
+        (yy + rv).clamp(0.0, 255.0),
     )
 }
 

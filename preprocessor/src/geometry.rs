@@ -81,8 +81,15 @@ impl MouthBox {
 
     /// Frame coordinates of a point given in box coordinates.
     pub fn global(&self, l: Point) -> Point {
+        self.to_global()(l)
+    }
+
+    /// [`global`](Self::global) with the rotation's sine and cosine taken
+    /// once, for mapping many points of one box.
+    pub fn to_global(&self) -> impl Fn(Point) -> Point + use<> {
         let (s, c) = self.angle.sin_cos();
-        Point::new(self.cx + c * l.x - s * l.y, self.cy + s * l.x + c * l.y)
+        let (cx, cy) = (self.cx, self.cy);
+        move |l| Point::new(cx + c * l.x - s * l.y, cy + s * l.x + c * l.y)
     }
 
     pub fn contains(&self, p: Point) -> bool {
