@@ -63,31 +63,54 @@ def beam_decode(probs: np.ndarray, vocab: list[str], blank: int, width: int = 8)
     return " ".join("".join(vocab[k] for k in best).split())
 
 
-def clip_level(model: Path, manifest: dict, arrays: dict) -> dict:
+def clip_level(model: Path, manifest: dict, arrays: dict, flip: bool = False) -> dict:
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     meta = sess.get_modelmeta().custom_metadata_map
     vocab, blank = json.loads(meta["vocabulary"]), int(meta["blank_index"])
     norm = json.loads(meta["normalization"])
     val = [e for e in manifest["clips"] if e["split"] == "validation"]
     rows, hyps_g, hyps_b, refs = [], [], [], []
+    hyps_fg, hyps_fb, ms_one, ms_flip = [], [], [], []
     for e in val:
         x = arrays[e["clip"]][:75].astype(np.float32) / 255.0
         n = len(x)
         if n < 75:
             x = np.concatenate([x, np.zeros((75 - n, *x.shape[1:]), np.float32)])
         x = ((x - norm["mean"]) / norm["std"])[None, ..., None].astype(np.float32)
+        t0 = time.perf_counter()
         probs = sess.run(None, {"frames": x})[0][0, :n]
+        ms_one.append((time.perf_counter() - t0) * 1e3)
+        labels = [v if v != "<blank>" else "" for v in vocab]
         g = greedy_decode(probs, vocab, blank)
-        b = beam_decode(probs, [v if v != "<blank>" else "" for v in vocab], blank)
+        b = beam_decode(probs, labels, blank)
         hyps_g.append(g)
         hyps_b.append(b)
         refs.append(e["text"])
-        rows.append({"clip": e["clip"], "reference": e["text"], "greedy": g, "beam": b})
-    return {
+        row = {"clip": e["clip"], "reference": e["text"], "greedy": g, "beam": b}
+        if flip:
+            # Test-time flip averaging: the mirrored crops (training flips
+            # half its samples) through the model too, probabilities averaged.
+            t0 = time.perf_counter()
+            mirrored = sess.run(None, {"frames": np.ascontiguousarray(x[:, :, :, ::-1])})[0][0, :n]
+            ms_flip.append((time.perf_counter() - t0) * 1e3 + ms_one[-1])
+            avg = (probs + mirrored) / 2
+            row["greedy_flip"], row["beam_flip"] = greedy_decode(avg, vocab, blank), beam_decode(avg, labels, blank)
+            hyps_fg.append(row["greedy_flip"])
+            hyps_fb.append(row["beam_flip"])
+        rows.append(row)
+    out = {
         "greedy": {"cer": cer(hyps_g, refs), "wer": wer(hyps_g, refs)},
         "beam": {"cer": cer(hyps_b, refs), "wer": wer(hyps_b, refs)},
         "clips": rows,
     }
+    if flip:
+        out["flip"] = {
+            "greedy": {"cer": cer(hyps_fg, refs), "wer": wer(hyps_fg, refs)},
+            "beam": {"cer": cer(hyps_fb, refs), "wer": wer(hyps_fb, refs)},
+            "ms_per_window": round(float(np.median(ms_flip)), 2),
+            "ms_per_window_without": round(float(np.median(ms_one)), 2),
+        }
+    return out
 
 
 def transcribe(binary: Path, model: Path, video: Path, env: dict, grammar: str | None) -> dict:
@@ -227,6 +250,9 @@ def main() -> None:
     p.add_argument("--modes", default="open,lexicon,grid", help="serving-path decodings, comma-separated")
     p.add_argument("--timing", action="store_true", help="also the re-timed validation clips (open decoding)")
     p.add_argument("--no-joined", action="store_true", help="serving path per clip, but no joined streams")
+    p.add_argument("--flip", action="store_true",
+                   help="also test-time flip averaging at clip level (each window and its mirror image, "
+                   "probabilities averaged): its WER beside its cost, median ms a window with and without")
     p.add_argument("--streaming-only", action="store_true",
                    help="only the joined streams through the serving path (the figure a serving change must hold)")
     args = p.parse_args()
@@ -243,7 +269,7 @@ def main() -> None:
         return
     for m in map(Path, args.models):
         t0 = time.time()
-        r = {"size_mb": round(m.stat().st_size / 1e6, 2), "clip": clip_level(m, manifest, arrays), "latency": latency(m)}
+        r = {"size_mb": round(m.stat().st_size / 1e6, 2), "clip": clip_level(m, manifest, arrays, args.flip), "latency": latency(m)}
         if not args.no_streaming:
             shared = Path(args.shared).resolve()
             r["serving"] = serving_clip_level(m, manifest, shared, Path(args.mouthmap), tuple(args.modes.split(",")))
@@ -256,6 +282,12 @@ def main() -> None:
         Path(args.report).write_text(json.dumps(report, indent=1) + "\n")
         c = r["clip"]
         s = r.get("streaming", {})
+        if "flip" in c:
+            f = c["flip"]
+            print(f"{m}: flip averaging: greedy CER {f['greedy']['cer']:.3f} WER {f['greedy']['wer']:.3f}, beam CER "
+                  f"{f['beam']['cer']:.3f} WER {f['beam']['wer']:.3f} (without: greedy WER {c['greedy']['wer']:.3f}, "
+                  f"beam {c['beam']['wer']:.3f}); {f['ms_per_window']:.1f} ms a window against "
+                  f"{f['ms_per_window_without']:.1f}", flush=True)
         print(
             f"{m.name}: {r['size_mb']} MB | clip greedy CER {c['greedy']['cer']:.3f} WER {c['greedy']['wer']:.3f} | "
             f"beam CER {c['beam']['cer']:.3f} WER {c['beam']['wer']:.3f} | "

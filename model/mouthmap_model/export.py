@@ -23,7 +23,7 @@ import onnxruntime as ort
 import torch
 
 from . import data as D
-from .net import LipNet, Served, Served2D
+from .net import Served, Served2D, lipnet_of
 
 MODEL_NAME = "mouthmap-lipnet-grid-s1"
 MODEL_VERSION = "2.0.0"
@@ -84,7 +84,7 @@ def main() -> None:
     )
     args = p.parse_args()
     ckpt = torch.load(args.checkpoint, weights_only=False)
-    net = LipNet(D.CLASSES)
+    net = lipnet_of(ckpt, D.CLASSES)
     use_ema = args.weights == "ema" and ckpt.get("ema") is not None
     net.load_state_dict(ckpt["ema"] if use_ema else ckpt["model"])
     net.eval()

@@ -45,6 +45,24 @@ class LipNet(nn.Module):
         return self.out(self.drop(y))
 
 
+def lipnet_of(ckpt: dict, classes: int) -> LipNet:
+    """The network a training checkpoint holds, at the width it was trained with
+    (`train --channels --hidden`; checkpoints from before those flags are the
+    default width)."""
+    recipe = ckpt.get("recipe") or {}
+    return LipNet(classes, channels=channels_of(recipe.get("channels")), hidden=int(recipe.get("hidden") or 256))
+
+
+def channels_of(text: str | None) -> tuple[int, int, int]:
+    """'16,32,64' -> (16, 32, 64): the three convolutions' channels."""
+    if not text:
+        return (16, 32, 64)
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"channels {text!r}: give three positive whole numbers, e.g. 16,32,64")
+    return tuple(int(p) for p in parts)
+
+
 class Served(nn.Module):
     """The exported contract: [B, 75, 46, 140, 1] float32 (already normalised as
     the metadata says) in, [B, 75, classes] probabilities out."""

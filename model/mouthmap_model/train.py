@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from . import data as D
 from .metrics import cer, greedy_decode, wer
-from .net import LipNet
+from .net import LipNet, channels_of
 
 T = 75
 
@@ -220,6 +220,19 @@ def evaluate(net, manifest, arrays, mean, std):
     return cer(hyps, refs), wer(hyps, refs), list(zip(hyps[:3], refs[:3]))
 
 
+def same_width(ckpt: dict, args: argparse.Namespace, flag: str) -> None:
+    """A checkpoint's network must be the width this run builds: say which flags give it."""
+    recipe = ckpt.get("recipe") or {}
+    theirs = (channels_of(recipe.get("channels")), int(recipe.get("hidden") or 256))
+    ours = (channels_of(args.channels), args.hidden)
+    if theirs != ours:
+        raise SystemExit(
+            f"{flag}: the checkpoint's network has channels {','.join(map(str, theirs[0]))} and GRU {theirs[1]}, "
+            f"this run builds {','.join(map(str, ours[0]))} and {ours[1]}: add "
+            f"--channels {','.join(map(str, theirs[0]))} --hidden {theirs[1]}"
+        )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(D.REPO / "model" / "data"))
@@ -232,6 +245,13 @@ def main() -> None:
         "(which a busy machine would make too short)",
     )
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument(
+        "--channels",
+        default="16,32,64",
+        help="the three 3D convolutions' channels (LipNet's paper: 32,64,96); a checkpoint records them "
+        "and export builds the same network",
+    )
+    p.add_argument("--hidden", type=int, default=256, help="GRU units per direction")
     p.add_argument("--peak-lr", type=float, default=3e-3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval-every", type=int, default=100, help="steps between evaluations")
@@ -254,7 +274,11 @@ def main() -> None:
         "at --peak-lr, curriculum already done",
     )
     p.add_argument(
-        "--bf16", action="store_true", help="bf16 autocast (slower than FP32 on the Xeon this was last trained on)"
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16 autocast (slower than FP32 on the Xeon and the EPYC this was trained on; default: off, "
+        "on in recipe v1)",
     )
     p.add_argument(
         "--no-channels-last",
@@ -267,14 +291,19 @@ def main() -> None:
         default=0.35,
         help="share of samples that are windows across two clips (after the curriculum)",
     )
-    p.add_argument("--time-mask", type=int, default=2, help="most masked spans (up to 6 frames each) per sample; 0: none")
+    p.add_argument(
+        "--time-mask",
+        type=int,
+        default=None,
+        help="most masked spans (up to 6 frames each) per sample; 0: none (default 2, 0 in recipe v1)",
+    )
     p.add_argument("--no-retime", action="store_true", help="no frame-rate jitter, repeated or dropped frames")
     p.add_argument(
         "--ema",
         type=float,
-        default=0.999,
+        default=None,
         help="decay of the exponential moving average of the weights kept beside them "
-        "(from the end of warm-up; evaluated and exported); 0: none",
+        "(from the end of warm-up; evaluated and exported); 0: none (default 0.999, 0 in recipe v1)",
     )
     p.add_argument(
         "--alt-data",
@@ -288,11 +317,17 @@ def main() -> None:
         choices=["v1", "v2"],
         default="v2",
         help="v1: the committed model's recipe (mild augmentation, 4%% repeated frames, no time masking, "
-        "no re-timing, no moving average, bf16); v2: the flags above",
+        "no re-timing, no moving average, bf16); v2: the flags above. Flags given explicitly win over "
+        "either recipe's defaults (recipe v1 with --ema 0.999 --no-bf16: v1's augmentation with a moving "
+        "average, in FP32)",
     )
     args = p.parse_args()
-    if args.recipe == "v1":
-        args.time_mask, args.no_retime, args.ema, args.bf16 = 0, True, 0.0, True
+    v1 = args.recipe == "v1"
+    args.no_retime = args.no_retime or v1
+    defaults = {"time_mask": (0, 2), "ema": (0.0, 0.999), "bf16": (True, False)}
+    for name, (in_v1, in_v2) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, in_v1 if v1 else in_v2)
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -311,7 +346,11 @@ def main() -> None:
         manifest, arrays, args.seed, retime=not args.no_retime, alt=alt_arrays, alt_share=args.alt_share
     )
     rng = random.Random(args.seed + 1)
-    net = LipNet(D.CLASSES)
+    try:
+        channels = channels_of(args.channels)
+    except ValueError as e:
+        raise SystemExit(f"--channels: {e}") from None
+    net = LipNet(D.CLASSES, channels=channels, hidden=args.hidden)
     layout = torch.contiguous_format if args.no_channels_last else torch.channels_last_3d
     net = net.to(memory_format=layout)
     print(f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters; mean {mean:.4f} std {std:.4f}", flush=True)
@@ -350,6 +389,7 @@ def main() -> None:
     state, resized = None, False
     if args.resume:
         state = torch.load(args.resume, weights_only=False)
+        same_width(state, args, "--resume")
         net.load_state_dict(state["model"])
         if ema is not None:
             ema.load_state_dict(state.get("ema") or state["model"])
@@ -378,6 +418,7 @@ def main() -> None:
     else:
         if args.init:
             init = torch.load(args.init, weights_only=False)
+            same_width(init, args, "--init")
             net.load_state_dict(init["model"])
             if ema is not None:
                 ema.load_state_dict(init["model"])
@@ -388,11 +429,14 @@ def main() -> None:
             print(f"{total_steps} steps of {args.batch}", flush=True)
         else:
             # Size the one-cycle schedule to the budget from a short timing
-            # run (three real steps at the starting learning rate).
+            # run: real steps at the starting learning rate, the first one
+            # untimed (allocation and thread start-up made it 1.6x a later
+            # step, and the schedule 40% short of its budget).
+            step([sampler.draw(0.0) for _ in range(args.batch)])
             t0 = time.time()
-            for _ in range(3):
+            for _ in range(4):
                 step([sampler.draw(0.0) for _ in range(args.batch)])
-            per_step = (time.time() - t0) / 3
+            per_step = (time.time() - t0) / 4
             total_steps = int(args.minutes * 60 / (per_step * 1.08))
             print(f"{per_step:.2f} s per step of {args.batch}: {total_steps} steps, about {total_steps * per_step / 60:.0f} min", flush=True)
     # A fine-tune (also one resumed) starts past the curriculum.
