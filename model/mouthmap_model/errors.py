@@ -2,8 +2,9 @@
 
     python -m mouthmap_model.errors [--report eval-report.json] [--model KEY]
 
-Reads the per-clip and per-stream texts `evaluate` wrote and aligns each
-hypothesis with its reference word by word (Levenshtein). Single clips are
+Reads the per-clip and per-stream texts `evaluate` wrote (the sentences from
+the data manifest) and aligns each hypothesis with its reference word by
+word (Levenshtein). Single clips are
 counted by the slot of the GRID sentence (command, colour, preposition,
 letter, digit, adverb) a wrong word stands in; streams by where the error
 sits: inside a sentence or at a join (the last word of a sentence or the
@@ -112,13 +113,18 @@ def main() -> None:
     p.add_argument("--report", default=str(D.REPO / "model" / "eval-report.json"))
     p.add_argument("--model", help="the report's key (default: its first)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--data", default=str(D.REPO / "model" / "data"),
+                   help="the crops' folder whose manifest.json holds each clip's sentence (`data build`)")
     args = p.parse_args()
     report = json.loads(Path(args.report).read_text())
     key = args.model or next(iter(report))
     if key not in report:
         raise SystemExit(f"{args.report} has no model {key!r}; it has: {', '.join(report)}")
     r = report[key]
-    refs = {c["clip"]: c["text"] for c in _validation(r)}
+    manifest = Path(args.data) / "manifest.json"
+    if not manifest.exists():
+        raise SystemExit(f"{manifest} is missing: build it with `python -m mouthmap_model.data build` (or give --data)")
+    refs = {e["clip"]: e["text"] for e in json.loads(manifest.read_text())["clips"]}
     out = {}
     for mode in ("open", "lexicon", "grid"):
         if mode in r.get("serving", {}):
@@ -143,24 +149,6 @@ def main() -> None:
             line += (f": {e['at_joins']} at joins, {e['inside_sentences']} inside sentences; "
                      f"{e['right_in_the_clip_alone']} of them right in the clip alone ({', '.join(e['examples'])})")
         print(line)
-
-
-def _validation(r: dict) -> list[dict]:
-    """The validation clips' references, from the streams (which carry them) and the split."""
-    refs = {}
-    for s in r.get("streaming", {}).get("streams", []):
-        for clip, text in zip(s["clips"], _sentences(s["reference"], len(s["clips"]))):
-            refs[clip] = text
-    if len(refs) < len(r.get("serving", {}).get("open", {}).get("clips", [])):
-        manifest = json.loads((D.REPO / "model" / "data" / "manifest.json").read_text())
-        refs.update({e["clip"]: e["text"] for e in manifest["clips"]})
-    return [{"clip": c, "text": t} for c, t in refs.items()]
-
-
-def _sentences(text: str, n: int) -> list[str]:
-    words = text.split()
-    per = len(words) // n
-    return [" ".join(words[i * per : (i + 1) * per]) for i in range(n)]
 
 
 if __name__ == "__main__":

@@ -71,6 +71,7 @@ def clip_level(model: Path, manifest: dict, arrays: dict, flip: bool = False) ->
     val = [e for e in manifest["clips"] if e["split"] == "validation"]
     rows, hyps_g, hyps_b, refs = [], [], [], []
     hyps_fg, hyps_fb, ms_one, ms_flip = [], [], [], []
+    labels = [v if v != "<blank>" else "" for v in vocab]
     for e in val:
         x = arrays[e["clip"]][:75].astype(np.float32) / 255.0
         n = len(x)
@@ -80,7 +81,6 @@ def clip_level(model: Path, manifest: dict, arrays: dict, flip: bool = False) ->
         t0 = time.perf_counter()
         probs = sess.run(None, {"frames": x})[0][0, :n]
         ms_one.append((time.perf_counter() - t0) * 1e3)
-        labels = [v if v != "<blank>" else "" for v in vocab]
         g = greedy_decode(probs, vocab, blank)
         b = beam_decode(probs, labels, blank)
         hyps_g.append(g)
