@@ -133,6 +133,22 @@ fn the_per_frame_and_int8_variants_read_a_validation_clip() {
         "the INT8 model is {} bytes",
         int8.len()
     );
+    // What a server downloads for the default model is its whole version
+    // directory (the graph, and its front end and back end, whose back end
+    // reads its weights from model.onnx instead of holding a second copy).
+    for version in [
+        "mouthmap-lipnet-grid-s1/2",
+        "mouthmap-lipnet-grid-s1-int8/2",
+    ] {
+        let bytes: u64 = std::fs::read_dir(repo.join(version))
+            .unwrap()
+            .map(|e| std::fs::metadata(e.unwrap().path()).unwrap().len())
+            .sum();
+        assert!(
+            bytes < 25_000_000,
+            "{version} holds {bytes} bytes: the default model must stay under 25 MB"
+        );
+    }
 }
 
 /// Five validation sentences back to back, as a live stream would hold

@@ -615,8 +615,27 @@ mod tests {
             .err()
             .expect("refused")
             .to_string();
+        // The reference back.onnx reads its weights from its own model.onnx
+        // (ONNX external data): beside another model it does not load, and
+        // says so.
         assert!(
-            err.contains("it is mouthmap-lipnet-grid-s1 1.1.0, but model.onnx beside it is tiny-contract 0.0.1"),
+            err.contains("only loads beside the model it was cut from"),
+            "{err}"
+        );
+        // Parts of another version of the model, beside a model they can
+        // read their bytes from: refused by name and version.
+        let fp32 = dir.path().join("fp32");
+        std::fs::create_dir(&fp32).unwrap();
+        std::fs::copy(reference.join("model.onnx"), fp32.join("model.onnx")).unwrap();
+        std::fs::copy(reference.join("front.onnx"), fp32.join("front.onnx")).unwrap();
+        let int8 = reference.join("../../mouthmap-lipnet-grid-s1-int8/2");
+        std::fs::copy(int8.join("back.onnx"), fp32.join("back.onnx")).unwrap();
+        let err = Model::load(&fp32.join("model.onnx"), Device::Cpu, 1)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("but model.onnx beside it is mouthmap-lipnet-grid-s1 1.1.0"),
             "{err}"
         );
         // Without them the model is served as one graph.

@@ -70,7 +70,19 @@ impl FrontBack {
             (true, true) => {}
         }
         let front = load_session(&front_path, settings)?;
-        let back = load_session(&back_path, settings)?;
+        let back = load_session(&back_path, settings).map_err(|e| match e {
+            // A back.onnx cut beside its model reads the GRU's weights from
+            // that model.onnx (ONNX external data, see split.py): beside any
+            // other file it cannot load, and the runtime's words alone
+            // ("offset out of bounds") do not say why.
+            OnnxError::Load { reason, .. } => refuse(
+                &back_path,
+                format!(
+                    "it does not load ({reason}); a back.onnx cut beside its model reads its weights from that model.onnx, so it only loads beside the model it was cut from: cut front.onnx and back.onnx again from this model (model/mouthmap_model/split.py) or remove them"
+                ),
+            ),
+            other => other.into(),
+        })?;
         let mut context = None;
         for (path, session, part) in [
             (&front_path, &front, "frames2d-front"),

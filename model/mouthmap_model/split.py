@@ -25,6 +25,15 @@ instead of once per window (`mouthmap infer --front-end once`, the default
 when they are there; inferencer/src/split.rs). It reproduces the single
 graph's windows exactly: a window's first and last frames, which see the
 window's edges, are computed from the window's own crops.
+
+Written beside the model, `back.onnx` holds no weights of its own: its GRU
+and classifier tensors are ONNX external data pointing at the same bytes
+inside `model.onnx` (each tensor's offset found by content, so it is exact),
+which keeps a version directory at the size of one network (13.5 MB, not
+26 MB). `model.onnx` itself is untouched and still complete on its own; a
+`back.onnx` copied away from its `model.onnx` does not load, and one beside
+another `model.onnx` is refused by the inferencer's check of back(front(x))
+against the model. `--no-borrow` writes a self-contained `back.onnx`.
 """
 
 from __future__ import annotations
@@ -48,7 +57,40 @@ FEATURES = "/net/Reshape_output_0"
 CONTEXT = 3
 
 
-def split(model_path: Path, out: Path) -> tuple[Path, Path]:
+#: Tensors smaller than this stay inside back.onnx (biases of a few bytes
+#: are not worth an external reference).
+BORROW_MIN_BYTES = 1024
+
+
+def borrow_weights(part: onnx.ModelProto, model_path: Path) -> int:
+    """Points `part`'s large initializers at the identical bytes inside
+    `model_path` (ONNX external data, location relative to the part, which
+    must sit beside the model): returns the bytes no longer stored twice.
+    A tensor is found by its little-endian content, which is how both raw
+    and packed float fields lay it out in the serialised model."""
+    whole = model_path.read_bytes()
+    moved = 0
+    for t in part.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            continue
+        raw = onnx.numpy_helper.to_array(t)
+        raw = raw.astype(raw.dtype.newbyteorder("<")).tobytes()
+        if len(raw) < BORROW_MIN_BYTES:
+            continue
+        offset = whole.find(raw)
+        if offset < 0:
+            continue
+        for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data"):
+            t.ClearField(field)
+        del t.external_data[:]
+        for key, value in (("location", model_path.name), ("offset", str(offset)), ("length", str(len(raw)))):
+            t.external_data.add(key=key, value=value)
+        t.data_location = onnx.TensorProto.EXTERNAL
+        moved += len(raw)
+    return moved
+
+
+def split(model_path: Path, out: Path, borrow: bool = True) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     model = onnx.load(str(model_path))
     meta = {p.key: p.value for p in model.metadata_props}
@@ -73,6 +115,10 @@ def split(model_path: Path, out: Path) -> tuple[Path, Path]:
                 dim.ClearField("dim_value")
                 dim.dim_param = "time"
         onnx.checker.check_model(m)
+        if part == "back" and borrow and out.resolve() == model_path.parent.resolve():
+            moved = borrow_weights(m, model_path)
+            m.metadata_props.add(key="weights_in", value=model_path.name)
+            print(f"{path}: {moved / 1e6:.1f} MB of weights read from {model_path.name} beside it (ONNX external data)")
         onnx.save(m, str(path))
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         Path(str(path) + ".sha256").write_text(f"{digest}  {path.name}\n")
@@ -107,8 +153,14 @@ def main() -> None:
     p.add_argument("--out", default=Path("runs/split"), type=Path)
     p.add_argument("--data", default=str(D.REPO / "model" / "data"))
     p.add_argument("--hop", type=int, default=25, help="frames between a stream's windows")
+    p.add_argument(
+        "--no-borrow",
+        action="store_true",
+        help="store back.onnx's weights in it even beside the model (by default, written beside model.onnx, "
+        "it reads them from model.onnx as ONNX external data: one copy in the version directory)",
+    )
     args = p.parse_args()
-    front_path, back_path = split(args.model, args.out)
+    front_path, back_path = split(args.model, args.out, borrow=not args.no_borrow)
     whole, front, back = session(args.model), session(front_path), session(back_path)
     meta = {p.key: p.value for p in onnx.load(str(args.model), load_external_data=False).metadata_props}
     manifest, arrays = D.load(Path(args.data))
