@@ -233,6 +233,17 @@ def same_width(ckpt: dict, args: argparse.Namespace, flag: str) -> None:
         )
 
 
+def smoothing(logp: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of a uniform distribution over the classes against the
+    model's, averaged over each sample's frames (`logp` [T, B, C] log
+    probabilities, `lengths` [B] frames): smallest (log C) when every frame
+    is uniform, so added to CTC it penalises overconfident frames."""
+    t = torch.arange(logp.shape[0], device=logp.device)[:, None]
+    mask = (t < lengths[None, :].to(logp.device)).float()  # [T, B]
+    per_frame = -logp.mean(-1)  # [T, B]
+    return (per_frame * mask).sum() / mask.sum().clamp(min=1)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(D.REPO / "model" / "data"))
@@ -313,6 +324,15 @@ def main() -> None:
     )
     p.add_argument("--alt-share", type=float, default=0.5, help="share of samples cut from --alt-data's crops")
     p.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=0.0,
+        help="weight of a smoothing term added to the CTC loss: the mean over a sample's frames of the "
+        "cross-entropy between a uniform distribution over the classes and the model's (CTC's form of "
+        "label smoothing, which keeps the per-frame distributions from becoming overconfident spikes); "
+        "0: none (the default; 0.1 is the usual strength)",
+    )
+    p.add_argument(
         "--recipe",
         choices=["v1", "v2"],
         default="v2",
@@ -379,6 +399,8 @@ def main() -> None:
             logits = net(x)
         logp = logits.float().log_softmax(-1).transpose(0, 1)  # [T, B, C]
         loss = ctc(logp, y, il, tl)
+        if args.label_smoothing > 0:
+            loss = loss + args.label_smoothing * smoothing(logp, il)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
