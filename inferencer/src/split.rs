@@ -20,7 +20,7 @@
 
 use std::path::Path;
 
-use mouthmap_onnx::{SessionSettings, load_session};
+use mouthmap_onnx::{OnnxError, SessionSettings, load_session};
 use ort::session::Session;
 use ort::value::TensorRef;
 
