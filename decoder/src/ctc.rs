@@ -105,6 +105,16 @@ pub trait Constraint {
     fn allowed(&self, _prefix: &[usize], _classes: usize) -> Option<Vec<bool>> {
         None
     }
+    /// The label that separates words, when the constraint refuses it at
+    /// the start (a grammar: no leading space). Before the first word it is
+    /// then read as silence, like a blank, instead of forcing the frames
+    /// that are mostly space onto their next likeliest label: a decode that
+    /// starts in the gap between two words (a stream's re-decoding after
+    /// its settled words were committed) would otherwise read a letter the
+    /// model hardly gave there (a stray "n" after "seven") as a word.
+    fn separator(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// No constraint: any character sequence.
@@ -155,15 +165,23 @@ pub fn beam_search(
                 e.blank = log_add(e.blank, blank);
                 e.label = log_add(e.label, label);
             };
+        // Before the first word, a separator the constraint refuses there
+        // is silence too (see [`Constraint::separator`]).
+        let silence_first = match constraint.separator() {
+            Some(s) if s != p.blank && s < row.len() => log_add(lp(p.blank), lp(s)),
+            _ => lp(p.blank),
+        };
         for (prefix, b) in &beams {
             let total = b.total();
             // Stay: a blank, or the last label repeated.
-            add(
-                prefix.clone(),
-                total + lp(p.blank),
-                f32::NEG_INFINITY,
-                &|| b.frames.clone(),
-            );
+            let silence = if prefix.is_empty() {
+                silence_first
+            } else {
+                lp(p.blank)
+            };
+            add(prefix.clone(), total + silence, f32::NEG_INFINITY, &|| {
+                b.frames.clone()
+            });
             if let Some(&last) = prefix.last() {
                 add(
                     prefix.clone(),

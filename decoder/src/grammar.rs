@@ -176,6 +176,10 @@ impl Constraint for WordGrammar {
         Some(out)
     }
 
+    fn separator(&self) -> Option<usize> {
+        Some(self.space)
+    }
+
     fn complete(&self, prefix: &[usize]) -> bool {
         match self.state(prefix) {
             Some((slots, word)) => {
@@ -285,6 +289,65 @@ mod tests {
                 assert_eq!(a, g.allows(&p, k), "{prefix:?} then {:?}", v[k]);
             }
         }
+    }
+
+    #[test]
+    fn a_decode_that_starts_on_a_space_reads_it_as_silence() {
+        // Measured on a joined stream (set green by p seven | again): bounded
+        // re-decoding committed "seven" and cut in the gap, so the rest began
+        // on frames the model gave to the space (0.96) and a little to the
+        // word's last letter (0.03). A grammar refuses a leading space, and
+        // the decode read that "n" as a word ("seven n again"; the GRID
+        // grammar then lost the sentence after it).
+        let vocab = crate::synth::vocabulary();
+        let class = |c: char| vocab.iter().position(|v| v == &c.to_string()).unwrap();
+        let mut probs = Vec::new();
+        let mut frame = |spread: &[(usize, f32)]| {
+            let mut row = vec![1e-6f32; 28];
+            for &(k, p) in spread {
+                row[k] = p;
+            }
+            probs.extend(row);
+        };
+        frame(&[(class(' '), 0.964), (class('n'), 0.032), (27, 0.003)]);
+        frame(&[(class(' '), 0.996), (class('a'), 0.003)]);
+        for c in "aggaa".chars() {
+            frame(&[(class(c), 0.99)]);
+        }
+        for _ in 0..20 {
+            frame(&[(27, 0.99)]);
+        }
+        for c in "iin".chars() {
+            frame(&[(class(c), 0.99)]);
+        }
+        frame(&[(27, 0.99)]);
+        for grammar in ["grid", "lexicon:again n seven"] {
+            let d = crate::ctc::beam_search(
+                crate::ctc::Posteriors {
+                    probs: &probs,
+                    classes: 28,
+                    blank: 27,
+                },
+                8,
+                1e-4,
+                &WordGrammar::named(grammar, &vocab).unwrap(),
+            );
+            let text: String = d.labels.iter().map(|&l| vocab[l].clone()).collect();
+            assert_eq!(text, "again", "{grammar}");
+        }
+        // The open decode reads the space as a label, as before.
+        let d = crate::ctc::beam_search(
+            crate::ctc::Posteriors {
+                probs: &probs,
+                classes: 28,
+                blank: 27,
+            },
+            8,
+            1e-4,
+            &crate::ctc::Open,
+        );
+        let text: String = d.labels.iter().map(|&l| vocab[l].clone()).collect();
+        assert_eq!(text, " again");
     }
 
     #[test]
