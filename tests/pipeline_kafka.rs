@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::pipeline::*;
 use common::*;
@@ -400,6 +400,25 @@ async fn four_streams_at_once_through_replicated_services() {
             .arg(format!("rtmp://127.0.0.1:{}", nginx.port)),
     );
     wait_port(api, Duration::from_secs(30));
+    // Replication is what this test shows: every replica holds partitions
+    // of its group before the streams start (a group's second member is
+    // given its share by a rebalance that can take seconds, and streams
+    // done before it would all go through the first).
+    for (p, port) in &services[..4] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let report = replica_report(*port).await;
+            if report.as_ref().is_some_and(|r| partitions_of(r) > 0) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} replica on :{port} was given no partitions of its group in 60 s: {report:?}",
+                p.name
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
 
     let streams = [
         ("bras6n", "bin red at s six now", true),
@@ -449,21 +468,33 @@ async fn four_streams_at_once_through_replicated_services() {
             "{} replica on :{port} is alive",
             p.name
         );
-        let report: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        let report = replica_report(*port)
             .await
-            .and_then(|r| r.error_for_status())
-            .unwrap_or_else(|e| panic!("replica on :{port} is ready: {e}"))
-            .json()
-            .await
-            .unwrap();
-        let partitions = report["detail"]["partitions"]
-            .as_array()
-            .map_or(0, Vec::len);
+            .unwrap_or_else(|| panic!("replica on :{port} is ready"));
         assert!(
-            partitions > 0,
+            partitions_of(&report) > 0,
             "replica on :{port} holds partitions: {report}"
         );
     }
+}
+
+/// A replica's readiness report (`/readyz`), None while it does not answer
+/// ready.
+async fn replica_report(port: u16) -> Option<serde_json::Value> {
+    reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .and_then(|r| r.error_for_status())
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// How many partitions of its group a replica's report says it holds.
+fn partitions_of(report: &serde_json::Value) -> usize {
+    report["detail"]["partitions"]
+        .as_array()
+        .map_or(0, Vec::len)
 }
 
 /// Bad messages on the frames topic, each from a stream of its own, while a
