@@ -291,6 +291,23 @@ mod tests {
         }
     }
 
+    /// Beam search (width 8) over `probs` in the synthetic 28-class
+    /// vocabulary: the text and the decoding.
+    fn beam_text(probs: &[f32], constraint: &dyn Constraint) -> (String, crate::ctc::Decoded) {
+        let d = crate::ctc::beam_search(
+            crate::ctc::Posteriors {
+                probs,
+                classes: 28,
+                blank: 27,
+            },
+            8,
+            1e-4,
+            constraint,
+        );
+        let vocab = crate::synth::vocabulary();
+        (d.labels.iter().map(|&l| vocab[l].clone()).collect(), d)
+    }
+
     #[test]
     fn a_decode_that_starts_on_a_space_reads_it_as_silence() {
         // Measured on a joined stream (set green by p seven | again): bounded
@@ -321,33 +338,13 @@ mod tests {
             frame(&[(class(c), 0.99)]);
         }
         frame(&[(27, 0.99)]);
+        let decode = |constraint: &dyn Constraint| beam_text(&probs, constraint).0;
         for grammar in ["grid", "lexicon:again n seven"] {
-            let d = crate::ctc::beam_search(
-                crate::ctc::Posteriors {
-                    probs: &probs,
-                    classes: 28,
-                    blank: 27,
-                },
-                8,
-                1e-4,
-                &WordGrammar::named(grammar, &vocab).unwrap(),
-            );
-            let text: String = d.labels.iter().map(|&l| vocab[l].clone()).collect();
-            assert_eq!(text, "again", "{grammar}");
+            let g = WordGrammar::named(grammar, &vocab).unwrap();
+            assert_eq!(decode(&g), "again", "{grammar}");
         }
         // The open decode reads the space as a label, as before.
-        let d = crate::ctc::beam_search(
-            crate::ctc::Posteriors {
-                probs: &probs,
-                classes: 28,
-                blank: 27,
-            },
-            8,
-            1e-4,
-            &crate::ctc::Open,
-        );
-        let text: String = d.labels.iter().map(|&l| vocab[l].clone()).collect();
-        assert_eq!(text, " again");
+        assert_eq!(decode(&crate::ctc::Open), " again");
     }
 
     #[test]
@@ -358,21 +355,10 @@ mod tests {
         // re-decoding drop the frames of three sentences).
         let mut probs = crate::synth::posteriors("bin blue at f two now bin gr", 4, 0.99);
         probs.truncate(probs.len() - 4 * 28); // no pause after "gr"
-        let d = crate::ctc::beam_search(
-            crate::ctc::Posteriors {
-                probs: &probs,
-                classes: 28,
-                blank: 27,
-            },
-            8,
-            1e-4,
+        let (text, d) = beam_text(
+            &probs,
             &WordGrammar::named("grid", &crate::synth::vocabulary()).unwrap(),
         );
-        let text: String = d
-            .labels
-            .iter()
-            .map(|&l| crate::synth::vocabulary()[l].clone())
-            .collect();
         assert_eq!(text.trim_end(), "bin blue at f two now bin");
         assert_eq!(d.labels.len(), d.frames.len());
     }
