@@ -179,13 +179,6 @@ impl Services {
     }
 }
 
-/// How many partitions a replica's readiness report says it holds.
-fn partitions_held(report: &serde_json::Value) -> usize {
-    report["detail"]["partitions"]
-        .as_array()
-        .map_or(0, Vec::len)
-}
-
 /// A broker of the test's own (the group rejoins a test watches happen on
 /// a fresh coordinator, not one the whole suite's groups went through) and
 /// the services on it, each holding partitions before the test begins. A

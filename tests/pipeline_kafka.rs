@@ -407,8 +407,8 @@ async fn four_streams_at_once_through_replicated_services() {
     for (p, port) in &services[..4] {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let report = replica_report(*port).await;
-            if report.as_ref().is_some_and(|r| partitions_of(r) > 0) {
+            let report = readyz(*port).await;
+            if report.as_ref().is_some_and(|r| partitions_held(r) > 0) {
                 break;
             }
             assert!(
@@ -468,33 +468,14 @@ async fn four_streams_at_once_through_replicated_services() {
             "{} replica on :{port} is alive",
             p.name
         );
-        let report = replica_report(*port)
+        let report = readyz(*port)
             .await
             .unwrap_or_else(|| panic!("replica on :{port} is ready"));
         assert!(
-            partitions_of(&report) > 0,
+            partitions_held(&report) > 0,
             "replica on :{port} holds partitions: {report}"
         );
     }
-}
-
-/// A replica's readiness report (`/readyz`), None while it does not answer
-/// ready.
-async fn replica_report(port: u16) -> Option<serde_json::Value> {
-    reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
-        .await
-        .and_then(|r| r.error_for_status())
-        .ok()?
-        .json()
-        .await
-        .ok()
-}
-
-/// How many partitions of its group a replica's report says it holds.
-fn partitions_of(report: &serde_json::Value) -> usize {
-    report["detail"]["partitions"]
-        .as_array()
-        .map_or(0, Vec::len)
 }
 
 /// Bad messages on the frames topic, each from a stream of its own, while a

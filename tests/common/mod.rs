@@ -228,6 +228,26 @@ pub fn wait_port(port: u16, timeout: Duration) {
     }
 }
 
+/// How many partitions of its group a service's readiness report
+/// (`/readyz`) says it holds.
+pub fn partitions_held(report: &serde_json::Value) -> usize {
+    report["detail"]["partitions"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+/// The readiness report of the service whose metrics listen on `port`,
+/// None while it does not answer ready.
+pub async fn readyz(port: u16) -> Option<serde_json::Value> {
+    reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .and_then(|r| r.error_for_status())
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
 /// A child process killed when dropped.
 pub struct Proc {
     pub child: Child,
