@@ -485,28 +485,36 @@ def decoding_section(ev) -> list[str]:
     out = ["## Decoding: open characters, a word lexicon and the GRID grammar", ""]
     if not ev:
         return out + ["(no model/eval-report.json)", ""]
-    name, r = next(iter(ev.items()))
-    if "serving" not in r:
+    measured = [(name, r) for name, r in ev.items() if "serving" in r and "streaming" in r]
+    if not measured:
         return out + ["(the evaluation ran without the serving path)", ""]
-    sv, st = r["serving"], r["streaming"]
-    lex = "lexicon" in sv and "lexicon_wer" in st
+    name, r = measured[0]
+    lex = all("lexicon" in m["serving"] and "lexicon_wer" in m["streaming"] for _, m in measured)
     cols = ["open", "lexicon", "grid"] if lex else ["open", "grid"]
     title = {"open": "open", "lexicon": "word lexicon", "grid": "GRID grammar"}
     stream_key = {"open": ("cer", "wer"), "lexicon": ("lexicon_cer", "lexicon_wer"), "grid": ("grid_cer", "grid_wer")}
     out += [
-        f"The validation set (model/split.json) through the serving code (`mouthmap transcribe`), "
-        f"model `{name}`, every decoding measured in one run: "
-        "`cd model && python -m mouthmap_model.evaluate --models ../models/mouthmap-lipnet-grid-s1/2/model.onnx --timing --report ../model/eval-report.json`.",
+        "The validation set (model/split.json) through the serving code (`mouthmap transcribe`), "
+        f"the default model `{name}` first, every decoding measured in one run per model: "
+        "`cd model && python -m mouthmap_model.evaluate --timing --models ../models/MODEL "
+        "--report REPORT` (the reports merged into `model/eval-report.json`; model/MODEL_CARD.md, Results).",
         "The grammar is what a stream gets when its `grammar` feature is `grid`; the word lexicon "
         "(letters constrained to the 51 words seen in training, in any order: `--grammar \"lexicon:WORDS\"`, "
         "or a stream's `vocabulary` feature) is the middle option.",
         "",
-        "| | " + " | ".join(f"{title[c]}: CER | {title[c]}: WER" for c in cols) + " |",
-        "|---|" + "---:|---:|" * len(cols),
-        "| 50 clips, one at a time | " + " | ".join(f"{sv[c]['cer']:.1%} | {sv[c]['wer']:.1%}" for c in cols) + " |",
-        "| 10 streams of 5 clips joined | "
-        + " | ".join(f"{st[stream_key[c][0]]:.1%} | {st[stream_key[c][1]]:.1%}" for c in cols)
-        + " |",
+        "| model | validation set | " + " | ".join(f"{title[c]}: CER | {title[c]}: WER" for c in cols) + " |",
+        "|---|---|" + "---:|---:|" * len(cols),
+    ]
+    for n, m in measured:
+        sv, st = m["serving"], m["streaming"]
+        out += [
+            f"| `{n}` | 50 clips, one at a time | "
+            + " | ".join(f"{sv[c]['cer']:.1%} | {sv[c]['wer']:.1%}" for c in cols) + " |",
+            f"| `{n}` | 10 streams of 5 clips joined | "
+            + " | ".join(f"{st[stream_key[c][0]]:.1%} | {st[stream_key[c][1]]:.1%}" for c in cols)
+            + " |",
+        ]
+    out += [
         "",
         "The grammar helps on single clips and on joined streams alike: letters and digits "
         "the model half-saw become words of the right slot. Streams are a few points worse "
@@ -516,14 +524,20 @@ def decoding_section(ev) -> list[str]:
         "under the grammar; see model/MODEL_CARD.md and decoder/src/stitch.rs).",
         "",
     ]
-    if "timing" in r:
+    timed = [(n, m) for n, m in measured if "timing" in m]
+    if timed:
         out += [
             "Re-timed copies of the 50 clips (what jittery cameras and RTMP publishers deliver; "
-            "open decoding, serving path): "
-            + "; ".join(f"{k}: WER {v['wer']:.1%}" for k, v in r["timing"].items())
-            + ".",
+            "open decoding, serving path), WER:",
             "",
+            "| model | " + " | ".join(timed[0][1]["timing"]) + " |",
+            "|---|" + "---:|" * len(timed[0][1]["timing"]),
         ]
+        out += [
+            f"| `{n}` | " + " | ".join(f"{m['timing'][k]['wer']:.1%}" if k in m["timing"] else "" for k in timed[0][1]["timing"]) + " |"
+            for n, m in timed
+        ]
+        out.append("")
     return out
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,11 @@ def main() -> None:
     ckpt = torch.load(args.checkpoint, weights_only=False)
     net = lipnet_of(ckpt, D.CLASSES)
     use_ema = args.weights == "ema" and ckpt.get("ema") is not None
+    if args.weights == "ema" and not use_ema:
+        # A weights-only checkpoint (`checkpoints/v3-wr.pt` holds its run's
+        # moving average as its weights) has none beside them: the metadata
+        # then says `weights: last`, and the model card says what they are.
+        print(f"{args.checkpoint}: no moving average beside the weights; exporting its weights", file=sys.stderr)
     net.load_state_dict(ckpt["ema"] if use_ema else ckpt["model"])
     net.eval()
     served = (Served(net) if args.graph == "3d" else Served2D(net)).eval()
