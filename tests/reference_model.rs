@@ -254,33 +254,12 @@ fn validation_streams(dir: &Path) -> (Vec<(std::path::PathBuf, String)>, String)
         .chunks(5)
         .enumerate()
         .map(|(i, part)| {
-            let list = dir.join(format!("list{i}.txt"));
-            std::fs::write(
-                &list,
-                part.iter()
-                    .map(|c| format!("file '{}'\n", grid_clip(&format!("{c}.mp4")).display()))
-                    .collect::<String>(),
-            )
-            .unwrap();
-            let video = dir.join(format!("joined{i}.mp4"));
-            let ok = Command::new("ffmpeg")
-                .args([
-                    "-nostdin",
-                    "-loglevel",
-                    "error",
-                    "-y",
-                    "-f",
-                    "concat",
-                    "-safe",
-                    "0",
-                ])
-                .arg("-i")
-                .arg(&list)
-                .args(["-an", "-c:v", "libx264", "-crf", "18", "-r", "25"])
-                .arg(&video)
-                .status()
-                .unwrap();
-            assert!(ok.success(), "ffmpeg could not join {part:?}");
+            let video = concat_clips(
+                dir,
+                part,
+                &format!("joined{i}"),
+                &["-an", "-c:v", "libx264", "-crf", "18", "-r", "25"],
+            );
             let said: Vec<String> = part.iter().map(|c| sentence(c)).collect();
             (video, said.join(" "))
         })
@@ -308,7 +287,11 @@ fn the_default_model_reads_the_validation_streams() {
     assert_eq!(words, 300);
     let mut errors = 0;
     let mut shown = String::new();
-    for grammar in [None, Some(lexicon.as_str()), Some("grid")] {
+    for (name, grammar) in [
+        ("open", None),
+        ("lexicon", Some(lexicon.as_str())),
+        ("grid", Some("grid")),
+    ] {
         let mut these = 0;
         for (video, said) in &streams {
             let stdout = transcribe_with(&model, video, grammar);
@@ -323,7 +306,6 @@ fn the_default_model_reads_the_validation_streams() {
                 shown.push_str(&format!("\n  {e}: {text}\n     said: {said}"));
             }
         }
-        let name = grammar.map_or("open", |g| if g == "grid" { "grid" } else { "lexicon" });
         shown.push_str(&format!("\n{name}: {these} word errors in 300"));
         errors += these;
     }

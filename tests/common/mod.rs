@@ -179,7 +179,14 @@ pub fn face_model() -> PathBuf {
 /// GRID clips of speaker 1 joined back to back (ffmpeg concat, no
 /// re-encoding) into `dir/joined.mp4`: a continuous stream of sentences.
 pub fn join_clips(dir: &Path, clips: &[&str]) -> PathBuf {
-    let list = dir.join("list.txt");
+    concat_clips(dir, clips, "joined", &["-c", "copy"])
+}
+
+/// GRID clips of speaker 1 joined back to back by ffmpeg's concat demuxer
+/// into `dir/NAME.mp4`, with `output` (ffmpeg's output arguments: `-c
+/// copy`, or an encoding).
+pub fn concat_clips(dir: &Path, clips: &[&str], name: &str, output: &[&str]) -> PathBuf {
+    let list = dir.join(format!("{name}.txt"));
     std::fs::write(
         &list,
         clips
@@ -188,9 +195,10 @@ pub fn join_clips(dir: &Path, clips: &[&str]) -> PathBuf {
             .collect::<String>(),
     )
     .unwrap();
-    let video = dir.join("joined.mp4");
+    let video = dir.join(format!("{name}.mp4"));
     let ok = std::process::Command::new("ffmpeg")
         .args([
+            "-nostdin",
             "-loglevel",
             "error",
             "-y",
@@ -201,7 +209,7 @@ pub fn join_clips(dir: &Path, clips: &[&str]) -> PathBuf {
             "-i",
         ])
         .arg(&list)
-        .args(["-c", "copy"])
+        .args(output)
         .arg(&video)
         .status()
         .unwrap();
