@@ -37,12 +37,54 @@ class LipNet(nn.Module):
         self.gru = nn.GRU(self.features, hidden, num_layers=2, batch_first=True, bidirectional=True, dropout=dropout)
         self.out = nn.Linear(2 * hidden, classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def frame_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The front end's output per frame: [B, T, features]."""
         y = self.front(x)  # [B, C, T, h, w]
         b, c, t, h, w = y.shape
-        y = y.permute(0, 2, 1, 3, 4).reshape(b, t, c * h * w)
-        y, _ = self.gru(self.drop(y))
+        return y.permute(0, 2, 1, 3, 4).reshape(b, t, c * h * w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.gru(self.drop(self.frame_features(x)))
         return self.out(self.drop(y))
+
+
+class Intermediate(nn.Module):
+    """Intermediate CTC (Lee & Watanabe, 2021) for `LipNet`'s 2-layer GRU:
+    the same network run layer by layer, so that the first GRU layer's
+    output also feeds a CTC head of its own (`head`, used in training only).
+
+    The two one-layer GRUs here share `net.gru`'s parameters (nothing is
+    copied: the network's state dict, its export and its moving average are
+    unchanged), and dropout sits between them as `nn.GRU` puts it, so
+    `forward` returns exactly the logits `net(x)` would, plus the
+    intermediate ones."""
+
+    def __init__(self, net: LipNet):
+        super().__init__()
+        g = net.gru
+        self.net_ref = [net]  # not a submodule: its parameters stay the network's own
+        self.dropout = g.dropout
+        self.layers = []
+        for layer in range(g.num_layers):
+            one = nn.GRU(g.input_size if layer == 0 else 2 * g.hidden_size, g.hidden_size, 1, batch_first=True, bidirectional=True)
+            for suffix in ("", "_reverse"):
+                for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    setattr(one, f"{kind}_l0{suffix}", getattr(g, f"{kind}_l{layer}{suffix}"))
+            self.layers.append(one)
+        self.head = nn.Linear(2 * g.hidden_size, net.out.out_features)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x as `LipNet` takes it; (final logits, intermediate logits), each [B, T, classes]."""
+        net = self.net_ref[0]
+        y = net.drop(net.frame_features(x))
+        mid = None
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                y = nn.functional.dropout(y, self.dropout, net.training)
+            y, _ = layer(y)
+            if mid is None:
+                mid = y
+        return net.out(net.drop(y)), self.head(net.drop(mid))
 
 
 def lipnet_of(ckpt: dict, classes: int) -> LipNet:

@@ -15,7 +15,12 @@ exported), FP32 in channels-last layout. Recipe v1 (`--recipe v1`, the
 committed model): milder augmentation, 4% repeated frames, bf16 autocast.
 A one-cycle learning rate sized to the time budget, a checkpoint after every
 evaluation (resume with --resume), a log in RUN/log.jsonl, and the best
-model by validation WER in RUN/best.pt."""
+model by validation WER in RUN/best.pt.
+
+Regularisers off by default, each measured in MODEL_CARD.md's ablation
+table: `--label-smoothing W` (CTC's form: a uniform-distribution term per
+frame) and `--inter-ctc W` (a training-only CTC head on the first GRU
+layer, `net.Intermediate`)."""
 
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ from tqdm import tqdm
 
 from . import data as D
 from .metrics import cer, greedy_decode, wer
-from .net import LipNet, channels_of
+from .net import Intermediate, LipNet, channels_of
 
 T = 75
 
@@ -333,6 +338,14 @@ def main() -> None:
         "0: none (the default; 0.1 is the usual strength)",
     )
     p.add_argument(
+        "--inter-ctc",
+        type=float,
+        default=0.0,
+        help="weight of intermediate CTC: a CTC head on the first GRU layer's output, its loss mixed "
+        "in as (1 - W) * final + W * intermediate (Lee & Watanabe 2021; 0.3 is the usual weight). "
+        "The head is training-only: the exported network is unchanged; 0: none (the default)",
+    )
+    p.add_argument(
         "--recipe",
         choices=["v1", "v2"],
         default="v2",
@@ -374,7 +387,11 @@ def main() -> None:
     layout = torch.contiguous_format if args.no_channels_last else torch.channels_last_3d
     net = net.to(memory_format=layout)
     print(f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters; mean {mean:.4f} std {std:.4f}", flush=True)
-    opt = torch.optim.AdamW(net.parameters(), lr=args.peak_lr / 25, weight_decay=1e-2)
+    if not 0.0 <= args.inter_ctc < 1.0:
+        raise SystemExit(f"--inter-ctc {args.inter_ctc}: a weight from 0 (none) up to, not including, 1")
+    inter = Intermediate(net) if args.inter_ctc > 0 else None
+    trained = list(net.parameters()) + (list(inter.head.parameters()) if inter is not None else [])
+    opt = torch.optim.AdamW(trained, lr=args.peak_lr / 25, weight_decay=1e-2)
     ctc = torch.nn.CTCLoss(blank=D.BLANK, zero_infinity=True)
     use_bf16 = args.bf16
 
@@ -396,14 +413,20 @@ def main() -> None:
         x, y, il, tl = batch(samples, mean, std, rng, args.time_mask, args.recipe == "v1")
         x = x.contiguous(memory_format=layout)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-            logits = net(x)
+            if inter is not None:
+                logits, mid = inter(x)
+            else:
+                logits = net(x)
         logp = logits.float().log_softmax(-1).transpose(0, 1)  # [T, B, C]
         loss = ctc(logp, y, il, tl)
+        if inter is not None:
+            mid_logp = mid.float().log_softmax(-1).transpose(0, 1)
+            loss = (1 - args.inter_ctc) * loss + args.inter_ctc * ctc(mid_logp, y, il, tl)
         if args.label_smoothing > 0:
             loss = loss + args.label_smoothing * smoothing(logp, il)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        torch.nn.utils.clip_grad_norm_(trained, 5.0)
         opt.step()
         return loss.item()
 
@@ -412,7 +435,15 @@ def main() -> None:
     if args.resume:
         state = torch.load(args.resume, weights_only=False)
         same_width(state, args, "--resume")
+        theirs = float((state.get("recipe") or {}).get("inter_ctc") or 0.0)
+        if (theirs > 0) != (args.inter_ctc > 0):
+            raise SystemExit(
+                f"--resume: the run was trained with --inter-ctc {theirs}, this one has {args.inter_ctc}: "
+                f"give --inter-ctc {theirs} (or start from its weights with --init)"
+            )
         net.load_state_dict(state["model"])
+        if inter is not None and state.get("inter_head") is not None:
+            inter.head.load_state_dict(state["inter_head"])
         if ema is not None:
             ema.load_state_dict(state.get("ema") or state["model"])
         if state.get("opt") is None:
@@ -533,6 +564,7 @@ def main() -> None:
             ckpt = {
                 "model": net.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None,
+                "inter_head": inter.head.state_dict() if inter is not None else None,
                 "opt": opt.state_dict(),
                 "sched": sched.state_dict(),
                 "step": s + 1,
