@@ -232,11 +232,12 @@ def latency(model: Path, threads: int = 2) -> dict:
 def report_key(model: Path) -> str:
     """A model's entry in the report: its path in the model repository
     (`NAME/VERSION/model.onnx`, so two versions' files do not collide), else
-    its file name."""
+    the path as given (two candidates' `model.onnx` in different folders
+    must not overwrite each other's entry)."""
     try:
         return str(model.resolve().relative_to((D.REPO / "models").resolve()))
     except ValueError:
-        return model.name
+        return str(model)
 
 
 def main() -> None:

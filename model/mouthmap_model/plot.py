@@ -25,7 +25,7 @@ def rows_of(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def compare(logs: list[str], out: str) -> None:
+def compare(logs: list[str], out: str, wer_max: float = 100.0) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for spec in logs:
         path, _, label = spec.partition("=")
@@ -37,7 +37,7 @@ def compare(logs: list[str], out: str) -> None:
     for ax, what in ((a, "WER"), (b, "CER")):
         ax.set_xlabel("training steps (16 samples each)")
         ax.set_ylabel(f"validation {what}, greedy, last weights (%)")
-        ax.set_ylim(0, 100 if what == "WER" else 60)
+        ax.set_ylim(0, wer_max if what == "WER" else min(60.0, wer_max))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle("MouthMap LipNet on GRID speaker 1: runs compared (50 validation clips)")
@@ -51,9 +51,15 @@ def main() -> None:
     p.add_argument("--run", default="runs/lipnet")
     p.add_argument("--out", default="training-curves.png")
     p.add_argument("--compare", nargs="+", metavar="LOG[=LABEL]", help="logs to plot together")
+    p.add_argument(
+        "--wer-max",
+        type=float,
+        default=100.0,
+        help="top of the compared plots' axes in percent (e.g. 25 for runs that start from a trained model)",
+    )
     args = p.parse_args()
     if args.compare:
-        compare(args.compare, args.out)
+        compare(args.compare, args.out, args.wer_max)
         return
     rows = rows_of(Path(args.run) / "log.jsonl")
     minutes = [r["minutes"] for r in rows]

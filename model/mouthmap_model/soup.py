@@ -99,8 +99,10 @@ def main() -> None:
     out = {
         "model": net.state_dict(),
         "ema": None,
-        "step": first.get("step", 0),
-        "total_steps": first.get("total_steps", 0),
+        # The training that went into the soup: every ingredient's steps and
+        # minutes (what the metadata's `training` then reports).
+        "step": int(sum(c.get("step", 0) for c in ckpts)),
+        "total_steps": int(sum(c.get("step", 0) for c in ckpts)),
         "best_wer": wer,
         "elapsed": float(np.sum([c.get("elapsed", 0.0) for c in ckpts])),
         "mean": mean,
