@@ -109,7 +109,11 @@ def main() -> None:
         "std": std,
         "val_cer": cer,
         "val_wer": wer,
-        "data_manifest_sha256": first.get("data_manifest_sha256"),
+        # Each ingredient's training data (runs on machines whose crop builds
+        # differ name different manifests): all of them, in order, once each.
+        "data_manifest_sha256": " + ".join(
+            dict.fromkeys(str(c.get("data_manifest_sha256")) for c in ckpts)
+        ),
         "init": first.get("init"),
         "recipe": first.get("recipe"),
         "soup": [str(p) for p in args.checkpoints],
