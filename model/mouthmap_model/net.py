@@ -76,14 +76,10 @@ class Intermediate(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x as `LipNet` takes it; (final logits, intermediate logits), each [B, T, classes]."""
         net = self.net_ref[0]
-        y = net.drop(net.frame_features(x))
-        mid = None
-        for i, layer in enumerate(self.layers):
-            if i > 0:
-                y = nn.functional.dropout(y, self.dropout, net.training)
-            y, _ = layer(y)
-            if mid is None:
-                mid = y
+        mid, _ = self.layers[0](net.drop(net.frame_features(x)))
+        y = mid
+        for layer in self.layers[1:]:
+            y, _ = layer(nn.functional.dropout(y, self.dropout, net.training))
         return net.out(net.drop(y)), self.head(net.drop(mid))
 
 
