@@ -35,6 +35,7 @@ KEEP = (
     "val_wer",
     "data_manifest_sha256",
     "alt_data_manifest_sha256",
+    "data_carried",
     "init",
     "recipe",
     "rng",

@@ -172,7 +172,7 @@ def augment(x: torch.Tensor, rng: random.Random, time_mask: int = 2, mild: bool 
     tx, ty = (rng.uniform(-0.06, 0.06), rng.uniform(-0.08, 0.08)) if mild else (rng.uniform(-0.08, 0.08), rng.uniform(-0.1, 0.1))
     theta = torch.tensor(
         [[s * math.cos(a), -s * math.sin(a), tx], [s * math.sin(a), s * math.cos(a), ty]], dtype=x.dtype
-    )
+    ).to(x.device)
     theta = theta.unsqueeze(0).expand(t, 2, 3)
     grid = F.affine_grid(theta, (t, 1, *x.shape[1:]), align_corners=False)
     x = F.grid_sample(x.unsqueeze(1), grid, padding_mode="border", align_corners=False).squeeze(1)
@@ -186,16 +186,26 @@ def augment(x: torch.Tensor, rng: random.Random, time_mask: int = 2, mild: bool 
     return x
 
 
-def batch(samples, mean: float, std: float, rng: random.Random | None, time_mask: int = 2, mild: bool = False):
+def batch(
+    samples,
+    mean: float,
+    std: float,
+    rng: random.Random | None,
+    time_mask: int = 2,
+    mild: bool = False,
+    device: torch.device | str = "cpu",
+):
+    """Samples as a batch on `device` (augmented there: on a GPU the CPU
+    only cuts the samples)."""
     xs, targets, in_lens, tgt_lens = [], [], [], []
     for frames, text in samples:
-        x = torch.from_numpy(np.ascontiguousarray(frames)).float() / 255.0
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(device).float() / 255.0
         if rng is not None:
             x = augment(x, rng, time_mask, mild)
         n = x.shape[0]
         x = (x - mean) / std
         if n < T:
-            x = torch.cat([x, torch.zeros(T - n, *x.shape[1:])])
+            x = torch.cat([x, torch.zeros(T - n, *x.shape[1:], device=x.device)])
         xs.append(x)
         ids = D.encode(text)
         targets.extend(ids)
@@ -210,14 +220,14 @@ def batch(samples, mean: float, std: float, rng: random.Random | None, time_mask
 
 
 @torch.no_grad()
-def evaluate(net, manifest, arrays, mean, std):
+def evaluate(net, manifest, arrays, mean, std, device="cpu"):
     net.eval()
     val = [e for e in manifest["clips"] if e["split"] == "validation"]
     hyps, refs = [], []
     for i in range(0, len(val), 16):
         part = val[i : i + 16]
-        x, _, lens, _ = batch([(arrays[e["clip"]][:T], e["text"]) for e in part], mean, std, None)
-        probs = net(x).float().softmax(-1)
+        x, _, lens, _ = batch([(arrays[e["clip"]][:T], e["text"]) for e in part], mean, std, None, device=device)
+        probs = net(x).float().softmax(-1).cpu()
         for j, e in enumerate(part):
             hyps.append(greedy_decode(probs[j, : lens[j]].numpy(), D.VOCAB, D.BLANK))
             refs.append(e["text"])
@@ -249,6 +259,18 @@ def smoothing(logp: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return (per_frame * mask).sum() / mask.sum().clamp(min=1)
 
 
+def on_cpu(obj):
+    """A state dict (or an optimiser's, nested) with every tensor on the CPU:
+    a checkpoint written on a GPU loads anywhere."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [on_cpu(v) for v in obj]
+    return obj
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(D.REPO / "model" / "data"))
@@ -270,6 +292,12 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=256, help="GRU units per direction")
     p.add_argument("--peak-lr", type=float, default=3e-3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where the network trains and the samples are augmented: cpu, or cuda (a GPU; the "
+        "sampler still runs on the CPU); checkpoints are written with CPU tensors either way",
+    )
     p.add_argument("--eval-every", type=int, default=100, help="steps between evaluations")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument(
@@ -364,6 +392,14 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: PyTorch sees no GPU here (torch.cuda.is_available() is False)")
+        torch.backends.cudnn.benchmark = True
+        # TF32 matrix products and convolutions: FP32's range, a 10-bit mantissa.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
     manifest, arrays = D.load(Path(args.data))
@@ -385,11 +421,11 @@ def main() -> None:
         raise SystemExit(f"--channels: {e}") from None
     net = LipNet(D.CLASSES, channels=channels, hidden=args.hidden)
     layout = torch.contiguous_format if args.no_channels_last else torch.channels_last_3d
-    net = net.to(memory_format=layout)
+    net = net.to(device=device, memory_format=layout)
     print(f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters; mean {mean:.4f} std {std:.4f}", flush=True)
     if not 0.0 <= args.inter_ctc < 1.0:
         raise SystemExit(f"--inter-ctc {args.inter_ctc}: a weight from 0 (none) up to, not including, 1")
-    inter = Intermediate(net) if args.inter_ctc > 0 else None
+    inter = Intermediate(net).to(device) if args.inter_ctc > 0 else None
     trained = list(net.parameters()) + (list(inter.head.parameters()) if inter is not None else [])
     opt = torch.optim.AdamW(trained, lr=args.peak_lr / 25, weight_decay=1e-2)
     ctc = torch.nn.CTCLoss(blank=D.BLANK, zero_infinity=True)
@@ -410,9 +446,10 @@ def main() -> None:
             be.copy_(bn)
 
     def step(samples) -> float:
-        x, y, il, tl = batch(samples, mean, std, rng, args.time_mask, args.recipe == "v1")
+        x, y, il, tl = batch(samples, mean, std, rng, args.time_mask, args.recipe == "v1", device)
         x = x.contiguous(memory_format=layout)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+        y = y.to(device)  # CTC on a GPU takes its targets there
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             if inter is not None:
                 logits, mid = inter(x)
             else:
@@ -433,7 +470,7 @@ def main() -> None:
     start_step, best_wer, elapsed_before = 0, math.inf, 0.0
     state, resized = None, False
     if args.resume:
-        state = torch.load(args.resume, weights_only=False)
+        state = torch.load(args.resume, weights_only=False, map_location=device)
         same_width(state, args, "--resume")
         theirs = float((state.get("recipe") or {}).get("inter_ctc") or 0.0)
         if (theirs > 0) != (args.inter_ctc > 0):
@@ -455,7 +492,7 @@ def main() -> None:
         if state.get("rng") is not None:
             sampler.rng.setstate(state["rng"]["sampler"])
             rng.setstate(state["rng"]["batch"])
-            torch.set_rng_state(state["rng"]["torch"])
+            torch.set_rng_state(state["rng"]["torch"].cpu())
         else:
             sampler.rng.seed(args.seed * 1_000_003 + start_step)
             rng.seed(args.seed * 1_000_003 + start_step + 1)
@@ -470,7 +507,7 @@ def main() -> None:
             total_steps = args.steps
     else:
         if args.init:
-            init = torch.load(args.init, weights_only=False)
+            init = torch.load(args.init, weights_only=False, map_location=device)
             same_width(init, args, "--init")
             net.load_state_dict(init["model"])
             if ema is not None:
@@ -485,11 +522,18 @@ def main() -> None:
             # run: real steps at the starting learning rate, the first one
             # untimed (allocation and thread start-up made it 1.6x a later
             # step, and the schedule 40% short of its budget).
-            step([sampler.draw(0.0) for _ in range(args.batch)])
-            t0 = time.time()
-            for _ in range(4):
+            # On a GPU: more steps each side (cuDNN picks its kernels in the
+            # first ones), timed to the end of their kernels.
+            warm, timed = (5, 20) if device.type == "cuda" else (1, 4)
+            for _ in range(warm):
                 step([sampler.draw(0.0) for _ in range(args.batch)])
-            per_step = (time.time() - t0) / 4
+            sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+            sync()
+            t0 = time.time()
+            for _ in range(timed):
+                step([sampler.draw(0.0) for _ in range(args.batch)])
+            sync()
+            per_step = (time.time() - t0) / timed
             total_steps = int(args.minutes * 60 / (per_step * 1.08))
             print(f"{per_step:.2f} s per step of {args.batch}: {total_steps} steps, about {total_steps * per_step / 60:.0f} min", flush=True)
     # A fine-tune (also one resumed) starts past the curriculum.
@@ -533,13 +577,13 @@ def main() -> None:
                 g["lr"] *= ramp(s + 1)
         update_ema(progress)
         if (s + 1) % args.eval_every == 0 or s + 1 == total_steps:
-            c_raw, w_raw, examples = evaluate(net, manifest, arrays, mean, std)
+            c_raw, w_raw, examples = evaluate(net, manifest, arrays, mean, std, device)
             c, w = c_raw, w_raw
             if ema is not None:
-                c, w, examples = evaluate(ema, manifest, arrays, mean, std)
+                c, w, examples = evaluate(ema, manifest, arrays, mean, std, device)
             alt_scores, score = {}, w
             if alt_arrays is not None:
-                c_alt, w_alt, _ = evaluate(ema if ema is not None else net, manifest, alt_arrays, mean, std)
+                c_alt, w_alt, _ = evaluate(ema if ema is not None else net, manifest, alt_arrays, mean, std, device)
                 alt_scores = {"val_cer_alt": round(c_alt, 4), "val_wer_alt": round(w_alt, 4)}
                 # Selected on both crop kinds: serving may use either.
                 score = (w + w_alt) / 2
@@ -562,10 +606,10 @@ def main() -> None:
             bar.set_postfix(loss=rec["loss"], cer=rec["val_cer"], wer=rec["val_wer"])
             tqdm.write(f"{json.dumps(rec)} e.g. {examples[0][0]!r} for {examples[0][1]!r}")
             ckpt = {
-                "model": net.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None,
-                "inter_head": inter.head.state_dict() if inter is not None else None,
-                "opt": opt.state_dict(),
+                "model": on_cpu(net.state_dict()),
+                "ema": on_cpu(ema.state_dict()) if ema is not None else None,
+                "inter_head": on_cpu(inter.head.state_dict()) if inter is not None else None,
+                "opt": on_cpu(opt.state_dict()),
                 "sched": sched.state_dict(),
                 "step": s + 1,
                 "total_steps": total_steps,
@@ -576,6 +620,9 @@ def main() -> None:
                 "val_cer": c,
                 "val_wer": w,
                 "data_manifest_sha256": manifest["manifest_sha256"],
+                # How the crops reached the machine that trained (`carry`: a
+                # lossy H.264 copy, its error measured), when not as built.
+                "data_carried": manifest.get("carried"),
                 "alt_data_manifest_sha256": alt_manifest["manifest_sha256"] if alt_arrays is not None else None,
                 "init": args.init,
                 "recipe": {k: v for k, v in vars(args).items() if k not in ("data", "run", "resume")},
