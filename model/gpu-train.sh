@@ -37,5 +37,6 @@ for n in A B C D; do
   grep -a -E 'per step|done:' /tmp/runs/$n.out
   [ -f /tmp/runs/$n/best.pt ] && python3 -m mouthmap_model.slim /tmp/runs/$n/best.pt "$OUT/$n.pt" --ema-as-weights
 done
-tar czf "$OUT/logs.tgz" -C /tmp/runs .
+# The logs alone (the full checkpoints beside them are 52 MB each).
+(cd /tmp/runs && tar czf "$OUT/logs.tgz" ./*.out ./*/log.jsonl)
 ls -la "$OUT"
