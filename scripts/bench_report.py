@@ -541,9 +541,124 @@ def decoding_section(ev) -> list[str]:
     return out
 
 
+GPU_REPORT = "gpu-speed.json"
+
+
+def gpu_bullet(gpu) -> str:
+    if gpu is None:
+        return (
+            "- GPU: **not measured**. No GPU machine was lent to the session that ran these; the "
+            "CUDA path (`--device cuda`) is built and refuses to start without CUDA, but its speed "
+            "is unknown. `cargo bench -p mouthmap-inferencer --bench batching -- --device cuda` "
+            "measures it where a GPU and `onnxruntime-gpu` are present."
+        )
+    return (
+        f"- GPU: the reference network on one {gpu['device']} in PyTorch (section GPU below); "
+        "ONNX Runtime's CUDA path (`mouthmap infer --device cuda`) itself is not timed."
+    )
+
+
+def gpu_section(gpu, docs: Path) -> list[str]:
+    """docs/benchmarks/gpu-speed.json: `model/mouthmap_model/gpu_speed.py`'s
+    report, measured on a lent GPU machine (scripts/device-check) and committed,
+    since the machines that render this have no GPU."""
+    out = ["## GPU: the reference network on one GPU", ""]
+    if gpu is None:
+        return out + ["(not measured: no docs/benchmarks/gpu-speed.json)", ""]
+    rows = gpu["rows"]
+    out += [
+        f"{gpu['device']}, PyTorch {gpu['torch']} (cuDNN), random weights of the reference network's "
+        f"shape, the median of {gpu.get('reps', 'the')} timed runs after warm-up, synchronised: "
+        f"`cd model && python -m mouthmap_model.gpu_speed --device cuda --reps {gpu.get('reps', 10)}` "
+        "(scripts/device-check runs it on a lent GPU machine). These are PyTorch's kernels, not ONNX "
+        "Runtime's: the machines lent here have no `onnxruntime-gpu`, so `mouthmap infer --device cuda` "
+        "is not timed. *Whole graph*: one 75-frame window per item. *Front once*: the 3D front end on "
+        f"the {gpu['hop']} new frames of a hop (with context), then the GRU and classifier on the "
+        f"window: at hop {gpu['hop']} a real-time stream needs one window a second, so each figure is "
+        "how many streams the model alone keeps up with.",
+        "",
+        "| precision | batch | whole graph windows/s | ms a batch | front once stream-hops/s | ms a batch |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['precision']} | {r['batch']} | {r['windows_per_s']:.0f} | {r['whole_ms']:.1f} | "
+            f"{r['stream_hops_per_s']:.0f} | {r['split_ms']:.1f} |"
+        )
+    best = max(rows, key=lambda r: r["stream_hops_per_s"])
+    one = {r["precision"]: r for r in rows if r["batch"] == 1}
+    top = max(r["batch"] for r in rows)
+    at_top = {r["precision"]: r for r in rows if r["batch"] == top}
+    out += [
+        "",
+        f"Best: {best['stream_hops_per_s']:.0f} stream-hops/s ({best['precision']}, batch {best['batch']}, "
+        "front once). "
+        + " ".join(
+            f"{prec}: batch 1 {one[prec]['windows_per_s']:.0f} windows/s ({one[prec]['whole_ms']:.1f} ms, "
+            f"launch-bound), batch {top} {at_top[prec]['windows_per_s']:.0f} "
+            f"({at_top[prec]['windows_per_s'] / one[prec]['windows_per_s']:.0f} times)."
+            for prec in sorted(one)
+            if prec in at_top
+        ),
+        "",
+        "![GPU windows per second](benchmarks/gpu.png)",
+        "",
+    ]
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for prec in sorted({r["precision"] for r in rows}):
+        rs = [r for r in rows if r["precision"] == prec]
+        ax.plot([r["batch"] for r in rs], [r["windows_per_s"] for r in rs], "o-", label=f"{prec} whole graph")
+        ax.plot([r["batch"] for r in rs], [r["stream_hops_per_s"] for r in rs], "s--", label=f"{prec} front once")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch")
+    ax.set_ylabel("windows (stream-hops) per second")
+    ax.set_title(f"Reference network on {gpu['device']} (PyTorch)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(docs / "benchmarks" / "gpu.png", dpi=110)
+    plt.close(fig)
+    return out
+
+
+def splice(doc: str, section: list[str]) -> str:
+    """`doc` with the section of `section`'s heading replaced (or, if absent,
+    put before the decoding section, else at the end)."""
+    lines = doc.split("\n")
+    head = section[0]
+    if head in lines:
+        i = lines.index(head)
+        j = next((k for k in range(i + 1, len(lines)) if lines[k].startswith("## ")), len(lines))
+    else:
+        i = next((k for k, l in enumerate(lines) if l.startswith("## Decoding")), len(lines))
+        j = i
+    return "\n".join(lines[:i] + section + lines[j:])
+
+
 def main():
+    if sys.argv[1] == "--only":
+        # Re-render some sections of an existing docs/benchmarks.md (whose
+        # other sections need the benchmarks' reports, made on another run).
+        which, docs = sys.argv[2].split(","), Path(sys.argv[3])
+        path = docs / "benchmarks.md"
+        doc = path.read_text()
+        for w in which:
+            if w == "gpu":
+                gpu = load(docs / "benchmarks", GPU_REPORT[: -len(".json")])
+                doc = "\n".join(gpu_bullet(gpu) if l.startswith("- GPU:") else l for l in doc.split("\n"))
+                doc = splice(doc, gpu_section(gpu, docs))
+            elif w == "decoding":
+                ev_path = Path(__file__).resolve().parents[1] / "model" / "eval-report.json"
+                doc = splice(doc, decoding_section(json.loads(ev_path.read_text()) if ev_path.exists() else None))
+            else:
+                sys.exit(f"--only {w}: the sections are gpu and decoding")
+        path.write_text(doc)
+        print(f"updated {', '.join(which)} in {path}")
+        return
     bench, docs = Path(sys.argv[1]), Path(sys.argv[2])
     (docs / "benchmarks").mkdir(parents=True, exist_ok=True)
+    gpu = load(docs / "benchmarks", GPU_REPORT[: -len(".json")])
     inf, naive, pipe, en = (load(bench, n) for n in ["inferencer", "naive", "pipeline", "enrichment"])
     int8, idle = load(bench, "pipeline-int8"), load(bench, "broker_idle")
     lines = [
@@ -554,15 +669,13 @@ def main():
         "",
         f"- Machine: {machine()}.",
         f"- Rendered: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
-        "- GPU: **not measured**. No GPU machine was lent to the session that ran these; the "
-        "CUDA path (`--device cuda`) is built and refuses to start without CUDA, but its speed "
-        "is unknown. `cargo bench -p mouthmap-inferencer --bench batching -- --device cuda` "
-        "measures it where a GPU and `onnxruntime-gpu` are present.",
+        gpu_bullet(gpu),
         "",
     ]
     lines += inferencer_section(inf, naive, docs)
     lines += pipeline_section(pipe, int8, idle, docs)
     lines += enrichment_section(en)
+    lines += gpu_section(gpu, docs)
     ev_path = Path(__file__).resolve().parents[1] / "model" / "eval-report.json"
     lines += decoding_section(json.loads(ev_path.read_text()) if ev_path.exists() else None)
     (docs / "benchmarks.md").write_text("\n".join(lines))

@@ -70,6 +70,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name(dev) if cuda else platform.processor() or "cpu",
         "torch": torch.__version__,
         "hop": HOP,
+        "reps": args.reps,
         "rows": [],
     }
     print(f"{report['device']}, torch {torch.__version__}", flush=True)
