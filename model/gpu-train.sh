@@ -5,6 +5,7 @@
 #
 #   python -m mouthmap_model.carry pack --out ../.carry/crops   # here, once
 #   MINUTES=7 bash model/gpu-train.sh                           # there, from the repo root
+#   SET=restarts MINUTES=2.5 GRACE=30 bash model/gpu-train.sh    # two restarts only
 #
 # Each run's one-cycle schedule is sized to MINUTES from its own timing steps
 # (taken while the others run too); `timeout` stops a run 90 s past it, so the
@@ -19,20 +20,28 @@ python3 -c "import torch, cv2; print('torch', torch.__version__, 'cv2', cv2.__ve
 python3 -m mouthmap_model.carry unpack --src ../.carry/crops --out /tmp/data || exit 1
 run() {
   local name=$1; shift
-  timeout $((MINUTES * 60 + 90)) python3 -m mouthmap_model.train --data /tmp/data --run /tmp/runs/$name \
+  timeout "$(python3 -c "print(int($MINUTES * 60 + ${GRACE:-90}))")" python3 -m mouthmap_model.train --data /tmp/data --run /tmp/runs/$name \
     --device cuda --threads 3 --minutes "$MINUTES" --eval-every 250 "$@" > /tmp/runs/$name.out 2>&1
   echo "run $name exited $?"
 }
-# A, B: from scratch, strong (v2) and mild (v1) augmentation, batch 32.
-run A --recipe v2 --batch 32 --seed 1 &
-run B --recipe v1 --ema 0.999 --no-bf16 --batch 32 --seed 1 &
-# C: a long low-peak restart of the version-4 candidate (the one lever that
-# moved WER on the CPU); D: version 3 under the strong augmentation.
-run C --recipe v1 --ema 0.999 --no-bf16 --init checkpoints/v4-soup.pt --peak-lr 5e-4 --seed 2 &
-run D --recipe v2 --init checkpoints/v3-wr.pt --peak-lr 1e-3 --seed 3 &
-(sleep 90; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv; top -bn1 | head -15) &
+if [ "${SET:-ablation}" = restarts ]; then
+  # E, F: more low-peak restarts of the version-4 candidate (ingredients of a soup).
+  NAMES="E F"
+  run E --recipe v1 --ema 0.999 --no-bf16 --init checkpoints/v4-soup.pt --peak-lr 5e-4 --seed 4 &
+  run F --recipe v1 --ema 0.999 --no-bf16 --init checkpoints/v4-soup.pt --peak-lr 5e-4 --seed 5 &
+else
+  NAMES="A B C D"
+  # A, B: from scratch, strong (v2) and mild (v1) augmentation, batch 32.
+  run A --recipe v2 --batch 32 --seed 1 &
+  run B --recipe v1 --ema 0.999 --no-bf16 --batch 32 --seed 1 &
+  # C: a long low-peak restart of the version-4 candidate (the one lever that
+  # moved WER on the CPU); D: version 3 under the strong augmentation.
+  run C --recipe v1 --ema 0.999 --no-bf16 --init checkpoints/v4-soup.pt --peak-lr 5e-4 --seed 2 &
+  run D --recipe v2 --init checkpoints/v3-wr.pt --peak-lr 1e-3 --seed 3 &
+fi
+(sleep 60; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv; top -bn1 | head -15) &
 wait
-for n in A B C D; do
+for n in $NAMES; do
   grep -a '^{' /tmp/runs/$n.out | tail -2 | cut -c1-300
   grep -a -E 'per step|done:' /tmp/runs/$n.out
   [ -f /tmp/runs/$n/best.pt ] && python3 -m mouthmap_model.slim /tmp/runs/$n/best.pt "$OUT/$n.pt" --ema-as-weights

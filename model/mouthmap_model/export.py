@@ -50,6 +50,9 @@ def metadata(ckpt: dict, extra: dict | None = None) -> dict[str, str]:
                 "corpus": "GRID speaker 1 (Cooke et al. 2006, CC BY 4.0)",
                 "split": "model/split.json (850 train / 50 validation)",
                 "manifest_sha256": ckpt["data_manifest_sha256"],
+                # Trained (in part) on a lossy copy of those crops (`carry`).
+                **({"carried": {k: v for k, v in ckpt["data_carried"].items() if k != "frames"}}
+                   if ckpt.get("data_carried") else {}),
             }
         ),
         "validation": json.dumps({"cer_greedy": round(ckpt["val_cer"], 4), "wer_greedy": round(ckpt["val_wer"], 4)}),

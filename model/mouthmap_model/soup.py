@@ -34,6 +34,14 @@ def weights_of(ckpt: dict) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
+def carried(ckpts: list[dict]) -> dict | None:
+    seen = [c["data_carried"] for c in ckpts if c.get("data_carried")]
+    if not seen:
+        return None
+    first = {k: v for k, v in seen[0].items() if k != "frames"}
+    return {**first, "ingredients": len(seen), "of": len(ckpts)}
+
+
 def refresh_batch_norm(net, manifest: dict, arrays: dict, mean: float, std: float, size: int = 16) -> None:
     """Batch-norm running statistics measured again over every training clip
     (cumulative averages: momentum None), the network otherwise in eval mode."""
@@ -112,8 +120,11 @@ def main() -> None:
         # Each ingredient's training data (runs on machines whose crop builds
         # differ name different manifests): all of them, in order, once each.
         "data_manifest_sha256": " + ".join(
-            dict.fromkeys(str(c.get("data_manifest_sha256")) for c in ckpts)
+            dict.fromkeys(h for c in ckpts for h in str(c.get("data_manifest_sha256")).split(" + "))
         ),
+        # Ingredients trained on a lossy copy of the crops (`carry`, a lent
+        # GPU): how it travelled, and how many of the ingredients saw it.
+        "data_carried": carried(ckpts),
         "init": first.get("init"),
         "recipe": first.get("recipe"),
         "soup": [str(p) for p in args.checkpoints],
