@@ -77,13 +77,13 @@ RUN apt-get update \
 COPY --from=build /usr/local/bin/mouthmap /usr/local/bin/mouthmap
 COPY --from=ort /ort/ /opt/onnxruntime/
 # The image's model repository (docs/models.md): the reference model as
-# version 3 (the latest, served by default: per-frame 2D convolutions, with
+# version 4 (the latest, served by default: per-frame 2D convolutions, with
 # the front end and back end that compute each frame's front end once; the
 # back end reads its weights from model.onnx beside it), and its INT8
 # variant as a model of its own, each with the card. Mount another
 # repository over it, or one more version beside it, to serve your own.
-COPY models/mouthmap-lipnet-grid-s1/3/model.onnx models/mouthmap-lipnet-grid-s1/3/front.onnx models/mouthmap-lipnet-grid-s1/3/back.onnx model/MODEL_CARD.md /opt/mouthmap/models/mouthmap-lipnet-grid-s1/3/
-COPY models/mouthmap-lipnet-grid-s1-int8/3/model.onnx models/mouthmap-lipnet-grid-s1-int8/3/front.onnx models/mouthmap-lipnet-grid-s1-int8/3/back.onnx model/MODEL_CARD.md /opt/mouthmap/models/mouthmap-lipnet-grid-s1-int8/3/
+COPY models/mouthmap-lipnet-grid-s1/4/model.onnx models/mouthmap-lipnet-grid-s1/4/front.onnx models/mouthmap-lipnet-grid-s1/4/back.onnx model/MODEL_CARD.md /opt/mouthmap/models/mouthmap-lipnet-grid-s1/4/
+COPY models/mouthmap-lipnet-grid-s1-int8/4/model.onnx models/mouthmap-lipnet-grid-s1-int8/4/front.onnx models/mouthmap-lipnet-grid-s1-int8/4/back.onnx model/MODEL_CARD.md /opt/mouthmap/models/mouthmap-lipnet-grid-s1-int8/4/
 ENV ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so \
     MOUTHMAP_MODELS_DIR=/opt/mouthmap/models \
     MOUTHMAP_FACE_MODEL=/models/yunet/face_detection_yunet_2026may.onnx \

@@ -48,7 +48,7 @@ async fn main() {
     std::fs::create_dir_all(&logs).unwrap();
     let video = long_video(&out);
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_mouthmap"));
-    let model = root().join("models/mouthmap-lipnet-grid-s1/3/model.onnx");
+    let model = root().join("models/mouthmap-lipnet-grid-s1/4/model.onnx");
     let face = shared().join("models/yunet/face_detection_yunet_2026may.onnx");
     let topics: HashMap<&str, String> = [
         ("MOUTHMAP_FRAMES_TOPIC", unique("soak-frames")),

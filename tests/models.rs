@@ -133,8 +133,8 @@ fn show_describes_a_version_and_the_checkout_serves_the_reference_model() {
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     for part in [
-        "mouthmap-lipnet-grid-s1:3",
-        "model:         mouthmap-lipnet-grid-s1 3.0.0",
+        "mouthmap-lipnet-grid-s1:4",
+        "model:         mouthmap-lipnet-grid-s1 4.0.0",
         "window:        75 frames of 140x46 at 25 fps",
         "28 classes, blank at 27",
         "front.onnx + back.onnx: each frame's front end computed once (3 frames of context each side, 1024 features a frame)",

@@ -274,7 +274,7 @@ fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let model_path: PathBuf = arg(
         "--model",
-        root.join("models/mouthmap-lipnet-grid-s1/3/model.onnx"),
+        root.join("models/mouthmap-lipnet-grid-s1/4/model.onnx"),
     );
     let front_end_only = flag("--front-end-only");
     let out_path: PathBuf = arg("--out", root.join("target/bench/inferencer.json"));

@@ -21,7 +21,7 @@ pub const DEFAULT_MODEL_NAME: &str = "mouthmap-lipnet-grid-s1";
 
 /// Path of the committed reference model's latest version, relative to the
 /// repository.
-pub const DEFAULT_MODEL: &str = "models/mouthmap-lipnet-grid-s1/3/model.onnx";
+pub const DEFAULT_MODEL: &str = "models/mouthmap-lipnet-grid-s1/4/model.onnx";
 
 /// The model repository: [`MODELS_DIR`] in the working directory or beside
 /// an ancestor of the executable (the checkout), else the relative path.
