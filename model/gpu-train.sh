@@ -8,8 +8,8 @@
 #   SET=restarts MINUTES=2.5 GRACE=30 bash model/gpu-train.sh    # two restarts only
 #
 # Each run's one-cycle schedule is sized to MINUTES from its own timing steps
-# (taken while the others run too); `timeout` stops a run 90 s past it, so the
-# weights come back even when the timing was optimistic.
+# (taken while the others run too); `timeout` stops a run GRACE seconds (90)
+# past it, so the weights come back even when the timing was optimistic.
 set -u
 export PYTHONUNBUFFERED=1
 MINUTES=${MINUTES:-7}

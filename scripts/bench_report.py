@@ -541,7 +541,13 @@ def decoding_section(ev) -> list[str]:
     return out
 
 
-GPU_REPORT = "gpu-speed.json"
+# docs/benchmarks/gpu-speed.json, read with `load`.
+GPU_REPORT = "gpu-speed"
+
+
+def eval_report():
+    path = Path(__file__).resolve().parents[1] / "model" / "eval-report.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def gpu_bullet(gpu) -> str:
@@ -568,8 +574,8 @@ def gpu_section(gpu, docs: Path) -> list[str]:
     rows = gpu["rows"]
     out += [
         f"{gpu['device']}, PyTorch {gpu['torch']} (cuDNN), random weights of the reference network's "
-        f"shape, the median of {gpu.get('reps', 'the')} timed runs after warm-up, synchronised: "
-        f"`cd model && python -m mouthmap_model.gpu_speed --device cuda --reps {gpu.get('reps', 10)}` "
+        f"shape, the median of {gpu['reps']} timed runs after warm-up, synchronised: "
+        f"`cd model && python -m mouthmap_model.gpu_speed --device cuda --reps {gpu['reps']}` "
         "(scripts/device-check runs it on a lent GPU machine). These are PyTorch's kernels, not ONNX "
         "Runtime's: the machines lent here have no `onnxruntime-gpu`, so `mouthmap infer --device cuda` "
         "is not timed. *Whole graph*: one 75-frame window per item. *Front once*: the 3D front end on "
@@ -645,12 +651,11 @@ def main():
         doc = path.read_text()
         for w in which:
             if w == "gpu":
-                gpu = load(docs / "benchmarks", GPU_REPORT[: -len(".json")])
+                gpu = load(docs / "benchmarks", GPU_REPORT)
                 doc = "\n".join(gpu_bullet(gpu) if l.startswith("- GPU:") else l for l in doc.split("\n"))
                 doc = splice(doc, gpu_section(gpu, docs))
             elif w == "decoding":
-                ev_path = Path(__file__).resolve().parents[1] / "model" / "eval-report.json"
-                doc = splice(doc, decoding_section(json.loads(ev_path.read_text()) if ev_path.exists() else None))
+                doc = splice(doc, decoding_section(eval_report()))
             else:
                 sys.exit(f"--only {w}: the sections are gpu and decoding")
         path.write_text(doc)
@@ -658,7 +663,7 @@ def main():
         return
     bench, docs = Path(sys.argv[1]), Path(sys.argv[2])
     (docs / "benchmarks").mkdir(parents=True, exist_ok=True)
-    gpu = load(docs / "benchmarks", GPU_REPORT[: -len(".json")])
+    gpu = load(docs / "benchmarks", GPU_REPORT)
     inf, naive, pipe, en = (load(bench, n) for n in ["inferencer", "naive", "pipeline", "enrichment"])
     int8, idle = load(bench, "pipeline-int8"), load(bench, "broker_idle")
     lines = [
@@ -676,8 +681,7 @@ def main():
     lines += pipeline_section(pipe, int8, idle, docs)
     lines += enrichment_section(en)
     lines += gpu_section(gpu, docs)
-    ev_path = Path(__file__).resolve().parents[1] / "model" / "eval-report.json"
-    lines += decoding_section(json.loads(ev_path.read_text()) if ev_path.exists() else None)
+    lines += decoding_section(eval_report())
     (docs / "benchmarks.md").write_text("\n".join(lines))
     print(f"wrote {docs / 'benchmarks.md'}")
 

@@ -182,9 +182,11 @@ fn the_per_frame_and_int8_variants_read_a_validation_clip() {
 /// keep each join's space and the next sentence's first letter (stitching
 /// at the nearest window centre lost both: 11 word errors open here, the
 /// grammar decode lost whole sentences). Version 4 makes 7 open (version 3
-/// made 5): two of them are letters doubled where two windows meet inside
-/// a word ("pleasee", "nwow"), which the grammar removes (4, as version 3);
-/// the ten streams' bound below is the tighter check of the model.
+/// made 5): two of them are doubled letters ("pleasee": a window emits the
+/// word's last letter again after a pause; "nwow": letters crowded at a
+/// window's edge, by the cut between two windows), which the grammar
+/// removes (4, as version 3); the ten streams' bound below is the tighter
+/// check of the model.
 #[test]
 fn reads_five_validation_clips_back_to_back() {
     let clips = ["bbie8n", "bgauzp", "bgbh4n", "bras6n", "brbt3a"];

@@ -40,6 +40,13 @@ H, W = 46, 140
 VIDEO = "crops.mkv"
 
 
+def summary(carried: dict | None) -> dict | None:
+    """What a checkpoint and a model's metadata say of a carried copy: the
+    codec and its measured error, without the per-clip frame counts that only
+    `unpack` needs."""
+    return {k: v for k, v in carried.items() if k != "frames"} if carried else None
+
+
 def ffmpeg_encode(frames: np.ndarray, out: Path, crf: int) -> None:
     cmd = ["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "gray", "-s", f"{W}x{H}", "-r", "25", "-i", "-",
            "-c:v", "libx264", "-preset", "slow", *(["-qp", "0"] if crf == 0 else ["-crf", str(crf)]),

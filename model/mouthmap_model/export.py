@@ -24,6 +24,7 @@ import onnxruntime as ort
 import torch
 
 from . import data as D
+from .carry import summary
 from .net import Served, Served2D, lipnet_of
 
 MODEL_NAME = "mouthmap-lipnet-grid-s1"
@@ -51,8 +52,7 @@ def metadata(ckpt: dict, extra: dict | None = None) -> dict[str, str]:
                 "split": "model/split.json (850 train / 50 validation)",
                 "manifest_sha256": ckpt["data_manifest_sha256"],
                 # Trained (in part) on a lossy copy of those crops (`carry`).
-                **({"carried": {k: v for k, v in ckpt["data_carried"].items() if k != "frames"}}
-                   if ckpt.get("data_carried") else {}),
+                **({"carried": summary(ckpt["data_carried"])} if ckpt.get("data_carried") else {}),
             }
         ),
         "validation": json.dumps({"cer_greedy": round(ckpt["val_cer"], 4), "wer_greedy": round(ckpt["val_wer"], 4)}),

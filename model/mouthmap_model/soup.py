@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from . import data as D
+from .carry import summary
 from .net import lipnet_of
 from .train import T, batch, evaluate
 
@@ -33,15 +34,14 @@ def weights_of(ckpt: dict) -> dict[str, torch.Tensor]:
     return ckpt.get("ema") or ckpt["model"]
 
 
-@torch.no_grad()
 def carried(ckpts: list[dict]) -> dict | None:
     seen = [c["data_carried"] for c in ckpts if c.get("data_carried")]
     if not seen:
         return None
-    first = {k: v for k, v in seen[0].items() if k != "frames"}
-    return {**first, "ingredients": len(seen), "of": len(ckpts)}
+    return {**summary(seen[0]), "ingredients": len(seen), "of": len(ckpts)}
 
 
+@torch.no_grad()
 def refresh_batch_norm(net, manifest: dict, arrays: dict, mean: float, std: float, size: int = 16) -> None:
     """Batch-norm running statistics measured again over every training clip
     (cumulative averages: momentum None), the network otherwise in eval mode."""

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import data as D
+from .carry import summary
 from .metrics import cer, greedy_decode, wer
 from .net import Intermediate, LipNet, channels_of
 
@@ -622,7 +623,7 @@ def main() -> None:
                 "data_manifest_sha256": manifest["manifest_sha256"],
                 # How the crops reached the machine that trained (`carry`: a
                 # lossy H.264 copy, its error measured), when not as built.
-                "data_carried": manifest.get("carried"),
+                "data_carried": summary(manifest.get("carried")),
                 "alt_data_manifest_sha256": alt_manifest["manifest_sha256"] if alt_arrays is not None else None,
                 "init": args.init,
                 "recipe": {k: v for k, v in vars(args).items() if k not in ("data", "run", "resume")},
