@@ -181,12 +181,13 @@ fn the_per_frame_and_int8_variants_read_a_validation_clip() {
 /// them: windows cut across the joins, and the decoder's stitching has to
 /// keep each join's space and the next sentence's first letter (stitching
 /// at the nearest window centre lost both: 11 word errors open here, the
-/// grammar decode lost whole sentences). Version 4 makes 7 open (version 3
-/// made 5): two of them are doubled letters ("pleasee": a window emits the
-/// word's last letter again after a pause; "nwow": letters crowded at a
-/// window's edge, by the cut between two windows), which the grammar
-/// removes (4, as version 3); the ten streams' bound below is the tighter
-/// check of the model.
+/// grammar decode lost whole sentences). Version 4 makes 6 open (version 3
+/// made 5): one is a doubled letter ("pleasee": a window emits the word's
+/// last letter again after a pause), which the grammar removes (4, as
+/// version 3). It made 7 before the stitcher stopped keeping a window's
+/// crowded edge ("n.w") over the next window's whole "now" ("nwow",
+/// 2026-12-04); the ten streams' bound below is the tighter check of the
+/// model.
 #[test]
 fn reads_five_validation_clips_back_to_back() {
     let clips = ["bbie8n", "bgauzp", "bgbh4n", "bras6n", "brbt3a"];
@@ -200,7 +201,7 @@ fn reads_five_validation_clips_back_to_back() {
     let dir = tempfile::tempdir().unwrap();
     let video = join_clips(dir.path(), &clips);
     let reference = sentences.join(" ");
-    for (grammar, most) in [(None, 7), (Some("grid"), 4)] {
+    for (grammar, most) in [(None, 6), (Some("grid"), 4)] {
         let stdout = transcribe(&video, grammar);
         let text = stdout
             .lines()
@@ -287,13 +288,14 @@ fn validation_streams(dir: &Path) -> (Vec<(std::path::PathBuf, String)>, String)
 /// The default model (version 4) over the whole validation set as ten
 /// live streams of five sentences (300 words), through `mouthmap
 /// transcribe`, read open, with the word lexicon and under the GRID
-/// grammar: the model card's streaming figures (2026-12-04, the release's
-/// `evaluate --timing`: 42, 33 and 31 word errors, 106 in 900), with two
-/// words of room for another CPU's arithmetic. Version 3 made 44, 35 and 31
-/// (110) and version 2 47, 36 and 32 (115): the bound fails both.
+/// grammar: the model card's streaming figures (2026-12-04, `evaluate
+/// --streaming-only` after the stitcher's fix for "nwow": 41, 33 and 31
+/// word errors, 105 in 900; 106 before it), with two words of room for
+/// another CPU's arithmetic. Version 3 makes 44, 35 and 31 (110) and
+/// version 2 made 47, 36 and 32 (115): the bound fails both.
 #[test]
 fn the_default_model_reads_the_validation_streams() {
-    const MOST: usize = 108;
+    const MOST: usize = 107;
     let model = model_path();
     let dir = tempfile::tempdir().unwrap();
     let (streams, lexicon) = validation_streams(dir.path());

@@ -26,7 +26,9 @@
 //!    the word `b` reads short before a pause ("now" against "no"), `b`
 //!    takes over only at `a`'s end. A model reads a phrase's last letters
 //!    at the end of what it sees; the window that ends just after the phrase
-//!    reads them, a window with the phrase's end inside may not.
+//!    reads them, a window with the phrase's end inside may not. Unless
+//!    `b` reads the word whole later itself (every letter `a` read, in
+//!    order): `a`'s last frames may be its crowded edge ("n.w").
 //!
 //! Measured on the 50 validation clips joined five at a time (the `model/`
 //! evaluation's streams through `mouthmap transcribe`): word error 36.7%
@@ -35,8 +37,21 @@
 //! repair (2026-12-03, `evaluate --streaming-only`): the reference model
 //! 17.0% -> 16.7% open, 10.7% -> 10.0-10.3% GRID (two runs); the v2-long run's model (not
 //! served), whose windows drop a sentence's last letters unless they end
-//! there, 29.7% -> 21.3% open and 28.7% -> 20.3% GRID. Every window's
-//! labels and cut are in the trace (`--log mouthmap_decoder=trace`).
+//! there, 29.7% -> 21.3% open and 28.7% -> 20.3% GRID. With 4's whole-word
+//! check (2026-12-04): version 4 14.0% -> 13.7% open (one word: "nwow"),
+//! lexicon and GRID unchanged, version 3 unchanged. Every window's labels
+//! and cut are in the trace (`--log mouthmap_decoder=trace`); the
+//! `replay` example with `python -m mouthmap_model.replay` replays the
+//! validation streams' windows through this code in seconds.
+//!
+//! Tried on those windows and not kept (2026-12-04): averaging the
+//! overlapping windows' posteriors, weighted by distance from the window's
+//! edge (linear or log): 33-37% open against 13.7%; choosing each word
+//! among the readings of the windows that cover it by their summed CTC
+//! likelihood: 19.7-26.7%, as each window places a word's letters
+//! differently (a sentence's first letters early, its last ones late); a
+//! wider crowded edge (4 or 6 frames instead of 2): up to 0.7 points worse
+//! open and 4.7 under the grammar.
 
 /// Class roles in the model's vocabulary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,14 +332,16 @@ pub fn keep_last_word_whole(
         return cut;
     }
     // Nor does `b` read the word whole later: the model may hold a word's
-    // last letters until well into the pause ("n.......ow").
+    // last letters until well into the pause ("n.......ow"). Whole: every
+    // letter `a` read, in order (`a`'s last frames may be its crowded edge:
+    // "n.w" against `b`'s "n....ow" gave "nwow").
     let word_end = (end..b.end())
         .find(|&f| label_b(f) == space)
         .unwrap_or(b.end());
     let words_b_on = words(collapse((c..word_end).map(label_b), blank));
     if words_b_on
         .get(before_b.len())
-        .is_some_and(|w| w.starts_with(last_a))
+        .is_some_and(|w| is_subsequence(last_a, w))
     {
         return cut;
     }
@@ -368,6 +385,12 @@ fn collapse(labels: impl Iterator<Item = usize>, blank: usize) -> Vec<usize> {
         prev = Some(l);
     }
     out
+}
+
+/// Whether `part`'s labels all occur in `whole`, in order.
+fn is_subsequence(part: &[usize], whole: &[usize]) -> bool {
+    let mut rest = whole.iter();
+    part.iter().all(|l| rest.any(|w| w == l))
 }
 
 /// The last word of a collapsed label sequence (the labels after the last
@@ -513,6 +536,21 @@ mod tests {
         let a = window(0, "eightxnn.........ow");
         let mut b = window(3, "ht_nn..o...................bin");
         assert_eq!(keep_last_word_whole(&a, &mut b, cut, 1, CLASSES), cut);
+    }
+
+    #[test]
+    fn bs_reading_stands_when_it_reads_the_word_on_after_as_end() {
+        // `a` crowds the word's end into its last frames ("n.w"); `b` holds
+        // the word's last letters into the pause and reads "now" itself.
+        let a = window(0, "eight_.........n.w");
+        let cut = Cut {
+            frame: 5,
+            space_at: None,
+        };
+        let spell = format!("ht_nn{}ow_bin", ".".repeat(22));
+        let mut b = window(3, &spell);
+        assert_eq!(keep_last_word_whole(&a, &mut b, cut, 1, CLASSES), cut);
+        assert_eq!(best(&b), spell);
     }
 
     #[test]
