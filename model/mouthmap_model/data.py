@@ -6,6 +6,11 @@ labelled from the word alignments, split deterministically.
 writes data/crops/*.npy (uint8 [frames, 46, 140]) and data/manifest.json: each
 clip's video file and sha256, each crop array's sha256, the split, and the
 manifest's own hash (which the model's metadata names).
+
+    python -m mouthmap_model.data streams --data data --out data-streams
+
+writes the same clips cut from streams of five joined and re-encoded clips
+(the crops serving cuts from a live stream), for `train --alt-data`.
 """
 
 from __future__ import annotations
@@ -147,9 +152,80 @@ def load(data_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
     return manifest, arrays
 
 
+STREAM_CLIPS = 5
+
+
+def streams(args: argparse.Namespace) -> None:
+    """The same clips as `--data`, each cut from a stream of five clips
+    joined and re-encoded as `evaluate`'s streams are (ffmpeg concat,
+    libx264 crf 18, 25 fps) and cropped by `mouthmap crops` there: the crops
+    serving cuts from a live stream (the detector's frames fall elsewhere
+    in the clip, the box carries over from the previous sentence, and the
+    pixels are a second H.264 generation). Training clips are grouped by a
+    seeded shuffle; validation clips five at a time in reverse order, so
+    that no group is one of `evaluate`'s streams (its figures stay off the
+    data a checkpoint may be chosen on)."""
+    import random
+
+    data, out, shared = Path(args.data).resolve(), Path(args.out).resolve(), Path(args.shared).resolve()
+    manifest = json.loads((data / "manifest.json").read_text())
+    binary = Path(args.mouthmap)
+    if not binary.exists():
+        sys.exit(f"{binary} not found: build it with `cargo build --release` first")
+    train = [e for e in manifest["clips"] if e["split"] == "train"]
+    random.Random(args.seed).shuffle(train)
+    val = [e for e in manifest["clips"] if e["split"] == "validation"][::-1]
+    groups = [part[i : i + STREAM_CLIPS] for part in (train, val) for i in range(0, len(part), STREAM_CLIPS)]
+    videos, crops = out / "videos", out / "crops"
+    videos.mkdir(parents=True, exist_ok=True)
+    crops.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    paths = []
+    for i, g in enumerate(groups):
+        listing = videos / f"stream{i:03d}.txt"
+        listing.write_text("".join(f"file '{shared / e['video']}'\n" for e in g))
+        paths.append(videos / f"stream{i:03d}.mp4")
+        if not paths[-1].exists():
+            subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0",
+                            "-i", str(listing), "-an", "-c:v", "libx264", "-crf", "18", "-r", str(FPS), str(paths[-1])],
+                           check=True)
+    env = dict(os.environ, MOUTHMAP_FACE_MODEL=str(shared / "models/yunet/face_detection_yunet_2026may.onnx"))
+    print(f"{len(groups)} streams joined in {time.time() - t0:.0f} s; cropping with {binary} crops", flush=True)
+    subprocess.run([str(binary), "crops", "--out", str(videos / "crops"), *map(str, paths)], check=True, env=env)
+    by_clip = {}
+    for i, g in enumerate(groups):
+        x = np.load(videos / "crops" / f"stream{i:03d}.npy")
+        lengths = [len(np.load(data / "crops" / f"{e['clip']}.npy", mmap_mode="r")) for e in g]
+        if len(x) != sum(lengths):
+            sys.exit(f"stream{i:03d}: {len(x)} frames cropped, its clips hold {sum(lengths)}: the join changed the frame count")
+        at = 0
+        for e, n in zip(g, lengths):
+            np.save(crops / f"{e['clip']}.npy", x[at : at + n])
+            by_clip[e["clip"]] = sha256(crops / f"{e['clip']}.npy")
+            at += n
+    entries = [dict(e, crops_sha256=by_clip[e["clip"]]) for e in manifest["clips"]]
+    derived = {k: v for k, v in manifest.items() if k not in ("clips", "manifest_sha256")}
+    derived.update({
+        "clips": entries,
+        "cut_from_streams": {"clips_per_stream": STREAM_CLIPS, "seed": args.seed, "codec": "libx264 crf 18",
+                             "from_manifest": manifest["manifest_sha256"]},
+    })
+    body = json.dumps(derived, sort_keys=True).encode()
+    derived["manifest_sha256"] = hashlib.sha256(body).hexdigest()
+    (out / "manifest.json").write_text(json.dumps(derived, indent=1) + "\n")
+    print(f"{len(entries)} clips cut from {len(groups)} streams in {time.time() - t0:.0f} s; "
+          f"manifest {derived['manifest_sha256'][:16]}", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
+    st = sub.add_parser("streams", help="the same clips cut from joined, re-encoded streams (train --alt-data)")
+    st.add_argument("--data", default=str(REPO / "model" / "data"), help="the clips' data (its manifest and split)")
+    st.add_argument("--out", default=str(REPO / "model" / "data-streams"))
+    st.add_argument("--shared", default=str(REPO.parent / "shared"))
+    st.add_argument("--mouthmap", default=str(REPO / "target" / "release" / "mouthmap"))
+    st.add_argument("--seed", type=int, default=1, help="how the training clips are grouped")
     b = sub.add_parser("build", help="crop the clips and write the manifest and split")
     b.add_argument("--shared", default=str(REPO.parent / "shared"))
     b.add_argument("--out", default=str(REPO / "model" / "data"))
@@ -178,7 +254,10 @@ def main() -> None:
         "(interpolate: serving's default)",
     )
     args = p.parse_args()
-    build(args)
+    if args.cmd == "streams":
+        streams(args)
+    else:
+        build(args)
 
 
 if __name__ == "__main__":
