@@ -155,6 +155,18 @@ def load(data_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
 STREAM_CLIPS = 5
 
 
+def join_videos(videos: list[Path], dst: Path, reencode: bool = True) -> None:
+    """The videos back to back in one file, as `evaluate`'s streams are made:
+    ffmpeg's concat demuxer, re-encoded (libx264 crf 18, 25 fps) or, with
+    `reencode=False`, the clips' own frames copied. The listing is written
+    beside `dst`."""
+    listing = dst.with_suffix(".txt")
+    listing.write_text("".join(f"file '{v}'\n" for v in videos))
+    codec = ["-c:v", "libx264", "-crf", "18", "-r", str(FPS)] if reencode else ["-c:v", "copy"]
+    subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0",
+                    "-i", str(listing), "-an", *codec, str(dst)], check=True)
+
+
 def streams(args: argparse.Namespace) -> None:
     """The same clips as `--data`, each cut from a stream of five clips
     joined and re-encoded as `evaluate`'s streams are (ffmpeg concat,
@@ -182,13 +194,9 @@ def streams(args: argparse.Namespace) -> None:
     t0 = time.time()
     paths = []
     for i, g in enumerate(groups):
-        listing = videos / f"stream{i:03d}.txt"
-        listing.write_text("".join(f"file '{shared / e['video']}'\n" for e in g))
         paths.append(videos / f"stream{i:03d}.mp4")
         if not paths[-1].exists():
-            subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0",
-                            "-i", str(listing), "-an", "-c:v", "libx264", "-crf", "18", "-r", str(FPS), str(paths[-1])],
-                           check=True)
+            join_videos([shared / e["video"] for e in g], paths[-1])
     env = dict(os.environ, MOUTHMAP_FACE_MODEL=str(shared / "models/yunet/face_detection_yunet_2026may.onnx"))
     print(f"{len(groups)} streams joined in {time.time() - t0:.0f} s; cropping with {binary} crops", flush=True)
     subprocess.run([str(binary), "crops", "--out", str(videos / "crops"), *map(str, paths)], check=True, env=env)

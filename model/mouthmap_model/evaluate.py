@@ -187,14 +187,8 @@ def streaming(model: Path, manifest: dict, shared: Path, binary: Path, group: in
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(0, len(val), group):
             part = val[i : i + group]
-            listing = Path(tmp) / f"list{i}.txt"
-            listing.write_text("".join(f"file '{shared / e['video']}'\n" for e in part))
             joined = Path(tmp) / f"joined{i}.mp4"
-            subprocess.run(
-                ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing),
-                 "-an", "-c:v", "libx264", "-crf", "18", "-r", "25", str(joined)],
-                check=True,
-            )
+            D.join_videos([shared / e["video"] for e in part], joined)
             final = transcribe(binary, model, joined, env, None)
             final_grid = transcribe(binary, model, joined, env, "grid")
             final_lex = transcribe(binary, model, joined, env, lexicon(manifest))

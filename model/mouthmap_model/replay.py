@@ -50,16 +50,12 @@ def join(manifest: dict, data: Path, shared: Path, out: Path, how: str, binary: 
     groups = [val[i : i + 5] for i in range(0, len(val), 5)]
     if how == "crops":
         return [np.concatenate([np.load(data / "crops" / f"{e['clip']}.npy") for e in g]) for g in groups]
-    codec = ["-c:v", "copy"] if how == "copy" else ["-c:v", "libx264", "-crf", "18", "-r", "25"]
     videos = out / "videos"
     videos.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, g in enumerate(groups):
-        listing = videos / f"s{i}.txt"
-        listing.write_text("".join(f"file '{shared / e['video']}'\n" for e in g))
         paths.append(videos / f"s{i}.mp4")
-        subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0",
-                        "-i", str(listing), "-an", *codec, str(paths[-1])], check=True)
+        D.join_videos([shared / e["video"] for e in g], paths[-1], reencode=how == "reencode")
     env = dict(os.environ, MOUTHMAP_FACE_MODEL=str(shared / "models/yunet/face_detection_yunet_2026may.onnx"))
     subprocess.run([str(binary), "crops", "--out", str(videos / "crops"), *map(str, paths)], check=True, env=env)
     return [np.load(videos / "crops" / f"s{i}.npy") for i in range(len(groups))]
