@@ -4,7 +4,8 @@
 //!     cargo run --release -p mouthmap-decoder --example replay -- DIR
 //!
 //! DIR holds what `python -m mouthmap_model.replay` writes (see it for how):
-//! `meta.json` (vocabulary, blank, classes, lexicon, and per stream its
+//! `meta.json` (vocabulary, blank, classes, the lexicon grammar
+//! `lexicon:WORD ...`, and per stream its
 //! name and window starts) and per stream `NAME.f32`, its windows'
 //! posteriors (little-endian f32, `[windows, 75, classes]`). Prints one JSON
 //! object: per decoding (`open`, `lexicon`, `grid`) the streams' final
@@ -27,26 +28,35 @@ fn main() {
     let vocabulary: Vec<String> = serde_json::from_value(meta["vocabulary"].clone()).unwrap();
     let classes = meta["classes"].as_u64().unwrap() as usize;
     let blank = meta["blank"].as_u64().unwrap() as u32;
-    let lexicon: Vec<String> = serde_json::from_value(meta["lexicon"].clone()).unwrap();
+    let lexicon = meta["lexicon"].as_str().unwrap().to_string();
     let modes = [
         ("open", None),
-        ("lexicon", Some(format!("lexicon:{}", lexicon.join(" ")))),
+        ("lexicon", Some(lexicon)),
         ("grid", Some("grid".to_string())),
     ];
+    let timed_words = std::env::var_os("REPLAY_WORDS").is_some();
+    let per = 75 * classes * 4;
+    let streams: Vec<(&str, Vec<u8>, &Vec<serde_json::Value>)> = meta["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let name = s["name"].as_str().unwrap();
+            let bytes = std::fs::read(dir.join(format!("{name}.f32"))).unwrap();
+            (name, bytes, s["starts"].as_array().unwrap())
+        })
+        .collect();
     let mut out = serde_json::Map::new();
     for (mode, grammar) in modes {
         let mut rows = Vec::new();
-        for s in meta["streams"].as_array().unwrap() {
-            let name = s["name"].as_str().unwrap();
-            let bytes = std::fs::read(dir.join(format!("{name}.f32"))).unwrap();
+        for (name, bytes, starts) in &streams {
             let mut dec = Decoder::new(DecodeSettings {
                 grammar: grammar.clone(),
                 ..DecodeSettings::default()
             });
-            let per = 75 * classes * 4;
-            for (i, first) in s["starts"].as_array().unwrap().iter().enumerate() {
+            for (i, first) in starts.iter().enumerate() {
                 let w = LogitsWindow {
-                    stream_id: name.into(),
+                    stream_id: (*name).into(),
                     first_frame: first.as_u64().unwrap(),
                     frames: 75,
                     valid_frames: 75,
@@ -67,7 +77,7 @@ fn main() {
                 .handle(&mouthmap_decoder::synth::end(name), &[])
                 .unwrap();
             let f = t.iter().find(|t| t.kind == TranscriptKind::Final).unwrap();
-            rows.push(if std::env::var_os("REPLAY_WORDS").is_some() {
+            rows.push(if timed_words {
                 serde_json::to_value(&f.words).unwrap()
             } else {
                 serde_json::Value::String(f.text.clone())

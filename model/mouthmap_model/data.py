@@ -88,11 +88,10 @@ def build(args: argparse.Namespace) -> None:
         binary = Path(args.mouthmap)
         if not binary.exists():
             sys.exit(f"{binary} not found: build it with `cargo build --release` first")
-        env = dict(os.environ, MOUTHMAP_FACE_MODEL=str(shared / "models/yunet/face_detection_yunet_2026may.onnx"))
         print(f"cropping {len(clips)} clips with {binary} crops (the serving code path)", flush=True)
         extra = ["--detect-every", str(args.detect_every), "--boxes-between", args.boxes_between,
                  "--frames-per-chunk", str(args.frames_per_chunk)]
-        subprocess.run([str(binary), "crops", "--out", str(crops), *extra, *map(str, clips)], check=True, env=env)
+        crop_videos(binary, shared, clips, crops, extra)
     validation = validation_set([c.stem for c in clips])
     split = {"validation": [], "train": []}
     entries = []
@@ -155,6 +154,18 @@ def load(data_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
 STREAM_CLIPS = 5
 
 
+def stream_groups(clips: list[dict], size: int = STREAM_CLIPS) -> list[list[dict]]:
+    """Clips `size` at a time, in order: the streams `evaluate` and `replay` join."""
+    return [clips[i : i + size] for i in range(0, len(clips), size)]
+
+
+def crop_videos(binary: Path, shared: Path, videos: list[Path], out: Path, extra: list[str] = ()) -> None:
+    """`mouthmap crops` (the serving code) over `videos` into `out`: per
+    video its `.npy` and `.json`, and `report.json`."""
+    env = dict(os.environ, MOUTHMAP_FACE_MODEL=str(shared / "models/yunet/face_detection_yunet_2026may.onnx"))
+    subprocess.run([str(binary), "crops", "--out", str(out), *extra, *map(str, videos)], check=True, env=env)
+
+
 def join_videos(videos: list[Path], dst: Path, reencode: bool = True) -> None:
     """The videos back to back in one file, as `evaluate`'s streams are made:
     ffmpeg's concat demuxer, re-encoded (libx264 crf 18, 25 fps) or, with
@@ -187,7 +198,7 @@ def streams(args: argparse.Namespace) -> None:
     train = [e for e in manifest["clips"] if e["split"] == "train"]
     random.Random(args.seed).shuffle(train)
     val = [e for e in manifest["clips"] if e["split"] == "validation"][::-1]
-    groups = [part[i : i + STREAM_CLIPS] for part in (train, val) for i in range(0, len(part), STREAM_CLIPS)]
+    groups = stream_groups(train) + stream_groups(val)
     videos, crops = out / "videos", out / "crops"
     videos.mkdir(parents=True, exist_ok=True)
     crops.mkdir(parents=True, exist_ok=True)
@@ -197,9 +208,8 @@ def streams(args: argparse.Namespace) -> None:
         paths.append(videos / f"stream{i:03d}.mp4")
         if not paths[-1].exists():
             join_videos([shared / e["video"] for e in g], paths[-1])
-    env = dict(os.environ, MOUTHMAP_FACE_MODEL=str(shared / "models/yunet/face_detection_yunet_2026may.onnx"))
     print(f"{len(groups)} streams joined in {time.time() - t0:.0f} s; cropping with {binary} crops", flush=True)
-    subprocess.run([str(binary), "crops", "--out", str(videos / "crops"), *map(str, paths)], check=True, env=env)
+    crop_videos(binary, shared, paths, videos / "crops")
     by_clip = {}
     for i, g in enumerate(groups):
         x = np.load(videos / "crops" / f"stream{i:03d}.npy")

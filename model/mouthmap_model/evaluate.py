@@ -185,8 +185,7 @@ def streaming(model: Path, manifest: dict, shared: Path, binary: Path, group: in
     hyps, hyps_grid, hyps_lex, refs, rows = [], [], [], [], []
     env = dict(os.environ, MOUTHMAP_FACE_MODEL=str(shared / "models/yunet/face_detection_yunet_2026may.onnx"))
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(0, len(val), group):
-            part = val[i : i + group]
+        for i, part in enumerate(D.stream_groups(val, group)):
             joined = Path(tmp) / f"joined{i}.mp4"
             D.join_videos([shared / e["video"] for e in part], joined)
             final = transcribe(binary, model, joined, env, None)

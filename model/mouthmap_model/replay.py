@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -46,8 +45,7 @@ T = 75
 
 def join(manifest: dict, data: Path, shared: Path, out: Path, how: str, binary: Path) -> list[np.ndarray]:
     """The validation streams' crops, joined `how`."""
-    val = [e for e in manifest["clips"] if e["split"] == "validation"]
-    groups = [val[i : i + 5] for i in range(0, len(val), 5)]
+    groups = D.stream_groups([e for e in manifest["clips"] if e["split"] == "validation"])
     if how == "crops":
         return [np.concatenate([np.load(data / "crops" / f"{e['clip']}.npy") for e in g]) for g in groups]
     videos = out / "videos"
@@ -56,8 +54,7 @@ def join(manifest: dict, data: Path, shared: Path, out: Path, how: str, binary: 
     for i, g in enumerate(groups):
         paths.append(videos / f"s{i}.mp4")
         D.join_videos([shared / e["video"] for e in g], paths[-1], reencode=how == "reencode")
-    env = dict(os.environ, MOUTHMAP_FACE_MODEL=str(shared / "models/yunet/face_detection_yunet_2026may.onnx"))
-    subprocess.run([str(binary), "crops", "--out", str(videos / "crops"), *map(str, paths)], check=True, env=env)
+    D.crop_videos(binary, shared, paths, videos / "crops")
     return [np.load(videos / "crops" / f"s{i}.npy") for i in range(len(groups))]
 
 
@@ -66,9 +63,9 @@ def dump(model: Path, manifest: dict, streams: list[np.ndarray], out: Path) -> N
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     meta = sess.get_modelmeta().custom_metadata_map
     norm = json.loads(meta["normalization"])
-    val = [e for e in manifest["clips"] if e["split"] == "validation"]
+    groups = D.stream_groups([e for e in manifest["clips"] if e["split"] == "validation"])
     rows = []
-    for i, crops in enumerate(streams):
+    for i, (crops, part) in enumerate(zip(streams, groups)):
         x = ((crops.astype(np.float32) / 255.0 - norm["mean"]) / norm["std"]).astype(np.float32)
         starts = list(range(0, len(x) - T + 1, HOP))
         if starts[-1] != len(x) - T:
@@ -76,12 +73,11 @@ def dump(model: Path, manifest: dict, streams: list[np.ndarray], out: Path) -> N
         batch = np.stack([x[s : s + T] for s in starts])[..., None]
         probs = np.concatenate([sess.run(None, {"frames": batch[j : j + 8]})[0] for j in range(0, len(batch), 8)])
         probs.astype("<f4").tofile(out / f"s{i}.f32")
-        part = val[i * 5 : i * 5 + 5]
         rows.append({"name": f"s{i}", "starts": starts, "frames": len(x), "clips": [e["clip"] for e in part],
                      "reference": " ".join(e["text"] for e in part)})
     (out / "meta.json").write_text(json.dumps({
         "model": str(model), "vocabulary": json.loads(meta["vocabulary"]), "blank": int(meta["blank_index"]),
-        "classes": int(probs.shape[-1]), "lexicon": lexicon(manifest)[len("lexicon:"):].split(), "streams": rows,
+        "classes": int(probs.shape[-1]), "lexicon": lexicon(manifest), "streams": rows,
     }, indent=1) + "\n")
 
 
