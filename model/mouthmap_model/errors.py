@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 
 from . import data as D
+from .metrics import align
 
 SLOTS = ("command", "colour", "preposition", "letter", "digit", "adverb")
 
@@ -41,32 +42,6 @@ LOOK_ALIKE = [
 
 def look_alike(a: str, b: str) -> bool:
     return any(a in g and b in g for g in LOOK_ALIKE)
-
-
-def align(ref: list[str], hyp: list[str]) -> list[tuple[str, str, str, int]]:
-    """Edits turning ref into hyp: (kind S/D/I, ref word, hyp word, ref index)."""
-    n, m = len(ref), len(hyp)
-    d = [[0] * (m + 1) for _ in range(n + 1)]
-    for i in range(n + 1):
-        d[i][0] = i
-    for j in range(m + 1):
-        d[0][j] = j
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]))
-    i, j, ops = n, m, []
-    while i > 0 or j > 0:
-        if i > 0 and j > 0 and d[i][j] == d[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]):
-            if ref[i - 1] != hyp[j - 1]:
-                ops.append(("S", ref[i - 1], hyp[j - 1], i - 1))
-            i, j = i - 1, j - 1
-        elif i > 0 and d[i][j] == d[i - 1][j] + 1:
-            ops.append(("D", ref[i - 1], "", i - 1))
-            i -= 1
-        else:
-            ops.append(("I", "", hyp[j - 1], i))
-            j -= 1
-    return ops[::-1]
 
 
 def clip_errors(clips: list[dict], refs: dict[str, str]) -> dict:

@@ -16,14 +16,37 @@ def greedy_decode(probs: np.ndarray, vocab: list[str], blank: int) -> str:
     return " ".join("".join(out).split())
 
 
+def align(ref: list, hyp: list) -> list[tuple[str, object, object, int]]:
+    """A least-cost edit script turning `ref` into `hyp` (Levenshtein): each
+    edit as (kind S/D/I, reference item, hypothesis item, reference index),
+    "" for the side an insertion or deletion lacks."""
+    n, m = len(ref), len(hyp)
+    d = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(n + 1):
+        d[i][0] = i
+    for j in range(m + 1):
+        d[0][j] = j
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]))
+    i, j, ops = n, m, []
+    while i > 0 or j > 0:
+        if i > 0 and j > 0 and d[i][j] == d[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]):
+            if ref[i - 1] != hyp[j - 1]:
+                ops.append(("S", ref[i - 1], hyp[j - 1], i - 1))
+            i, j = i - 1, j - 1
+        elif i > 0 and d[i][j] == d[i - 1][j] + 1:
+            ops.append(("D", ref[i - 1], "", i - 1))
+            i -= 1
+        else:
+            ops.append(("I", "", hyp[j - 1], i))
+            j -= 1
+    return ops[::-1]
+
+
 def edit_distance(a: list, b: list) -> int:
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i]
-        for j, y in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
+    """Levenshtein distance: the number of edits in [`align`]'s script."""
+    return len(align(a, b))
 
 
 def cer(hyps: list[str], refs: list[str]) -> float:
