@@ -25,7 +25,7 @@ import torch
 
 from . import data as D
 from .carry import summary
-from .net import Served, Served2D, lipnet_of
+from .net import Served, Served2D, lipnet_of, load_checkpoint
 
 MODEL_NAME = "mouthmap-lipnet-grid-s1"
 MODEL_VERSION = "2.0.0"
@@ -87,7 +87,7 @@ def main() -> None:
         "`quantize` makes the INT8 variant from)",
     )
     args = p.parse_args()
-    ckpt = torch.load(args.checkpoint, weights_only=False)
+    ckpt = load_checkpoint(args.checkpoint, "--checkpoint")
     net = lipnet_of(ckpt, D.CLASSES)
     use_ema = args.weights == "ema" and ckpt.get("ema") is not None
     if args.weights == "ema" and not use_ema:

@@ -83,6 +83,24 @@ class Intermediate(nn.Module):
         return net.out(net.drop(y)), self.head(net.drop(mid))
 
 
+def load_checkpoint(path, what: str = "checkpoint", device="cpu") -> dict:
+    """A checkpoint `train`, `soup` or `slim` wrote, on `device`; a missing
+    file or one of another kind stops with what it is and what to give
+    (`what` names the flag it came from, e.g. "--init")."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise SystemExit(f"{what} {p}: no such file (a run's runs/NAME/best.pt or last.pt, or checkpoints/*.pt)")
+    try:
+        ckpt = torch.load(p, weights_only=False, map_location=device)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means the same to the user
+        raise SystemExit(f"{what} {p}: not a PyTorch checkpoint ({e})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "mean" not in ckpt:
+        raise SystemExit(f"{what} {p}: not a checkpoint of this package's training (no weights and normalisation)")
+    return ckpt
+
+
 def lipnet_of(ckpt: dict, classes: int) -> LipNet:
     """The network a training checkpoint holds, at the width it was trained with
     (`train --channels --hidden`; checkpoints from before those flags are the

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from .net import load_checkpoint
+
 # What a resumed run reads besides the weights.
 KEEP = (
     "step",
@@ -50,7 +52,7 @@ def half(state: dict | None) -> dict | None:
 
 
 def slim(src: Path, dst: Path, ema: bool = True, ema_as_weights: bool = False) -> dict:
-    ckpt = torch.load(src, weights_only=False)
+    ckpt = load_checkpoint(src)
     out = {k: ckpt.get(k) for k in KEEP}
     if ema_as_weights:
         if ckpt.get("ema") is None:

@@ -26,7 +26,7 @@ import torch
 
 from . import data as D
 from .carry import summary
-from .net import lipnet_of
+from .net import lipnet_of, load_checkpoint
 from .train import T, batch, evaluate
 
 
@@ -72,9 +72,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     ckpts = []
     for path in args.checkpoints:
-        if not path.is_file():
-            raise SystemExit(f"{path}: no such checkpoint")
-        ckpts.append(torch.load(path, weights_only=False, map_location="cpu"))
+        ckpts.append(load_checkpoint(path))
     first = ckpts[0]
     keys = set(weights_of(first))
     for path, c in zip(args.checkpoints[1:], ckpts[1:]):

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from . import data as D
 from .carry import summary
 from .metrics import cer, greedy_decode, wer
-from .net import Intermediate, LipNet, channels_of
+from .net import Intermediate, LipNet, channels_of, load_checkpoint
 
 T = 75
 
@@ -471,7 +471,7 @@ def main() -> None:
     start_step, best_wer, elapsed_before = 0, math.inf, 0.0
     state, resized = None, False
     if args.resume:
-        state = torch.load(args.resume, weights_only=False, map_location=device)
+        state = load_checkpoint(args.resume, "--resume", device)
         same_width(state, args, "--resume")
         theirs = float((state.get("recipe") or {}).get("inter_ctc") or 0.0)
         if (theirs > 0) != (args.inter_ctc > 0):
@@ -508,7 +508,7 @@ def main() -> None:
             total_steps = args.steps
     else:
         if args.init:
-            init = torch.load(args.init, weights_only=False, map_location=device)
+            init = load_checkpoint(args.init, "--init", device)
             same_width(init, args, "--init")
             net.load_state_dict(init["model"])
             if ema is not None:
