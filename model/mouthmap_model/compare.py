@@ -138,6 +138,64 @@ def gaps(report: dict, refs: dict[str, str], samples: int, seed: int) -> list[di
     return rows
 
 
+def shown(row: dict) -> str:
+    """'better', 'worse' or 'not shown': whether the paired difference's
+    95% interval excludes 0 (B minus A; below 0 is B better)."""
+    lo, hi = row["difference_interval"]
+    return "better" if hi < 0 else "worse" if lo > 0 else "not shown"
+
+
+def format_rows(names: list[str], rows: list[dict], gap_rows: list[list[dict]]) -> list[str]:
+    """The printed table: one line per figure, then each model's streams gaps
+    (`gap_rows[i]` are model i's)."""
+    lines = [f"{'AB'[i]}: {name}" for i, name in enumerate(names)]
+    pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
+    for r in rows:
+        cells = [f"{'AB'[i]} {pct(w)}% [{pct(lo)}, {pct(hi)}]" for i, (w, (lo, hi)) in enumerate(zip(r["wer"], r["interval"]))]
+        line = f"{r['section']:<16} ({r['items']} items, {r['words']} words): " + ", ".join(cells)
+        if "difference" in r:
+            lo, hi = r["difference_interval"]
+            verdict = shown(r)
+            verdict = "shown" if verdict != "not shown" else verdict
+            line += (f"; B-A {r['difference'] * 100:+.1f} points [{lo * 100:+.1f}, {hi * 100:+.1f}] "
+                     f"({r['word_errors'][0]} -> {r['word_errors'][1]} words), B better in "
+                     f"{100 * r['second_better']:.0f}% of resamples: {verdict}")
+        lines.append(line)
+    for i, model_gaps in enumerate(gap_rows):
+        for g in model_gaps:
+            lo, hi = g["gap_interval"]
+            lines.append(f"{'AB'[i]} {g['section']:<22} ({g['items']} streams of the same clips): streams "
+                         f"{pct(g['streams'])}% against the clips alone {pct(g['clips'])}%: {g['gap'] * 100:+.1f} points "
+                         f"[{lo * 100:+.1f}, {hi * 100:+.1f}]")
+    return lines
+
+
+def verdict(rows: list[dict], at_most: float | None = None) -> str:
+    """One sentence on a paired comparison (B against A): where B is shown
+    better, where worse, where neither. With `at_most` (a WER fraction, the
+    INT8 target's 0.01), also whether every difference's upper bound stays
+    within it."""
+    by = {"better": [], "worse": [], "not shown": []}
+    for r in rows:
+        by[shown(r)].append(r["section"])
+    parts = [f"{k}: {', '.join(v)}" for k, v in (("shown better", by["better"]), ("shown worse", by["worse"]),
+                                                  ("no difference shown", by["not shown"])) if v]
+    text = "; ".join(parts)
+    if at_most is not None:
+        over = [r["section"] for r in rows if r["difference_interval"][1] > at_most + 1e-12]
+        text += (f"; every upper bound at most {at_most * 100:+.1f} points" if not over else
+                 f"; upper bound above {at_most * 100:+.1f} points on: {', '.join(over)}")
+    return text
+
+
+def references(data: str | Path) -> dict[str, str]:
+    """Each clip's sentence, from the crops' manifest (`data build`)."""
+    manifest = Path(data) / "manifest.json"
+    if not manifest.exists():
+        raise SystemExit(f"{manifest} is missing: build it with `python -m mouthmap_model.data build` (or give --data)")
+    return {e["clip"]: e["text"] for e in json.loads(manifest.read_text())["clips"]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("reports", nargs="+", help="REPORT.json or REPORT.json#MODEL_KEY (one or two)")
@@ -151,37 +209,18 @@ def main() -> None:
         p.error("give one report (intervals) or two (a paired comparison)")
     if args.samples < 100:
         p.error("--samples: at least 100 resamples")
-    manifest = Path(args.data) / "manifest.json"
-    if not manifest.exists():
-        raise SystemExit(f"{manifest} is missing: build it with `python -m mouthmap_model.data build` (or give --data)")
-    refs = {e["clip"]: e["text"] for e in json.loads(manifest.read_text())["clips"]}
+    refs = references(args.data)
     loaded = [load(a) for a in args.reports]
     rows = compare([r for _, r in loaded], refs, args.samples, args.seed)
     if not rows:
         raise SystemExit("the reports share no figure with texts to resample (were they written by `evaluate`?)")
-    gap_rows = [g for _, r in loaded for g in gaps(r, refs, args.samples, args.seed)]
+    gap_rows = [gaps(r, refs, args.samples, args.seed) for _, r in loaded]
     if args.json:
-        print(json.dumps(rows + gap_rows, indent=1))
+        print(json.dumps(rows + [g for gs in gap_rows for g in gs], indent=1))
         return
-    for i, (name, _) in enumerate(loaded):
-        print(f"{'AB'[i]}: {name}")
-    pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
-    for r in rows:
-        cells = [f"{'AB'[i]} {pct(w)}% [{pct(lo)}, {pct(hi)}]" for i, (w, (lo, hi)) in enumerate(zip(r["wer"], r["interval"]))]
-        line = f"{r['section']:<16} ({r['items']} items, {r['words']} words): " + ", ".join(cells)
-        if "difference" in r:
-            lo, hi = r["difference_interval"]
-            shown = "shown" if hi < 0 or lo > 0 else "not shown"
-            line += (f"; B-A {r['difference'] * 100:+.1f} points [{lo * 100:+.1f}, {hi * 100:+.1f}] "
-                     f"({r['word_errors'][0]} -> {r['word_errors'][1]} words), B better in "
-                     f"{100 * r['second_better']:.0f}% of resamples: {shown}")
-        print(line)
-    for i, (name, r) in enumerate(loaded):
-        for g in gaps(r, refs, args.samples, args.seed):
-            lo, hi = g["gap_interval"]
-            print(f"{'AB'[i]} {g['section']:<22} ({g['items']} streams of the same clips): streams {pct(g['streams'])}% "
-                  f"against the clips alone {pct(g['clips'])}%: {g['gap'] * 100:+.1f} points "
-                  f"[{lo * 100:+.1f}, {hi * 100:+.1f}]")
+    print("\n".join(format_rows([n for n, _ in loaded], rows, gap_rows)))
+    if len(loaded) == 2:
+        print(f"B against A: {verdict(rows)}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,13 @@ writes, each with its `.sha256`:
   end;
 
 then measures both through the serving path (`evaluate --timing`: clip
-level, streams of five clips, re-timed clips) into `--report`. Each step is
+level, streams of five clips, re-timed clips) into `--report`, and says how
+sure each difference is (`compare`, written beside the report as
+`REPORT.compare.json`): the new version against the one it replaces (its
+entry in the committed `model/eval-report.json`; `--against KEY` names
+another, `--against none` skips it), and the INT8 model against the new
+FP32 one with the INT8 target (every difference's upper bound at most +1
+point). Each step is
 the module it names, run as a subprocess and printed first, so a step that
 fails can be run again by hand. The versions are written into hidden
 folders (`.N.partial`, which the model repository skips) and renamed into
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -34,6 +41,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from . import compare as C
 from . import data as D
 
 NAME = "mouthmap-lipnet-grid-s1"
@@ -55,6 +63,51 @@ def version_number(text: str, flag: str) -> str:
     return str(n)
 
 
+def previous_entry(committed: dict, version: str) -> str | None:
+    """The committed report's entry of the newest FP32 version below
+    `version` (`NAME/N/model.onnx`), or None when there is none."""
+    below = []
+    for key in committed:
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == NAME and parts[1].isdigit() and int(parts[1]) < int(version):
+            below.append((int(parts[1]), key))
+    return max(below)[1] if below else None
+
+
+def against_entry(committed_path: Path, against: str, version: str) -> tuple[str, dict] | None:
+    """What the new version is compared with: (label, its report entry), None for `--against none`."""
+    if against == "none":
+        return None
+    if not committed_path.exists():
+        raise SystemExit(f"{committed_path}: no committed report to compare with; give --committed-report or --against none")
+    committed = json.loads(committed_path.read_text())
+    key = previous_entry(committed, version) if against == "previous" else against
+    if key is None:
+        raise SystemExit(f"{committed_path} has no earlier version of {NAME} below {version}: "
+                         "name an entry with --against KEY or skip with --against none")
+    if key not in committed:
+        raise SystemExit(f"{committed_path} has no entry {key!r}; it has: {', '.join(committed)}")
+    return f"{committed_path.name}#{key}", committed[key]
+
+
+def comparisons(report: dict, fp32_key: str, int8_key: str, against: tuple[str, dict] | None,
+                refs: dict[str, str], samples: int = 10000, seed: int = 0) -> list[dict]:
+    """The release's two paired comparisons: the version it replaces -> the
+    new FP32 model, and the new FP32 -> its INT8 model (held to the INT8
+    target: at most 1 point more WER, upper bounds included)."""
+    pairs = []
+    if against is not None:
+        pairs.append(("replaces", against, (fp32_key, report[fp32_key]), None))
+    pairs.append(("int8", (fp32_key, report[fp32_key]), (int8_key, report[int8_key]), 0.01))
+    out = []
+    for what, (a_name, a), (b_name, b), at_most in pairs:
+        rows = C.compare([a, b], refs, samples, seed)
+        out.append({"comparison": what, "a": a_name, "b": b_name, "rows": rows,
+                    "verdict": C.verdict(rows, at_most) if rows else "no figure in common",
+                    "gaps": [C.gaps(r, refs, samples, seed) for r in (a, b)]})
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, type=Path, help="a full checkpoint of `train` (best.pt or last.pt)")
@@ -64,7 +117,12 @@ def main() -> None:
     p.add_argument("--weights", choices=["ema", "last"], default="ema", help="as `export --weights`")
     p.add_argument("--data", default=str(D.REPO / "model" / "data"), help="calibration crops for INT8 (training clips only)")
     p.add_argument("--report", default=str(D.REPO / "model" / "runs" / "release-eval.json"))
-    p.add_argument("--no-evaluate", action="store_true", help="write the files only")
+    p.add_argument("--no-evaluate", action="store_true", help="write the files only (and compare nothing)")
+    p.add_argument("--against", default="previous",
+                   help="the committed report's entry the new version is compared with: `previous` (default: the "
+                        "newest version below --version), a key such as mouthmap-lipnet-grid-s1/4/model.onnx, or none")
+    p.add_argument("--committed-report", type=Path, default=D.REPO / "model" / "eval-report.json",
+                   help="the report the versions in the repository were measured into")
     p.add_argument("--force", action="store_true", help="overwrite version directories that exist")
     args = p.parse_args()
 
@@ -84,6 +142,9 @@ def main() -> None:
     for d in (fp32, int8):
         if d.exists() and not args.force:
             raise SystemExit(f"{d} exists: pick another version or pass --force")
+    # Before any file is written: what the new version will be compared with.
+    against = None if args.no_evaluate else against_entry(args.committed_report, args.against, version)
+    refs = None if args.no_evaluate else C.references(args.data)
     model_version = args.model_version or f"{version}.0.0"
     data, report = str(Path(args.data).resolve()), str(Path(args.report).resolve())
     # Hidden while written: the repository scan skips dot-named folders.
@@ -114,6 +175,17 @@ def main() -> None:
     if not args.no_evaluate:
         run(["mouthmap_model.evaluate", "--timing", "--models", str(fp32 / "model.onnx"), str(int8 / "model.onnx"),
              "--report", report])
+        new = json.loads(Path(report).read_text())
+        # evaluate's keys: the models' paths in the repository.
+        fp32_key, int8_key = f"{NAME}/{version}/model.onnx", f"{NAME}-int8/{int8.name}/model.onnx"
+        result = comparisons(new, fp32_key, int8_key, against, refs)
+        out = Path(report).with_suffix(".compare.json")
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        for c in result:
+            print(f"\n{c['comparison']}:")
+            print("\n".join(C.format_rows([c["a"], c["b"]], c["rows"], c["gaps"])))
+            print(f"B against A: {c['verdict']}")
+        print(f"comparisons: {out}", flush=True)
     print(f"written: {fp32} and {int8}; next: the model card (models/{NAME}/MODEL_CARD.md, model/MODEL_CARD.md), "
           "model/eval-report.json, tests/reference_model.rs's bounds")
 
