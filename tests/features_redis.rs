@@ -600,3 +600,61 @@ async fn an_acknowledged_feature_write_is_readable_when_it_says_so() {
         started.elapsed()
     );
 }
+
+/// A row someone waits for is tried once more after the store's retry
+/// pause when the first try fails for a passing reason: written across a
+/// Redis restart inside that pause, and acknowledged as written.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_acknowledged_write_survives_a_redis_restart_within_the_retry_pause() {
+    use mouthmap_feature_store::writer::FeatureWriter;
+    use mouthmap_feature_store::{OnlineStore, Registry, Row, StoreSettings, Value as Field};
+    if !available(&[Need::Redis]) {
+        return;
+    }
+    let redis = Redis::start();
+    let mut settings = StoreSettings::new(redis.url());
+    // Long enough for the restart below on a loaded machine.
+    settings.retry_pause = Duration::from_secs(3);
+    let store = OnlineStore::new(settings, std::sync::Arc::new(Registry::builtin())).unwrap();
+    let (writer, _task) = FeatureWriter::spawn(store.clone(), 16);
+    let id = unique("restart");
+    let quality = |frames: i64| Row::from([("frames".to_string(), Field::Int(frames))]);
+    let first = writer
+        .offer_acked("stream_quality", &id, quality(1))
+        .expect("room in the queue");
+    assert!(first.await.unwrap(), "the first write failed");
+
+    let mut redis = tokio::task::spawn_blocking(move || {
+        let mut redis = redis;
+        redis.stop();
+        redis
+    })
+    .await
+    .unwrap();
+    let ack = writer
+        .offer_acked("stream_quality", &id, quality(2))
+        .expect("room in the queue");
+    // The first try meets the stopped Redis; the retry, the restarted one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let redis = tokio::task::spawn_blocking(move || {
+        redis.resume();
+        redis
+    })
+    .await
+    .unwrap();
+    assert!(
+        ack.await.unwrap(),
+        "the write across the restart was not retried"
+    );
+    let rows = store.read(&[("stream_quality", &id)]).await.unwrap();
+    let row = rows[0].as_ref().expect("the retried row is stored");
+    assert_eq!(row["frames"], Field::Int(2));
+    assert_eq!(
+        writer
+            .stats()
+            .failed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    drop(redis);
+}

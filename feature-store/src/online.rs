@@ -112,6 +112,12 @@ impl OnlineStore {
         redact_url(&self.settings.url)
     }
 
+    /// How long calls fail at once after a failed connect: a retry sooner
+    /// is refused without trying.
+    pub fn retry_pause(&self) -> Duration {
+        self.settings.retry_pause
+    }
+
     /// The Redis key of a view's hash for one entity key.
     pub fn key(&self, view: &str, entity_key: &str) -> String {
         format!("{}:{view}:{entity_key}", self.settings.prefix)

@@ -5,7 +5,8 @@
 //! the next offer carries the newer values. A row that must be stored
 //! before something else happens (a stream's last quality, before its end
 //! goes downstream) is queued with [`FeatureWriter::offer_acked`], whose
-//! receiver says when it was written.
+//! receiver says when it was written; its write is tried once more after
+//! the store's retry pause when the first try fails for a passing reason.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -56,7 +57,16 @@ impl FeatureWriter {
                     add(more);
                 }
                 for ((view, key), (row, acks)) in pending {
-                    let written = match store.write(&view, &key, &row).await {
+                    let mut result = store.write(&view, &key, &row).await;
+                    if !acks.is_empty() && result.as_ref().is_err_and(|e| e.is_transient()) {
+                        // Someone waits for this row (a stream's last quality,
+                        // before its end goes downstream): one more try once the
+                        // store connects again, so a moment's stall (a loaded
+                        // machine, a Redis still loading) does not lose it.
+                        tokio::time::sleep(store.retry_pause()).await;
+                        result = store.write(&view, &key, &row).await;
+                    }
+                    let written = match result {
                         Ok(()) => {
                             task_stats.written.fetch_add(1, Ordering::Relaxed);
                             if failing {

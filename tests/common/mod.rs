@@ -661,6 +661,30 @@ pub struct Redis {
     proc: Option<Proc>,
 }
 
+/// Waits until the Redis on `port` answers PING with PONG: listening is not
+/// ready (while it loads its data it answers every command with LOADING).
+fn wait_redis_ready(port: u16, timeout: Duration) {
+    use std::io::{Read, Write};
+    let until = Instant::now() + timeout;
+    loop {
+        let pong = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut c| {
+            let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut reply = [0u8; 64];
+            c.write_all(b"PING\r\n").is_ok()
+                && c.read(&mut reply)
+                    .is_ok_and(|n| reply[..n].starts_with(b"+PONG"))
+        });
+        if pong {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "redis-server on :{port} did not answer PING with PONG within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 impl Redis {
     pub fn start() -> Self {
         let mut r = Self {
@@ -690,6 +714,7 @@ impl Redis {
                 .stdout(Stdio::null()),
         );
         wait_port(self.port, Duration::from_secs(10));
+        wait_redis_ready(self.port, Duration::from_secs(10));
         self.proc = Some(proc);
     }
 
