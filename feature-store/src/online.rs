@@ -45,7 +45,9 @@ impl StoreSettings {
 }
 
 struct Conn {
-    current: Option<MultiplexedConnection>,
+    /// The connection in use, and which one it is (counted up per connect).
+    current: Option<(u64, MultiplexedConnection)>,
+    made: u64,
     failed_at: Option<Instant>,
 }
 
@@ -97,6 +99,7 @@ impl OnlineStore {
             settings,
             conn: Arc::new(tokio::sync::Mutex::new(Conn {
                 current: None,
+                made: 0,
                 failed_at: None,
             })),
         })
@@ -127,10 +130,11 @@ impl OnlineStore {
         format!("{}:_parts:{view}:{entity_key}", self.settings.prefix)
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, FeatureError> {
+    /// The connection (made now if there is none) and its number.
+    async fn connection(&self) -> Result<(u64, MultiplexedConnection), FeatureError> {
         let mut c = self.conn.lock().await;
-        if let Some(conn) = &c.current {
-            return Ok(conn.clone());
+        if let Some((n, conn)) = &c.current {
+            return Ok((*n, conn.clone()));
         }
         if let Some(t) = c.failed_at
             && t.elapsed() < self.settings.retry_pause
@@ -152,8 +156,9 @@ impl OnlineStore {
                 if c.failed_at.take().is_some() {
                     tracing::info!(url = %self.url(), "Redis reachable again");
                 }
-                c.current = Some(conn.clone());
-                Ok(conn)
+                c.made += 1;
+                c.current = Some((c.made, conn.clone()));
+                Ok((c.made, conn))
             }
             Err(e) => {
                 c.failed_at = Some(Instant::now());
@@ -173,7 +178,7 @@ impl OnlineStore {
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, FeatureError> {
-        let mut conn = self.connection().await?;
+        let (n, mut conn) = self.connection().await?;
         match pipe.query_async(&mut conn).await {
             Ok(v) => Ok(v),
             Err(e) => {
@@ -182,9 +187,13 @@ impl OnlineStore {
                     || e.is_timeout()
                     || e.is_unrecoverable_error()
                 {
+                    // Only the connection that failed is dropped: another
+                    // call may already have made a new one, which stays.
                     let mut c = self.conn.lock().await;
-                    c.current = None;
-                    c.failed_at = Some(Instant::now());
+                    if c.current.as_ref().is_some_and(|(current, _)| *current == n) {
+                        c.current = None;
+                        c.failed_at = Some(Instant::now());
+                    }
                 }
                 Err(self.unavailable(&e))
             }
