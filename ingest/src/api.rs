@@ -101,6 +101,9 @@ pub struct Plays {
     reported: AtomicBool,
     /// A wait ran out before nginx had ever reported a play.
     never_reported: AtomicBool,
+    /// Told whenever a wait ends (played, forgotten): wakes the publishes
+    /// of the same name waiting in [`Plays::settled`].
+    ended: tokio::sync::Notify,
 }
 
 impl Plays {
@@ -127,9 +130,11 @@ impl Plays {
     /// False when none waits (a player that is not a pull just started).
     pub fn played(&self, name: &str) -> bool {
         self.reported.store(true, Ordering::Relaxed);
-        match self.waiting.lock().expect("plays lock").remove(name) {
+        let removed = self.waiting.lock().expect("plays lock").remove(name);
+        match removed {
             Some(notify) => {
                 notify.notify_one();
+                self.ended.notify_waiters();
                 true
             }
             None => false,
@@ -154,6 +159,23 @@ impl Plays {
         self.waiting.lock().expect("plays lock").contains_key(name)
     }
 
+    /// Waits until no `on_publish` of `name` waits for its pull to play, at
+    /// most until `until`. True when none waits any more.
+    pub async fn settled(&self, name: &str, until: Instant) -> bool {
+        loop {
+            // Registered before the check, so an end between the two is not missed.
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if !self.pending(name) {
+                return true;
+            }
+            if tokio::time::timeout_at(until.into(), ended).await.is_err() {
+                return !self.pending(name);
+            }
+        }
+    }
+
     /// Forgets the wait `notify` of `name` (one that ended, or whose pull
     /// did not start), and only that one.
     pub fn forget(&self, name: &str, notify: &tokio::sync::Notify) {
@@ -163,6 +185,8 @@ impl Plays {
             .is_some_and(|n| std::ptr::eq(Arc::as_ptr(n), notify))
         {
             waiting.remove(name);
+            drop(waiting);
+            self.ended.notify_waiters();
         }
     }
 
@@ -374,9 +398,7 @@ async fn on_publish(
         // once that one's pull plays, so neither sends before the pull is
         // there; nginx then refuses whichever comes second as already
         // publishing.
-        while state.plays.pending(name) && Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        state.plays.settled(name, until).await;
         tokio::time::sleep(state.rtmp.settle).await;
     }
     if state.manager.published_again(name) {
@@ -553,6 +575,54 @@ mod tests {
         assert!(plays.pending("cam-4"));
         assert!(!plays.wait("cam-4", &notify, Instant::now()).await);
         assert!(!plays.pending("cam-4"));
+    }
+
+    #[tokio::test]
+    async fn a_second_publish_is_let_in_when_the_first_one_s_wait_ends() {
+        let plays = std::sync::Arc::new(Plays::default());
+        let notify = plays.expect("cam-1").unwrap();
+        let until = Instant::now() + Duration::from_secs(5);
+        // Nothing waits for cam-2: at once.
+        assert!(plays.settled("cam-2", until).await);
+        let second = tokio::spawn({
+            let plays = plays.clone();
+            async move {
+                let t = Instant::now();
+                (plays.settled("cam-1", until).await, t.elapsed())
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!second.is_finished(), "let in while the first still waits");
+        assert!(plays.played("cam-1"));
+        let (settled, waited) = second.await.unwrap();
+        assert!(settled);
+        assert!(
+            waited < Duration::from_secs(1),
+            "woken by the play, not the deadline"
+        );
+        assert!(plays.wait("cam-1", &notify, until).await);
+        // A first publish that gives up (its pull did not start) lets it in too.
+        let notify = plays.expect("cam-3").unwrap();
+        let second = tokio::spawn({
+            let plays = plays.clone();
+            async move {
+                plays
+                    .settled("cam-3", Instant::now() + Duration::from_secs(5))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        plays.forget("cam-3", &notify);
+        assert!(second.await.unwrap());
+        // One that never ends: the deadline answers.
+        let _held = plays.expect("cam-4").unwrap();
+        let started = Instant::now();
+        assert!(
+            !plays
+                .settled("cam-4", started + Duration::from_millis(100))
+                .await
+        );
+        assert!(started.elapsed() >= Duration::from_millis(100));
     }
 
     #[tokio::test]
