@@ -155,8 +155,7 @@ def format_rows(names: list[str], rows: list[dict], gap_rows: list[list[dict]]) 
         line = f"{r['section']:<16} ({r['items']} items, {r['words']} words): " + ", ".join(cells)
         if "difference" in r:
             lo, hi = r["difference_interval"]
-            verdict = shown(r)
-            verdict = "shown" if verdict != "not shown" else verdict
+            verdict = "not shown" if shown(r) == "not shown" else "shown"
             line += (f"; B-A {r['difference'] * 100:+.1f} points [{lo * 100:+.1f}, {hi * 100:+.1f}] "
                      f"({r['word_errors'][0]} -> {r['word_errors'][1]} words), B better in "
                      f"{100 * r['second_better']:.0f}% of resamples: {verdict}")
@@ -188,14 +187,6 @@ def verdict(rows: list[dict], at_most: float | None = None) -> str:
     return text
 
 
-def references(data: str | Path) -> dict[str, str]:
-    """Each clip's sentence, from the crops' manifest (`data build`)."""
-    manifest = Path(data) / "manifest.json"
-    if not manifest.exists():
-        raise SystemExit(f"{manifest} is missing: build it with `python -m mouthmap_model.data build` (or give --data)")
-    return {e["clip"]: e["text"] for e in json.loads(manifest.read_text())["clips"]}
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("reports", nargs="+", help="REPORT.json or REPORT.json#MODEL_KEY (one or two)")
@@ -209,7 +200,7 @@ def main() -> None:
         p.error("give one report (intervals) or two (a paired comparison)")
     if args.samples < 100:
         p.error("--samples: at least 100 resamples")
-    refs = references(args.data)
+    refs = D.references(args.data)
     loaded = [load(a) for a in args.reports]
     rows = compare([r for _, r in loaded], refs, args.samples, args.seed)
     if not rows:

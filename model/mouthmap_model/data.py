@@ -76,6 +76,14 @@ def read_alignment(path: Path) -> list[Word]:
     return words
 
 
+def references(data: str | Path) -> dict[str, str]:
+    """Each clip's sentence, from the crops' manifest (`data build`)."""
+    manifest = Path(data) / "manifest.json"
+    if not manifest.exists():
+        raise SystemExit(f"{manifest} is missing: build it with `python -m mouthmap_model.data build` (or give --data)")
+    return {e["clip"]: e["text"] for e in json.loads(manifest.read_text())["clips"]}
+
+
 def build(args: argparse.Namespace) -> None:
     shared = Path(args.shared).resolve()
     out = Path(args.out).resolve()

@@ -96,10 +96,7 @@ def main() -> None:
     if key not in report:
         raise SystemExit(f"{args.report} has no model {key!r}; it has: {', '.join(report)}")
     r = report[key]
-    manifest = Path(args.data) / "manifest.json"
-    if not manifest.exists():
-        raise SystemExit(f"{manifest} is missing: build it with `python -m mouthmap_model.data build` (or give --data)")
-    refs = {e["clip"]: e["text"] for e in json.loads(manifest.read_text())["clips"]}
+    refs = D.references(args.data)
     out = {}
     for mode in ("open", "lexicon", "grid"):
         if mode in r.get("serving", {}):

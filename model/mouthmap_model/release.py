@@ -144,7 +144,7 @@ def main() -> None:
             raise SystemExit(f"{d} exists: pick another version or pass --force")
     # Before any file is written: what the new version will be compared with.
     against = None if args.no_evaluate else against_entry(args.committed_report, args.against, version)
-    refs = None if args.no_evaluate else C.references(args.data)
+    refs = None if args.no_evaluate else D.references(args.data)
     model_version = args.model_version or f"{version}.0.0"
     data, report = str(Path(args.data).resolve()), str(Path(args.report).resolve())
     # Hidden while written: the repository scan skips dot-named folders.

@@ -713,7 +713,7 @@ impl Redis {
                 .args(["--appendonly", "yes", "--save", "", "--loglevel", "warning"])
                 .stdout(Stdio::null()),
         );
-        wait_port(self.port, Duration::from_secs(10));
+        // Listening is not enough: ready is answering PING.
         wait_redis_ready(self.port, Duration::from_secs(10));
         self.proc = Some(proc);
     }
