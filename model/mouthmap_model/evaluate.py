@@ -63,6 +63,17 @@ def beam_decode(probs: np.ndarray, vocab: list[str], blank: int, width: int = 8)
     return " ".join("".join(vocab[k] for k in best).split())
 
 
+def clip_window(frames: np.ndarray, norm: dict) -> tuple[np.ndarray, int]:
+    """A clip's crops as the model's input window ([1, 75, H, W, 1],
+    normalised as the model's metadata says, zero-padded past the clip's
+    end) and how many of its frames are the clip's."""
+    x = frames[:75].astype(np.float32) / 255.0
+    n = len(x)
+    if n < 75:
+        x = np.concatenate([x, np.zeros((75 - n, *x.shape[1:]), np.float32)])
+    return ((x - norm["mean"]) / norm["std"])[None, ..., None].astype(np.float32), n
+
+
 def clip_level(model: Path, manifest: dict, arrays: dict, flip: bool = False) -> dict:
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     meta = sess.get_modelmeta().custom_metadata_map
@@ -73,11 +84,7 @@ def clip_level(model: Path, manifest: dict, arrays: dict, flip: bool = False) ->
     hyps_fg, hyps_fb, ms_one, ms_flip = [], [], [], []
     labels = [v if v != "<blank>" else "" for v in vocab]
     for e in val:
-        x = arrays[e["clip"]][:75].astype(np.float32) / 255.0
-        n = len(x)
-        if n < 75:
-            x = np.concatenate([x, np.zeros((75 - n, *x.shape[1:]), np.float32)])
-        x = ((x - norm["mean"]) / norm["std"])[None, ..., None].astype(np.float32)
+        x, n = clip_window(arrays[e["clip"]], norm)
         t0 = time.perf_counter()
         probs = sess.run(None, {"frames": x})[0][0, :n]
         ms_one.append((time.perf_counter() - t0) * 1e3)

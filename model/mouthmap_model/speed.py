@@ -12,6 +12,10 @@ machine.
 from __future__ import annotations
 
 import argparse
+import collections
+import json
+import os
+import tempfile
 import time
 
 import numpy as np
@@ -22,6 +26,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--profile", action="store_true",
+                   help="also each model's time by operator type at batch 1 (ONNX Runtime's profiler, "
+                        "a separate session so the timings above are not slowed by it)")
     args = p.parse_args()
     base = None
     for path in args.models:
@@ -46,6 +53,34 @@ def main() -> None:
             f"{per_window[1]:.1f} at batch 16 ({base[1] / per_window[1]:.2f}x)",
             flush=True,
         )
+        if args.profile:
+            for op, share, ms in profile(path, args.threads)[:8]:
+                print(f"    {op:<20} {100 * share:5.1f}%  {ms:6.2f} ms per window", flush=True)
+
+
+def profile(path: str, threads: int, runs: int = 20) -> list[tuple[str, float, float]]:
+    """(operator type, share of the kernels' time, ms per window) at batch 1,
+    largest first, from ONNX Runtime's profiler over `runs` runs after two
+    warm-up runs (which the profile also holds: shares, not totals, are
+    what it is for)."""
+    o = ort.SessionOptions()
+    o.intra_op_num_threads = threads
+    o.enable_profiling = True
+    o.profile_file_prefix = os.path.join(tempfile.gettempdir(), "mouthmap-speed")
+    s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
+    x = np.random.rand(1, 75, 46, 140, 1).astype(np.float32)
+    name = s.get_inputs()[0].name
+    for _ in range(runs + 2):
+        s.run(None, {name: x})
+    trace = s.end_profiling()
+    by = collections.Counter()
+    with open(trace) as f:
+        for e in json.load(f):
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                by[e["args"]["op_name"]] += e["dur"]
+    os.remove(trace)
+    total = sum(by.values()) or 1
+    return [(op, d / total, d / (runs + 2) / 1000) for op, d in by.most_common()]
 
 
 if __name__ == "__main__":
