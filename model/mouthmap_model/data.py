@@ -174,6 +174,16 @@ def crop_videos(binary: Path, shared: Path, videos: list[Path], out: Path, extra
     subprocess.run([str(binary), "crops", "--out", str(out), *extra, *map(str, videos)], check=True, env=env)
 
 
+def frame_words(n: int, words: list, offset: int, vocab: dict[str, int]) -> np.ndarray:
+    """Which word each of `n` frames from `offset` on shows, by the
+    alignments `words` ((word, first, end) frames): 1 + its index in
+    `vocab`, 0 for frames between words (silence and pauses)."""
+    out = np.zeros(n, dtype=np.int64)
+    for w, s, e in words:
+        out[max(s - offset, 0) : max(min(e - offset, n), 0)] = vocab[w] + 1
+    return out
+
+
 def join_videos(videos: list[Path], dst: Path, reencode: bool = True) -> None:
     """The videos back to back in one file, as `evaluate`'s streams are made:
     ffmpeg's concat demuxer, re-encoded (libx264 crf 18, 25 fps) or, with

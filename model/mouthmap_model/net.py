@@ -83,6 +83,26 @@ class Intermediate(nn.Module):
         return net.out(net.drop(y)), self.head(net.drop(mid))
 
 
+class FrameWords(nn.Module):
+    """A training-only head on `LipNet`'s GRU output that reads, on every
+    frame, which word is spoken there (`words` classes and 0 for none): a
+    dense, frame-level signal beside CTC's sequence-level one. The network is
+    used as it is (its state dict, export and moving average unchanged);
+    `forward` returns the logits `net(x)` would, plus the word logits."""
+
+    def __init__(self, net: LipNet, words: int):
+        super().__init__()
+        self.net_ref = [net]  # not a submodule: its parameters stay the network's own
+        self.head = nn.Linear(net.out.in_features, words + 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x as `LipNet` takes it; (logits [B, T, classes], word logits [B, T, words + 1])."""
+        net = self.net_ref[0]
+        y, _ = net.gru(net.drop(net.frame_features(x)))
+        y = net.drop(y)
+        return net.out(y), self.head(y)
+
+
 def load_checkpoint(path, what: str = "checkpoint", device="cpu") -> dict:
     """A checkpoint `train`, `soup` or `slim` wrote, on `device`; a missing
     file or one of another kind stops with what it is and what to give

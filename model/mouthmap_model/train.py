@@ -40,13 +40,14 @@ from tqdm import tqdm
 from . import data as D
 from .carry import summary
 from .metrics import cer, greedy_decode, wer
-from .net import Intermediate, LipNet, channels_of, load_checkpoint
+from .net import FrameWords, Intermediate, LipNet, channels_of, load_checkpoint
 
 T = 75
 
 
 class Sampler:
-    """Draws training samples: (frames [t, H, W] uint8, text).
+    """Draws training samples: (frames [t, H, W] uint8, text, each frame's
+    word by the alignments, see `data.frame_words`).
 
     Every clip is first re-timed as a camera or an RTMP publisher would
     deliver it (`retime`): a small frame-rate change and, now and then, a
@@ -70,6 +71,7 @@ class Sampler:
         # detections), drawn for a share of the samples.
         self.alt = alt or {}
         self.alt_share = alt_share
+        self.vocab = {w: i for i, w in enumerate(sorted({w[0] for e in self.train for w in e["words"]}))}
 
     def _clip(self, e: dict) -> tuple[np.ndarray, list]:
         x = self.arrays[e["clip"]]
@@ -85,10 +87,10 @@ class Sampler:
         words = wa + [(w, s + len(xa), e + len(xa)) for w, s, e in wb]
         return np.concatenate([xa, xb]), words, len(xa)
 
-    @staticmethod
-    def _cut(x: np.ndarray, words: list, o: int):
+    def _cut(self, x: np.ndarray, words: list, o: int):
         inside = [w for w, s, e in words if o <= (s + e) / 2 < o + T]
-        return x[o : o + T], " ".join(inside)
+        part = x[o : o + T]
+        return part, " ".join(inside), D.frame_words(len(part), words, o, self.vocab)
 
     def whole(self):
         x, words = self._clip(self.rng.choice(self.train))
@@ -109,7 +111,8 @@ class Sampler:
         chosen = words[i : i + n]
         start = max(0, chosen[0][1] - self.rng.randint(0, 3))
         end = min(len(x), chosen[-1][2] + self.rng.randint(0, 3))
-        return x[start:end][:T], " ".join(w[0] for w in chosen)
+        part = x[start:end][:T]
+        return part, " ".join(w[0] for w in chosen), D.frame_words(len(part), words, start, self.vocab)
 
     def window(self):
         x, words, first = self._joined()
@@ -122,10 +125,10 @@ class Sampler:
             rest = 1.0 - 0.15 - window_share
             kinds, weights = ("segment", "whole", "window", "shifted"), (0.15, rest / 2, window_share, rest / 2)
         kind = self.rng.choices(kinds, weights)[0]
-        x, text = getattr(self, kind)()
-        if not text.strip():
+        sample = getattr(self, kind)()
+        if not sample[1].strip():
             return self.whole()
-        return x, text
+        return sample
 
 
 def retime(x: np.ndarray, words: list, rng: random.Random, speed: float = 0.1, glitch: float = 0.03):
@@ -199,7 +202,7 @@ def batch(
     """Samples as a batch on `device` (augmented there: on a GPU the CPU
     only cuts the samples)."""
     xs, targets, in_lens, tgt_lens = [], [], [], []
-    for frames, text in samples:
+    for frames, text, *_ in samples:
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(device).float() / 255.0
         if rng is not None:
             x = augment(x, rng, time_mask, mild)
@@ -218,6 +221,15 @@ def batch(
         torch.tensor(in_lens, dtype=torch.long),
         torch.tensor(tgt_lens, dtype=torch.long),
     )
+
+
+def word_targets(samples, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The samples' frame words (`Sampler`'s third element) as [B, T],
+    frames past a sample's end -100 (ignored by the cross-entropy)."""
+    out = torch.full((len(samples), T), -100, dtype=torch.long)
+    for i, (_, _, words) in enumerate(samples):
+        out[i, : len(words)] = torch.from_numpy(words)
+    return out.to(device)
 
 
 @torch.no_grad()
@@ -375,6 +387,15 @@ def main() -> None:
         "The head is training-only: the exported network is unchanged; 0: none (the default)",
     )
     p.add_argument(
+        "--word-frames",
+        type=float,
+        default=0.0,
+        help="weight of a frame-level word loss: a linear head on the GRU's output reads, on every "
+        "frame, which word the alignments say is spoken there (or none), its cross-entropy added to the "
+        "CTC loss (dense supervision for the visually close letters). The head is training-only: the "
+        "exported network is unchanged; 0: none (the default)",
+    )
+    p.add_argument(
         "--recipe",
         choices=["v1", "v2"],
         default="v2",
@@ -427,7 +448,14 @@ def main() -> None:
     if not 0.0 <= args.inter_ctc < 1.0:
         raise SystemExit(f"--inter-ctc {args.inter_ctc}: a weight from 0 (none) up to, not including, 1")
     inter = Intermediate(net).to(device) if args.inter_ctc > 0 else None
+    if args.word_frames < 0:
+        raise SystemExit(f"--word-frames {args.word_frames}: a weight of 0 (none) or more")
+    if inter is not None and args.word_frames > 0:
+        raise SystemExit("--word-frames and --inter-ctc: one training-only head at a time")
+    words_net = FrameWords(net, len(sampler.vocab)).to(device) if args.word_frames > 0 else None
     trained = list(net.parameters()) + (list(inter.head.parameters()) if inter is not None else [])
+    if words_net is not None:
+        trained += list(words_net.head.parameters())
     opt = torch.optim.AdamW(trained, lr=args.peak_lr / 25, weight_decay=1e-2)
     ctc = torch.nn.CTCLoss(blank=D.BLANK, zero_infinity=True)
     use_bf16 = args.bf16
@@ -453,10 +481,15 @@ def main() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             if inter is not None:
                 logits, mid = inter(x)
+            elif words_net is not None:
+                logits, word_logits = words_net(x)
             else:
                 logits = net(x)
         logp = logits.float().log_softmax(-1).transpose(0, 1)  # [T, B, C]
         loss = ctc(logp, y, il, tl)
+        if words_net is not None:
+            wt = word_targets(samples, device)
+            loss = loss + args.word_frames * F.cross_entropy(word_logits.float().flatten(0, 1), wt.flatten())
         if inter is not None:
             mid_logp = mid.float().log_softmax(-1).transpose(0, 1)
             loss = (1 - args.inter_ctc) * loss + args.inter_ctc * ctc(mid_logp, y, il, tl)
@@ -479,9 +512,17 @@ def main() -> None:
                 f"--resume: the run was trained with --inter-ctc {theirs}, this one has {args.inter_ctc}: "
                 f"give --inter-ctc {theirs} (or start from its weights with --init)"
             )
+        theirs = float((state.get("recipe") or {}).get("word_frames") or 0.0)
+        if (theirs > 0) != (args.word_frames > 0):
+            raise SystemExit(
+                f"--resume: the run was trained with --word-frames {theirs}, this one has {args.word_frames}: "
+                f"give --word-frames {theirs} (or start from its weights with --init)"
+            )
         net.load_state_dict(state["model"])
         if inter is not None and state.get("inter_head") is not None:
             inter.head.load_state_dict(state["inter_head"])
+        if words_net is not None and state.get("word_head") is not None:
+            words_net.head.load_state_dict(state["word_head"])
         if ema is not None:
             ema.load_state_dict(state.get("ema") or state["model"])
         if state.get("opt") is None:
@@ -610,6 +651,7 @@ def main() -> None:
                 "model": on_cpu(net.state_dict()),
                 "ema": on_cpu(ema.state_dict()) if ema is not None else None,
                 "inter_head": on_cpu(inter.head.state_dict()) if inter is not None else None,
+                "word_head": on_cpu(words_net.head.state_dict()) if words_net is not None else None,
                 "opt": on_cpu(opt.state_dict()),
                 "sched": sched.state_dict(),
                 "step": s + 1,

@@ -35,6 +35,16 @@ class Alignment(unittest.TestCase):
             words = D.read_alignment(p)
         self.assertEqual([(w.word, w.start, w.end) for w in words], [("bin", 23, 29), ("blue", 29, 34), ("at", 34, 35)])
 
+    def test_frame_words_mark_each_aligned_frame_from_the_offset_on(self):
+        vocab = {"at": 0, "bin": 1, "blue": 2}
+        words = [("bin", 23, 29), ("blue", 29, 34), ("at", 34, 35)]
+        # A window from frame 25: bin's last four frames, blue's five, at's one, then nothing.
+        got = D.frame_words(14, words, 25, vocab)
+        self.assertEqual(got.tolist(), [2] * 4 + [3] * 5 + [1] + [0] * 4)
+        # A window past every word, and one before them, are all silence.
+        self.assertEqual(D.frame_words(5, words, 40, vocab).tolist(), [0] * 5)
+        self.assertEqual(D.frame_words(5, words, 0, vocab).tolist(), [0] * 5)
+
     def test_labels_drop_what_the_vocabulary_lacks(self):
         self.assertEqual(len(D.encode("bin blue")), 8)
         self.assertEqual(D.encode("a!a"), D.encode("aa"))
