@@ -6,6 +6,7 @@
 #   python -m mouthmap_model.carry pack --out ../.carry/crops   # here, once
 #   MINUTES=7 bash model/gpu-train.sh                           # there, from the repo root
 #   SET=restarts MINUTES=2.5 GRACE=30 bash model/gpu-train.sh    # two restarts only
+#   SET=v4 MINUTES=3 GRACE=30 bash model/gpu-train.sh            # four restarts of version 4
 #
 # Each run's one-cycle schedule is sized to MINUTES from its own timing steps
 # (taken while the others run too); `timeout` stops a run GRACE seconds (90)
@@ -24,7 +25,16 @@ run() {
     --device cuda --threads 3 --minutes "$MINUTES" --eval-every 250 "$@" > /tmp/runs/$name.out 2>&1
   echo "run $name exited $?"
 }
-if [ "${SET:-ablation}" = restarts ]; then
+if [ "${SET:-ablation}" = v4 ]; then
+  # G-J: low-peak restarts of version 4 (the default), soup ingredients as
+  # E and F were for it; I and J repeat G and H with the frame-level word
+  # loss, whose CPU runs were too short to tell (model card, "Eighth session").
+  NAMES="G H I J"
+  run G --recipe v1 --ema 0.999 --no-bf16 --init checkpoints/v4.pt --peak-lr 5e-4 --seed 11 &
+  run H --recipe v1 --ema 0.999 --no-bf16 --init checkpoints/v4.pt --peak-lr 5e-4 --seed 12 &
+  run I --recipe v1 --ema 0.999 --no-bf16 --init checkpoints/v4.pt --peak-lr 5e-4 --seed 11 --word-frames 0.3 &
+  run J --recipe v1 --ema 0.999 --no-bf16 --init checkpoints/v4.pt --peak-lr 5e-4 --seed 12 --word-frames 0.3 &
+elif [ "${SET:-ablation}" = restarts ]; then
   # E, F: more low-peak restarts of the version-4 candidate (ingredients of a soup).
   NAMES="E F"
   run E --recipe v1 --ema 0.999 --no-bf16 --init checkpoints/v4-soup.pt --peak-lr 5e-4 --seed 4 &
