@@ -43,9 +43,14 @@ class LipNet(nn.Module):
         b, c, t, h, w = y.shape
         return y.permute(0, 2, 1, 3, 4).reshape(b, t, c * h * w)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def sequence(self, x: torch.Tensor) -> torch.Tensor:
+        """The GRU's output per frame, after dropout: what the classifier
+        reads ([B, T, 2 * hidden])."""
         y, _ = self.gru(self.drop(self.frame_features(x)))
-        return self.out(self.drop(y))
+        return self.drop(y)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.sequence(x))
 
 
 class Intermediate(nn.Module):
@@ -98,8 +103,7 @@ class FrameWords(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x as `LipNet` takes it; (logits [B, T, classes], word logits [B, T, words + 1])."""
         net = self.net_ref[0]
-        y, _ = net.gru(net.drop(net.frame_features(x)))
-        y = net.drop(y)
+        y = net.sequence(x)
         return net.out(y), self.head(y)
 
 

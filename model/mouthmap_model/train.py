@@ -506,18 +506,15 @@ def main() -> None:
     if args.resume:
         state = load_checkpoint(args.resume, "--resume", device)
         same_width(state, args, "--resume")
-        theirs = float((state.get("recipe") or {}).get("inter_ctc") or 0.0)
-        if (theirs > 0) != (args.inter_ctc > 0):
-            raise SystemExit(
-                f"--resume: the run was trained with --inter-ctc {theirs}, this one has {args.inter_ctc}: "
-                f"give --inter-ctc {theirs} (or start from its weights with --init)"
-            )
-        theirs = float((state.get("recipe") or {}).get("word_frames") or 0.0)
-        if (theirs > 0) != (args.word_frames > 0):
-            raise SystemExit(
-                f"--resume: the run was trained with --word-frames {theirs}, this one has {args.word_frames}: "
-                f"give --word-frames {theirs} (or start from its weights with --init)"
-            )
+        # The optimiser holds the training-only heads: a resumed run keeps them.
+        for key in ("inter_ctc", "word_frames"):
+            theirs, ours = float((state.get("recipe") or {}).get(key) or 0.0), getattr(args, key)
+            flag = "--" + key.replace("_", "-")
+            if (theirs > 0) != (ours > 0):
+                raise SystemExit(
+                    f"--resume: the run was trained with {flag} {theirs}, this one has {ours}: "
+                    f"give {flag} {theirs} (or start from its weights with --init)"
+                )
         net.load_state_dict(state["model"])
         if inter is not None and state.get("inter_head") is not None:
             inter.head.load_state_dict(state["inter_head"])
